@@ -1,0 +1,257 @@
+//! MySQL packet framing over a TCP stream: 3-byte little-endian length, 1-byte sequence id,
+//! payload. Payloads of 16 MiB - 1 or more are split into several packets.
+//!
+//! Invariants: the read buffer only ever holds bytes received from the peer and not yet
+//! consumed; [`PacketIo::read_packet`] hands out payloads without copying (a `BytesMut` split),
+//! and the relay path reads complete raw packets straight out of [`PacketIo::rbuf`].
+
+use std::io;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest payload carried by one physical packet.
+pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One logical packet: the sequence id of its first physical packet and the joined payload.
+#[derive(Debug)]
+pub struct Packet {
+    pub seq: u8,
+    /// Sequence id of its last physical packet (differs from `seq` for split payloads).
+    pub last_seq: u8,
+    pub payload: Bytes,
+}
+
+/// A framed connection: the socket, a read buffer and a write buffer.
+pub struct PacketIo {
+    pub stream: TcpStream,
+    pub rbuf: BytesMut,
+    pub wbuf: BytesMut,
+}
+
+impl PacketIo {
+    pub fn new(stream: TcpStream) -> Self {
+        PacketIo {
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+        }
+    }
+
+    /// Reads more bytes into `rbuf`; `Ok(0)` means the peer closed the connection.
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        self.stream.read_buf(&mut self.rbuf).await
+    }
+
+    /// Reads one logical packet, joining split payloads; refuses payloads over `max_len`.
+    /// `Ok(None)` means the peer closed the connection cleanly between packets.
+    pub async fn read_packet(&mut self, max_len: usize) -> io::Result<Option<Packet>> {
+        let mut joined: Option<BytesMut> = None;
+        let mut first_seq = None;
+        loop {
+            while self.rbuf.len() < 4 {
+                if self.fill().await? == 0 {
+                    return if self.rbuf.is_empty() && joined.is_none() {
+                        Ok(None)
+                    } else {
+                        Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "connection closed inside a packet",
+                        ))
+                    };
+                }
+            }
+            let len = (self.rbuf[0] as usize)
+                | (self.rbuf[1] as usize) << 8
+                | (self.rbuf[2] as usize) << 16;
+            let seq = self.rbuf[3];
+            let total = joined.as_ref().map_or(0, |j| j.len()) + len;
+            if total > max_len {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    PacketTooLarge {
+                        len: total,
+                        max: max_len,
+                    },
+                ));
+            }
+            while self.rbuf.len() < 4 + len {
+                self.rbuf.reserve(4 + len - self.rbuf.len());
+                if self.fill().await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed inside a packet",
+                    ));
+                }
+            }
+            self.rbuf.advance(4);
+            let chunk = self.rbuf.split_to(len);
+            first_seq.get_or_insert(seq);
+            let done = len < MAX_PAYLOAD;
+            match (&mut joined, done) {
+                (None, true) => {
+                    return Ok(Some(Packet {
+                        seq,
+                        last_seq: seq,
+                        payload: chunk.freeze(),
+                    }));
+                }
+                (None, false) => joined = Some(chunk),
+                (Some(j), _) => j.extend_from_slice(&chunk),
+            }
+            if done {
+                let payload = joined.take().unwrap_or_default().freeze();
+                return Ok(Some(Packet {
+                    seq: first_seq.unwrap_or(seq),
+                    last_seq: seq,
+                    payload,
+                }));
+            }
+        }
+    }
+
+    /// Appends `payload` to the write buffer as packets starting at `seq`; returns the next seq.
+    pub fn queue(&mut self, mut seq: u8, payload: &[u8]) -> u8 {
+        let mut rest = payload;
+        loop {
+            let n = rest.len().min(MAX_PAYLOAD);
+            self.wbuf.reserve(4 + n);
+            self.wbuf.put_uint_le(n as u64, 3);
+            self.wbuf.put_u8(seq);
+            self.wbuf.extend_from_slice(&rest[..n]);
+            seq = seq.wrapping_add(1);
+            rest = &rest[n..];
+            // A payload of exactly a multiple of MAX_PAYLOAD ends with an empty packet.
+            if n < MAX_PAYLOAD {
+                return seq;
+            }
+        }
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Queues one payload and writes it out.
+    pub async fn send(&mut self, seq: u8, payload: &[u8]) -> io::Result<u8> {
+        let next = self.queue(seq, payload);
+        self.flush().await?;
+        Ok(next)
+    }
+}
+
+/// A packet larger than the configured limit (MySQL error 1153).
+#[derive(Debug, thiserror::Error)]
+#[error("got a packet of {len} bytes, bigger than max_allowed_packet ({max} bytes)")]
+pub struct PacketTooLarge {
+    pub len: usize,
+    pub max: usize,
+}
+
+/// Length of the length-encoded integer at the start of `buf` and its value.
+pub fn lenenc_int(buf: &[u8]) -> Option<(u64, usize)> {
+    let first = *buf.first()?;
+    let (n, width) = match first {
+        0..=0xFA => return Some((first as u64, 1)),
+        0xFC => (2, 3),
+        0xFD => (3, 4),
+        0xFE => (8, 9),
+        _ => return None,
+    };
+    let bytes = buf.get(1..1 + n)?;
+    let mut v = 0u64;
+    for (i, b) in bytes.iter().enumerate() {
+        v |= (*b as u64) << (8 * i);
+    }
+    Some((v, width))
+}
+
+pub fn put_lenenc_int(buf: &mut Vec<u8>, v: u64) {
+    match v {
+        0..=0xFA => buf.push(v as u8),
+        0xFB..=0xFFFF => {
+            buf.push(0xFC);
+            buf.extend_from_slice(&(v as u16).to_le_bytes());
+        }
+        0x1_0000..=0xFF_FFFF => {
+            buf.push(0xFD);
+            buf.extend_from_slice(&(v as u32).to_le_bytes()[..3]);
+        }
+        _ => {
+            buf.push(0xFE);
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenenc_round_trips_at_every_width() {
+        for v in [
+            0u64,
+            250,
+            251,
+            0xFFFF,
+            0x1_0000,
+            0xFF_FFFF,
+            0x100_0000,
+            u64::MAX,
+        ] {
+            let mut buf = Vec::new();
+            put_lenenc_int(&mut buf, v);
+            assert_eq!(lenenc_int(&buf), Some((v, buf.len())), "value {v}");
+        }
+        assert_eq!(lenenc_int(&[0xFB]), None);
+        assert_eq!(lenenc_int(&[0xFC, 1]), None);
+    }
+
+    #[tokio::test]
+    async fn split_payloads_are_joined_and_queued_back_identically() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let payload: Vec<u8> = (0..MAX_PAYLOAD + 10).map(|i| i as u8).collect();
+        let expected = payload.clone();
+        let sender = tokio::spawn(async move {
+            let mut io = PacketIo::new(TcpStream::connect(addr).await.unwrap());
+            let next = io.send(3, &payload).await.unwrap();
+            io.send(next, b"tail").await.unwrap();
+        });
+        let (sock, _) = listener.accept().await.unwrap();
+        let mut io = PacketIo::new(sock);
+        let p = io.read_packet(usize::MAX).await.unwrap().unwrap();
+        assert_eq!((p.seq, p.last_seq), (3, 4));
+        assert_eq!(p.payload.as_ref(), expected.as_slice());
+        let tail = io.read_packet(usize::MAX).await.unwrap().unwrap();
+        assert_eq!((tail.seq, tail.payload.as_ref()), (5, &b"tail"[..]));
+        sender.await.unwrap();
+        assert!(io.read_packet(usize::MAX).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_packet_over_the_limit_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut io = PacketIo::new(TcpStream::connect(addr).await.unwrap());
+            io.send(0, &[7u8; 2000]).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        });
+        let (sock, _) = listener.accept().await.unwrap();
+        let err = PacketIo::new(sock).read_packet(1024).await.unwrap_err();
+        assert!(err.get_ref().unwrap().is::<PacketTooLarge>());
+    }
+}

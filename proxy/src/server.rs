@@ -1,0 +1,86 @@
+//! The client listener: one task per connection, bounded by a semaphore of
+//! `proxy.max_connections` permits; a client over the limit gets error 1040 instead of a greeting.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shard_rules::Config;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::backend::Target;
+use crate::error::ProxyError;
+use crate::packet::PacketIo;
+use crate::pool::Pools;
+use crate::session::{Session, Shared};
+
+/// Builds the shared state (pools are created lazily, nothing connects yet).
+pub fn shared(config: Config) -> Arc<Shared> {
+    let timeout = Duration::from_millis(config.pool.connect_timeout_ms);
+    let targets: HashMap<String, Arc<Target>> = config
+        .data_sources
+        .iter()
+        .filter(|(_, ds)| ds.room == config.proxy.room)
+        .map(|(name, ds)| {
+            let t = Target {
+                ds: name.clone(),
+                room: ds.room.clone(),
+                host: ds.host.clone(),
+                port: ds.port,
+                schema: ds.schema.clone(),
+                user: ds.user.clone(),
+                password: ds.password.clone(),
+                connect_timeout: timeout,
+            };
+            (name.clone(), Arc::new(t))
+        })
+        .collect();
+    let pools = Pools::new(targets, config.pool.clone());
+    Arc::new(Shared::new(config, pools))
+}
+
+/// Accepts clients until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let limit = shared.config.proxy.max_connections;
+    let permits = Arc::new(Semaphore::new(limit));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => {
+                info!("shutting down: no new connections");
+                return;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tokio::spawn(async move {
+                let mut io = PacketIo::new(stream);
+                let _ = io
+                    .send(0, &ProxyError::TooManyConnections(limit).to_err_payload())
+                    .await;
+            });
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            if let Some(session) = Session::accept(shared, stream, peer).await {
+                session.run().await;
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,1341 @@
+//! One client connection: handshake, then a loop of commands.
+//!
+//! A command runs as: analyse (classify.rs) → handle it in the proxy if it is `USE`, `SET
+//! PASSWORD`, `KILL` or a prepared-statement bookkeeping command → acquire a backend connection
+//! (the pinned one, or one from the pool brought to this session's schema and settings) → relay
+//! the response → update the session (status, last insert id, pins, settings) → release the
+//! backend connection unless the session is pinned.
+//!
+//! State ([`SessionState`]): idle (no backend), lingering (keeps the backend for one more
+//! statement because the last one left warnings or SQL_CALC_FOUND_ROWS behind), pinned (state
+//! that cannot be replayed) or in a transaction (the backend said so in its status flags).
+//! Invariant: a backend connection leaves a session only when none of these hold, or broken.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mysql_common::collations::{Collation, CollationId};
+use mysql_common::constants::{CapabilityFlags, ColumnType};
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, Column, HandshakeResponse};
+use mysql_common::proto::MySerialize;
+use shard_rules::config::{parse_password_hash, ConnectionMode, RoomRole};
+use shard_rules::Config;
+use tracing::{debug, info, warn};
+
+use crate::auth;
+use crate::backend::{charset_vars, frame, Response};
+use crate::classify::{self, pin, Kind, Statement};
+use crate::error::{ProxyError, SessionError};
+use crate::packet::{Packet, PacketIo, PacketTooLarge};
+use crate::pool::{Conn, Pools};
+use crate::response::{
+    ok_payload, Outcome, ResponseKind, STATUS_AUTOCOMMIT, STATUS_IN_TRANS, STATUS_MORE_RESULTS,
+};
+
+const COM_QUIT: u8 = 0x01;
+const COM_INIT_DB: u8 = 0x02;
+const COM_QUERY: u8 = 0x03;
+const COM_FIELD_LIST: u8 = 0x04;
+const COM_STATISTICS: u8 = 0x09;
+const COM_PROCESS_KILL: u8 = 0x0C;
+const COM_PING: u8 = 0x0E;
+const COM_CHANGE_USER: u8 = 0x11;
+const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_EXECUTE: u8 = 0x17;
+const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+const COM_STMT_CLOSE: u8 = 0x19;
+const COM_STMT_RESET: u8 = 0x1A;
+const COM_SET_OPTION: u8 = 0x1B;
+const COM_STMT_FETCH: u8 = 0x1C;
+const COM_RESET_CONNECTION: u8 = 0x1F;
+
+/// State shared by all sessions of one proxy.
+pub struct Shared {
+    pub config: Config,
+    pub pools: Pools,
+    version: RwLock<Option<String>>,
+    next_connection_id: AtomicU32,
+}
+
+/// Used when no backend could be reached to learn its version.
+const FALLBACK_VERSION: &str = "5.5.5-10.11.0-MariaDB-rainbow-bridge";
+
+impl Shared {
+    pub fn new(config: Config, pools: Pools) -> Self {
+        Shared {
+            config,
+            pools,
+            version: RwLock::new(None),
+            next_connection_id: AtomicU32::new(1),
+        }
+    }
+
+    /// The server version clients see: the backend's, with MariaDB's `5.5.5-` prefix.
+    pub async fn server_version(&self) -> String {
+        if let Some(v) = self
+            .version
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return v;
+        }
+        let local: Vec<String> = self
+            .config
+            .data_sources
+            .iter()
+            .filter(|(_, ds)| ds.room == self.config.proxy.room)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for ds in local {
+            match self.pools.dedicated(&ds).await {
+                Ok(conn) => {
+                    let v = if conn.server_version.starts_with("5.5.5-") {
+                        conn.server_version.clone()
+                    } else {
+                        format!("5.5.5-{}", conn.server_version)
+                    };
+                    *self.version.write().unwrap_or_else(|e| e.into_inner()) = Some(v.clone());
+                    return v;
+                }
+                Err(e) => {
+                    warn!(data_source = %ds, error = %e, "cannot reach backend to learn its version")
+                }
+            }
+        }
+        FALLBACK_VERSION.to_string()
+    }
+
+    pub fn next_connection_id(&self) -> u32 {
+        // Wraps after 4 billion connections; 0 is skipped because clients treat it as "none".
+        loop {
+            let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+}
+
+/// A session's backend connection and where it points.
+struct Held {
+    conn: Conn,
+    ds: String,
+}
+
+/// What the admin interface (a later issue) will show for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Idle,
+    Lingering,
+    Pinned,
+    InTransaction,
+}
+
+/// A statement prepared by the client, owned by the proxy.
+struct Prepared {
+    sql: Bytes,
+    params: u16,
+    info: Statement,
+    /// Parameter types from the last execute that sent them (2 bytes per parameter).
+    types: Option<Bytes>,
+    /// COM_STMT_SEND_LONG_DATA payloads since the last execute or reset, replayed on execute.
+    long_data: Vec<Bytes>,
+}
+
+enum Flow {
+    Continue,
+    Quit,
+}
+
+pub struct Session {
+    shared: Arc<Shared>,
+    client: PacketIo,
+    peer: SocketAddr,
+    connection_id: u32,
+    salt: [u8; 20],
+    caps: CapabilityFlags,
+    user: String,
+    /// Current logical database as the client named it.
+    db: Option<String>,
+    /// Physical schema of the current database.
+    schema: Option<String>,
+    /// Data source serving the session now.
+    ds: Option<String>,
+    /// Session variables the client set: name → SQL literal. Applied to every backend used.
+    vars: BTreeMap<String, String>,
+    /// Status flags of the last response, for the proxy's own OK packets.
+    status: u16,
+    last_insert_id: u64,
+    held: Option<Held>,
+    pins: u8,
+    linger: bool,
+    stmts: HashMap<u32, Prepared>,
+    next_stmt_id: u32,
+}
+
+type Result<T, E = SessionError> = std::result::Result<T, E>;
+
+impl Session {
+    /// Runs the handshake; on success the session is ready for [`Session::run`].
+    pub async fn accept(
+        shared: Arc<Shared>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Option<Session> {
+        let _ = stream.set_nodelay(true);
+        let connection_id = shared.next_connection_id();
+        let timeout = Duration::from_secs(shared.config.proxy.handshake_timeout_s);
+        let mut session = Session {
+            client: PacketIo::new(stream),
+            peer,
+            connection_id,
+            salt: auth::new_salt(),
+            caps: CapabilityFlags::empty(),
+            user: String::new(),
+            db: None,
+            schema: None,
+            ds: None,
+            vars: BTreeMap::new(),
+            status: STATUS_AUTOCOMMIT,
+            last_insert_id: 0,
+            held: None,
+            pins: 0,
+            linger: false,
+            stmts: HashMap::new(),
+            next_stmt_id: 1,
+            shared,
+        };
+        match tokio::time::timeout(timeout, session.handshake()).await {
+            Ok(Ok(())) => Some(session),
+            Ok(Err(e)) => {
+                info!(peer = %peer, connection_id, error = %e, "login refused");
+                None
+            }
+            Err(_) => {
+                info!(peer = %peer, connection_id, "handshake timed out");
+                None
+            }
+        }
+    }
+
+    async fn handshake(&mut self) -> Result<()> {
+        let version = self.shared.server_version().await;
+        let greeting = auth::greeting(&version, self.connection_id, &self.salt);
+        self.client
+            .send(0, &greeting)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        let p = self
+            .read_client()
+            .await?
+            .ok_or_else(|| eof("client left during the handshake"))?;
+        let resp: HandshakeResponse<'_> = match ParseBuf(&p.payload).parse(()) {
+            Ok(r) => r,
+            Err(_) if p.payload.len() == 32 => {
+                return self
+                    .refuse(
+                        p.seq + 1,
+                        ProxyError::Unsupported("TLS (SSL request)".into()),
+                    )
+                    .await;
+            }
+            Err(_) => {
+                return self
+                    .refuse(p.seq + 1, ProxyError::Malformed("bad handshake response"))
+                    .await
+            }
+        };
+        self.caps = resp.capabilities() & auth::SERVER_CAPS;
+        if !self.caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
+            return self
+                .refuse(
+                    p.seq + 1,
+                    ProxyError::Unsupported("the pre-4.1 client protocol".into()),
+                )
+                .await;
+        }
+        let user = String::from_utf8_lossy(resp.user()).into_owned();
+        let db = resp
+            .db_name()
+            .filter(|d| !d.is_empty())
+            .map(|d| String::from_utf8_lossy(d).into_owned());
+        let collation = resp.collation();
+        let plugin_native = match resp.auth_plugin() {
+            None => true,
+            Some(p) => matches!(p, AuthPlugin::MysqlNativePassword),
+        };
+        let mut token = resp.scramble_buf().to_vec();
+        let mut seq = p.seq.wrapping_add(1);
+        if !plugin_native {
+            // caching_sha2_password and others: ask for mysql_native_password with our salt.
+            let mut data = self.salt.to_vec();
+            data.push(0);
+            let mut buf = Vec::new();
+            AuthSwitchRequest::new(auth::NATIVE, data).serialize(&mut buf);
+            self.client
+                .send(seq, &buf)
+                .await
+                .map_err(SessionError::ClientIo)?;
+            let p = self
+                .read_client()
+                .await?
+                .ok_or_else(|| eof("client left during the auth switch"))?;
+            token = p.payload.to_vec();
+            seq = p.seq.wrapping_add(1);
+        }
+        if let Err(e) = self.authenticate(&user, &token, db.as_deref()) {
+            return self.refuse(seq, e).await;
+        }
+        self.user = user;
+        self.set_charset(collation as u16);
+        if let Some(db) = db {
+            if let Err(e) = self.switch_db(&db) {
+                return self.refuse(seq, e).await;
+            }
+        } else {
+            self.ds = self.default_ds();
+        }
+        let ok = ok_payload(0, 0, self.status, 0);
+        self.client
+            .send(seq, &ok)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        debug!(connection_id = self.connection_id, user = %self.user, db = ?self.db, "login");
+        Ok(())
+    }
+
+    async fn refuse(&mut self, seq: u8, e: ProxyError) -> Result<()> {
+        let _ = self.client.send(seq, &e.to_err_payload()).await;
+        Err(SessionError::Client(e))
+    }
+
+    /// Checks the user's password and connection mode.
+    fn authenticate(&self, user: &str, token: &[u8], db: Option<&str>) -> Result<(), ProxyError> {
+        let config = &self.shared.config;
+        let denied = || ProxyError::AccessDenied {
+            user: user.to_string(),
+            host: self.peer.ip().to_string(),
+            using_password: !token.is_empty(),
+        };
+        let u = config.users.get(user).ok_or_else(denied)?;
+        let stage2 = parse_password_hash(&u.password_hash).ok_or_else(denied)?;
+        if !auth::verify_native(&self.salt, token, &stage2) {
+            return Err(denied());
+        }
+        if u.mode == ConnectionMode::Center && config.local_role() == RoomRole::Unit {
+            return Err(ProxyError::CenterModeInUnitRoom {
+                room: config.proxy.room.clone(),
+                center: center_room(config),
+            });
+        }
+        let _ = db;
+        Ok(())
+    }
+
+    fn set_charset(&mut self, collation: u16) {
+        let c = Collation::resolve(CollationId::from(collation));
+        let c = if c.id() == CollationId::UNKNOWN_COLLATION_ID {
+            Collation::resolve(CollationId::UTF8MB4_GENERAL_CI)
+        } else {
+            c
+        };
+        for (k, v) in charset_vars(c.charset(), c.collation()) {
+            self.vars.insert(k, v);
+        }
+    }
+
+    /// The data source for a session without a current database: the first of the user's
+    /// databases served in this room.
+    fn default_ds(&self) -> Option<String> {
+        let config = &self.shared.config;
+        let user = config.users.get(&self.user)?;
+        user.databases
+            .iter()
+            .find_map(|db| config.local_data_source(db).map(|(n, _)| n.to_string()))
+    }
+
+    /// Makes `db` the current database in the proxy (the backend follows on next use).
+    fn switch_db(&mut self, db: &str) -> Result<(), ProxyError> {
+        let config = &self.shared.config;
+        let (ds, schema) = if db.eq_ignore_ascii_case("information_schema") {
+            let ds = self
+                .ds
+                .clone()
+                .or_else(|| self.default_ds())
+                .ok_or(ProxyError::UnknownDatabase(db.to_string()))?;
+            (ds, "information_schema".to_string())
+        } else {
+            let Some(database) = config.databases.get(db) else {
+                return Err(ProxyError::UnknownDatabase(db.to_string()));
+            };
+            let allowed = config
+                .users
+                .get(&self.user)
+                .is_some_and(|u| u.databases.iter().any(|d| d == db));
+            if !allowed {
+                return Err(ProxyError::DbAccessDenied {
+                    user: self.user.clone(),
+                    host: self.peer.ip().to_string(),
+                    db: db.to_string(),
+                });
+            }
+            let Some((ds, source)) = config.local_data_source(db) else {
+                let _ = database;
+                return Err(ProxyError::CenterDatabaseInUnitRoom {
+                    db: db.to_string(),
+                    room: config.proxy.room.clone(),
+                    center: center_room(config),
+                });
+            };
+            (ds.to_string(), source.schema.clone())
+        };
+        if let Some(h) = &self.held {
+            if h.ds != ds {
+                if self.must_keep() {
+                    let reason = if self.in_transaction() {
+                        "an open transaction"
+                    } else {
+                        "session state"
+                    };
+                    return Err(ProxyError::PinnedElsewhere {
+                        db: db.to_string(),
+                        pinned: h.ds.clone(),
+                        reason,
+                    });
+                }
+                self.held = None;
+            }
+        }
+        self.db = Some(db.to_string());
+        self.schema = Some(schema);
+        self.ds = Some(ds);
+        Ok(())
+    }
+
+    pub fn state(&self) -> SessionState {
+        if self.in_transaction() {
+            SessionState::InTransaction
+        } else if self.pins != 0 {
+            SessionState::Pinned
+        } else if self.held.is_some() {
+            SessionState::Lingering
+        } else {
+            SessionState::Idle
+        }
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.status & STATUS_IN_TRANS != 0
+    }
+
+    fn must_keep(&self) -> bool {
+        self.in_transaction() || self.pins != 0
+    }
+
+    /// Serves commands until the client quits or the connection fails.
+    pub async fn run(mut self) {
+        loop {
+            let p = match self.read_client().await {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(SessionError::Client(e)) => {
+                    // Too large: MariaDB answers 1153 and closes.
+                    let _ = self.client.send(0, &e.to_err_payload()).await;
+                    break;
+                }
+                Err(_) => break,
+            };
+            let seq = p.last_seq.wrapping_add(1);
+            let flow = self.command(p).await;
+            let fatal = match flow {
+                Ok(Flow::Continue) => None,
+                Ok(Flow::Quit) => break,
+                Err(SessionError::Client(e)) => self.send_err(seq, &e.to_err_payload()).await.err(),
+                Err(SessionError::Server(p)) => self.send_err(seq, &p).await.err(),
+                Err(SessionError::Fatal(e)) => {
+                    warn!(connection_id = self.connection_id, error = %e, "closing client connection");
+                    let _ = self.client.send(seq, &e.to_err_payload()).await;
+                    Some(())
+                }
+                Err(SessionError::ClientIo(_)) => Some(()),
+            };
+            if fatal.is_some() {
+                break;
+            }
+        }
+        self.close();
+    }
+
+    async fn send_err(&mut self, seq: u8, payload: &[u8]) -> Result<(), ()> {
+        self.client
+            .send(seq, payload)
+            .await
+            .map(|_| ())
+            .map_err(|_| ())
+    }
+
+    /// Ends the session: a backend in a transaction or holding session state is closed, which
+    /// rolls the transaction back; a clean one returns to its pool.
+    fn close(&mut self) {
+        if let Some(mut h) = self.held.take() {
+            if self.must_keep() {
+                h.conn.broken = true;
+                if self.in_transaction() {
+                    info!(
+                        connection_id = self.connection_id,
+                        "client left inside a transaction; rolled back"
+                    );
+                }
+            }
+        }
+        debug!(connection_id = self.connection_id, "session closed");
+    }
+
+    async fn read_client(&mut self) -> Result<Option<Packet>> {
+        let max = self.shared.config.proxy.max_allowed_packet;
+        self.client.read_packet(max).await.map_err(|e| {
+            match e.get_ref().and_then(|r| r.downcast_ref::<PacketTooLarge>()) {
+                Some(t) => SessionError::Client(ProxyError::PacketTooLarge(t.len, t.max)),
+                None => SessionError::ClientIo(e),
+            }
+        })
+    }
+
+    async fn command(&mut self, p: Packet) -> Result<Flow> {
+        let Some(&cmd) = p.payload.first() else {
+            return Err(ProxyError::Malformed("empty command packet").into());
+        };
+        match cmd {
+            COM_QUIT => return Ok(Flow::Quit),
+            COM_QUERY => self.query(p).await?,
+            COM_INIT_DB => {
+                let db = String::from_utf8_lossy(&p.payload[1..]).into_owned();
+                self.use_db(&db, p.last_seq.wrapping_add(1)).await?
+            }
+            COM_PING => {
+                self.acquire(&Statement::passive()).await?;
+                let o = self.relay(&p, ResponseKind::OkOrErr).await?;
+                self.finish(&o, &Statement::passive()).await?;
+            }
+            COM_FIELD_LIST | COM_STATISTICS => {
+                let kind = if cmd == COM_FIELD_LIST {
+                    ResponseKind::FieldList
+                } else {
+                    ResponseKind::Single
+                };
+                self.acquire(&Statement::passive()).await?;
+                self.relay(&p, kind).await?;
+                self.release_unless_kept();
+            }
+            COM_STMT_PREPARE => self.prepare(p).await?,
+            COM_STMT_EXECUTE => self.execute(p).await?,
+            COM_STMT_SEND_LONG_DATA => {
+                if let Some(s) = stmt_id(&p.payload).and_then(|id| self.stmts.get_mut(&id)) {
+                    s.long_data.push(p.payload.clone());
+                }
+                // No response, by protocol; an unknown id surfaces at execute, as in MariaDB.
+            }
+            COM_STMT_CLOSE => {
+                if let Some(id) = stmt_id(&p.payload) {
+                    self.stmts.remove(&id);
+                }
+            }
+            COM_STMT_RESET => self.stmt_reset(p).await?,
+            COM_STMT_FETCH => self.fetch(p).await?,
+            COM_CHANGE_USER => self.change_user(p).await?,
+            COM_RESET_CONNECTION => {
+                self.reset();
+                let ok = ok_payload(0, 0, self.status, 0);
+                self.client
+                    .send(p.last_seq.wrapping_add(1), &ok)
+                    .await
+                    .map_err(SessionError::ClientIo)?;
+            }
+            COM_PROCESS_KILL => {
+                return Err(ProxyError::Unsupported(
+                    "COM_PROCESS_KILL (KILL through the proxy)".into(),
+                )
+                .into())
+            }
+            COM_SET_OPTION => {
+                return Err(ProxyError::Unsupported(
+                    "COM_SET_OPTION; connect with CLIENT_MULTI_STATEMENTS instead".into(),
+                )
+                .into())
+            }
+            other => return Err(ProxyError::UnknownCommand(other, command_name(other)).into()),
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn query(&mut self, p: Packet) -> Result<()> {
+        let sql = &p.payload[1..];
+        let mut stmts = classify::analyse(sql);
+        let multi = self.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS);
+        let st = match stmts.len() {
+            0 => Statement::passive(),
+            1 => stmts.pop().unwrap_or_else(Statement::passive),
+            _ if !multi => stmts.swap_remove(0), // the server refuses the rest as a syntax error
+            _ => merge_multi(stmts)?,
+        };
+        match &st.kind {
+            Kind::Use(db) => return self.use_db(&db.clone(), p.last_seq.wrapping_add(1)).await,
+            Kind::SetPassword => {
+                return Err(ProxyError::Unsupported(
+                    "SET PASSWORD (proxy users and passwords live in the configuration file)"
+                        .into(),
+                )
+                .into())
+            }
+            Kind::Kill => {
+                return Err(ProxyError::Unsupported("KILL through the proxy".into()).into())
+            }
+            Kind::Empty | Kind::Other => {}
+        }
+        self.acquire(&st).await?;
+        let o = self.relay(&p, ResponseKind::ResultSets).await?;
+        self.finish(&o, &st).await
+    }
+
+    /// `USE db` and COM_INIT_DB: resolve in the proxy, then select the schema on the backend and
+    /// answer with the backend's own OK or error.
+    async fn use_db(&mut self, db: &str, seq: u8) -> Result<()> {
+        let (old_db, old_schema, old_ds) = (self.db.clone(), self.schema.clone(), self.ds.clone());
+        self.switch_db(db)?;
+        let r = self.acquire(&Statement::passive()).await;
+        if let Err(e) = r {
+            // The schema could not be selected: the session stays where it was.
+            self.db = old_db;
+            self.schema = old_schema;
+            self.ds = old_ds;
+            return Err(e);
+        }
+        let ok = ok_payload(0, 0, self.status, 0);
+        self.release_unless_kept();
+        self.client
+            .send(seq, &ok)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        Ok(())
+    }
+
+    /// Gets the backend connection for the next statement and brings it to the session's
+    /// schema, settings and last insert id.
+    async fn acquire(&mut self, st: &Statement) -> Result<()> {
+        if self.held.is_some() && self.linger && !st.reads_previous && !self.must_keep() {
+            self.held = None;
+        }
+        self.linger = false;
+        if self.held.is_none() {
+            let ds = self.ds.clone().ok_or(ProxyError::NoDatabase)?;
+            let conn = self.shared.pools.get(&ds, self.caps).await?;
+            self.held = Some(Held { conn, ds });
+        }
+        let Some(h) = self.held.as_mut() else {
+            return Ok(());
+        };
+        let conn = &mut h.conn;
+        let synced: Result<Result<(), Bytes>, crate::backend::BackendError> = async {
+            if let Some(schema) = &self.schema {
+                if &conn.schema != schema {
+                    if let Err(p) = conn.init_db(schema).await? {
+                        return Ok(Err(p));
+                    }
+                }
+            }
+            if let Err(p) = conn.set_vars(&self.vars).await? {
+                return Ok(Err(p));
+            }
+            if st.reads_last_insert_id && conn.last_insert_id != self.last_insert_id {
+                if let Err(p) = conn
+                    .query(&format!("SELECT LAST_INSERT_ID({})", self.last_insert_id))
+                    .await?
+                {
+                    return Ok(Err(p));
+                }
+                conn.last_insert_id = self.last_insert_id;
+            }
+            Ok(Ok(()))
+        }
+        .await;
+        match synced {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(packet)) => {
+                self.release_unless_kept();
+                Err(SessionError::Server(packet))
+            }
+            Err(e) => Err(self.backend_lost(e.to_string(), false)),
+        }
+    }
+
+    /// The backend failed: drop it and decide whether the client may go on.
+    fn backend_lost(&mut self, why: String, sent: bool) -> SessionError {
+        let held = self.held.take();
+        let ds = held.as_ref().map(|h| h.ds.clone()).unwrap_or_default();
+        let room = self
+            .shared
+            .pools
+            .target(&ds)
+            .map(|t| t.room.clone())
+            .unwrap_or_default();
+        let kept = self.must_keep();
+        warn!(connection_id = self.connection_id, data_source = %ds, error = %why, "backend connection lost");
+        let err = ProxyError::BackendLost {
+            ds,
+            room,
+            in_transaction: self.in_transaction(),
+        };
+        self.pins = 0;
+        self.status &= !STATUS_IN_TRANS;
+        if sent || kept {
+            SessionError::Fatal(err)
+        } else {
+            SessionError::Client(err)
+        }
+    }
+
+    async fn relay(&mut self, p: &Packet, kind: ResponseKind) -> Result<Outcome> {
+        let framed = frame(p.seq, &p.payload);
+        self.relay_framed(&framed, kind).await
+    }
+
+    async fn relay_framed(&mut self, framed: &[u8], kind: ResponseKind) -> Result<Outcome> {
+        let Some(h) = self.held.as_mut() else {
+            return Err(ProxyError::NoDatabase.into());
+        };
+        match h.conn.relay(framed, kind, &mut self.client).await {
+            Ok(o) => Ok(o),
+            Err(crate::backend::RelayError::Client(e)) => Err(SessionError::ClientIo(e)),
+            Err(crate::backend::RelayError::Backend { sent, source }) => {
+                Err(self.backend_lost(source.to_string(), sent))
+            }
+        }
+    }
+
+    /// Updates the session after a relayed statement and releases the backend if allowed.
+    async fn finish(&mut self, o: &Outcome, st: &Statement) -> Result<()> {
+        if o.error.is_none() {
+            self.status = o.status & !STATUS_MORE_RESULTS;
+        }
+        if o.last_insert_id != 0 {
+            self.last_insert_id = o.last_insert_id;
+        }
+        self.pins |= st.pins;
+        if !st.sets_vars.is_empty() {
+            self.read_back(&st.sets_vars).await?;
+        }
+        self.linger = o.warnings > 0 || st.calc_found_rows;
+        self.release_unless_kept();
+        Ok(())
+    }
+
+    fn release_unless_kept(&mut self) {
+        if !self.must_keep() && !self.linger {
+            self.held = None;
+        }
+    }
+
+    /// Reads the values of variables a SET may have changed, so they can be applied to other
+    /// backend connections later. Runs even when the SET failed: it reports what the server has.
+    async fn read_back(&mut self, names: &[String]) -> Result<()> {
+        let Some(h) = self.held.as_mut() else {
+            return Ok(());
+        };
+        let select = |names: &[String]| {
+            let cols: Vec<String> = names.iter().map(|n| format!("@@session.{n}")).collect();
+            format!("SELECT {}", cols.join(", "))
+        };
+        let mut values = Vec::new();
+        match h.conn.query(&select(names)).await {
+            Ok(Ok(r)) => values.extend(names.iter().cloned().zip(row_literals(&r))),
+            Ok(Err(_)) => {
+                // One of the names is not a session variable; read the others one at a time.
+                for n in names {
+                    if let Ok(Ok(r)) = h.conn.query(&select(std::slice::from_ref(n))).await {
+                        values.extend(std::iter::once(n.clone()).zip(row_literals(&r)));
+                    }
+                }
+            }
+            Err(e) => return Err(self.backend_lost(e.to_string(), false)),
+        }
+        for (name, lit) in values {
+            h.conn.vars.insert(name.clone(), lit.clone());
+            self.vars.insert(name, lit);
+        }
+        Ok(())
+    }
+
+    async fn prepare(&mut self, p: Packet) -> Result<()> {
+        let sql = p.payload.slice(1..);
+        let mut analysed = classify::analyse(&sql);
+        let info = if analysed.len() == 1 {
+            analysed.pop().unwrap_or_else(Statement::passive)
+        } else {
+            Statement::passive()
+        };
+        self.acquire(&info).await?;
+        let Some(h) = self.held.as_mut() else {
+            return Ok(());
+        };
+        let r = match h.conn.exchange(&p.payload, ResponseKind::Prepare).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.backend_lost(e.to_string(), false)),
+        };
+        let mut seq = p.last_seq.wrapping_add(1);
+        if let Some((backend_id, _, params)) = r.outcome.prepared {
+            h.conn.stmts.insert(
+                sql.clone(),
+                crate::backend::BackendStmt {
+                    id: backend_id,
+                    params,
+                },
+            );
+            let id = self.next_stmt_id;
+            self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
+            self.stmts.insert(
+                id,
+                Prepared {
+                    sql,
+                    params,
+                    info,
+                    types: None,
+                    long_data: Vec::new(),
+                },
+            );
+            for (i, packet) in r.packets.iter().enumerate() {
+                if i == 0 {
+                    let mut first = packet.to_vec();
+                    first[1..5].copy_from_slice(&id.to_le_bytes());
+                    seq = self.client.queue(seq, &first);
+                } else {
+                    seq = self.client.queue(seq, packet);
+                }
+            }
+        } else {
+            for packet in &r.packets {
+                seq = self.client.queue(seq, packet);
+            }
+        }
+        self.client.flush().await.map_err(SessionError::ClientIo)?;
+        self.linger = r.outcome.warnings > 0;
+        self.release_unless_kept();
+        Ok(())
+    }
+
+    async fn execute(&mut self, p: Packet) -> Result<()> {
+        let payload = &p.payload;
+        let id = stmt_id(payload).ok_or(ProxyError::Malformed("short COM_STMT_EXECUTE"))?;
+        let Some(stmt) = self.stmts.get_mut(&id) else {
+            return Err(ProxyError::UnknownStatement {
+                id,
+                func: "mysqld_stmt_execute",
+            }
+            .into());
+        };
+        // Remember parameter types: a later execute may omit them, and it may run on another
+        // backend connection that never saw them.
+        let n = stmt.params as usize;
+        let bitmap = n.div_ceil(8);
+        let bound_at = 10 + bitmap;
+        let flags = payload.get(5).copied().unwrap_or(0);
+        if n > 0 {
+            let bound = *payload
+                .get(bound_at)
+                .ok_or(ProxyError::Malformed("short COM_STMT_EXECUTE"))?;
+            if bound == 1 {
+                let types = payload
+                    .get(bound_at + 1..bound_at + 1 + 2 * n)
+                    .ok_or(ProxyError::Malformed("short parameter types"))?;
+                stmt.types = Some(Bytes::copy_from_slice(types));
+            }
+        }
+        let info = stmt.info.clone();
+        let sql = stmt.sql.clone();
+        let long_data = std::mem::take(&mut stmt.long_data);
+        let types = stmt.types.clone();
+        let mut st = info.clone();
+        if flags & 0x07 != 0 {
+            st.pins |= pin::CURSOR;
+        }
+        self.acquire(&st).await?;
+        let backend_id = match self
+            .backend_statement(&sql, p.last_seq.wrapping_add(1))
+            .await?
+        {
+            Some(id) => id,
+            None => return Ok(()),
+        };
+        let Some(h) = self.held.as_mut() else {
+            return Ok(());
+        };
+        for ld in long_data {
+            let mut ld = ld.to_vec();
+            ld[1..5].copy_from_slice(&backend_id.to_le_bytes());
+            if let Err(e) = h.conn.send_only(&ld).await {
+                return Err(self.backend_lost(e.to_string(), false));
+            }
+        }
+        let mut out = Vec::with_capacity(payload.len() + 2 * n);
+        out.push(COM_STMT_EXECUTE);
+        out.extend_from_slice(&backend_id.to_le_bytes());
+        if n > 0 && payload[bound_at] == 0 {
+            if let Some(types) = &types {
+                out.extend_from_slice(&payload[5..bound_at]);
+                out.push(1);
+                out.extend_from_slice(types);
+                out.extend_from_slice(&payload[bound_at + 1..]);
+            } else {
+                out.extend_from_slice(&payload[5..]);
+            }
+        } else {
+            out.extend_from_slice(&payload[5..]);
+        }
+        let framed = frame(p.seq, &out);
+        let o = self.relay_framed(&framed, ResponseKind::ResultSets).await?;
+        self.finish(&o, &st).await
+    }
+
+    /// The id of `sql` on the held backend connection, preparing it there first if needed.
+    /// `None` means the server refused to prepare it and its error was sent to the client.
+    async fn backend_statement(&mut self, sql: &Bytes, seq: u8) -> Result<Option<u32>> {
+        let Some(h) = self.held.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(s) = h.conn.stmts.get(sql) {
+            return Ok(Some(s.id));
+        }
+        if h.conn.stmts.len() >= 1024 {
+            if let Err(e) = h.conn.close_statements().await {
+                return Err(self.backend_lost(e.to_string(), false));
+            }
+        }
+        let mut cmd = Vec::with_capacity(1 + sql.len());
+        cmd.push(COM_STMT_PREPARE);
+        cmd.extend_from_slice(sql);
+        let r: Response = match h.conn.exchange(&cmd, ResponseKind::Prepare).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.backend_lost(e.to_string(), false)),
+        };
+        match r.outcome.prepared {
+            Some((id, _, params)) => {
+                h.conn
+                    .stmts
+                    .insert(sql.clone(), crate::backend::BackendStmt { id, params });
+                Ok(Some(id))
+            }
+            None => {
+                let err = r.error_packet().cloned().unwrap_or_default();
+                self.client
+                    .send(seq, &err)
+                    .await
+                    .map_err(SessionError::ClientIo)?;
+                self.release_unless_kept();
+                Ok(None)
+            }
+        }
+    }
+
+    async fn stmt_reset(&mut self, p: Packet) -> Result<()> {
+        let id = stmt_id(&p.payload).ok_or(ProxyError::Malformed("short COM_STMT_RESET"))?;
+        let Some(stmt) = self.stmts.get_mut(&id) else {
+            return Err(ProxyError::UnknownStatement {
+                id,
+                func: "mysqld_stmt_reset",
+            }
+            .into());
+        };
+        stmt.long_data.clear();
+        let sql = stmt.sql.clone();
+        // An open cursor lives on the pinned backend: reset it there.
+        if self.pins & pin::CURSOR != 0 {
+            if let Some(backend_id) = self
+                .held
+                .as_ref()
+                .and_then(|h| h.conn.stmts.get(&sql))
+                .map(|s| s.id)
+            {
+                let mut cmd = vec![COM_STMT_RESET];
+                cmd.extend_from_slice(&backend_id.to_le_bytes());
+                let framed = frame(p.seq, &cmd);
+                self.relay_framed(&framed, ResponseKind::OkOrErr).await?;
+                return Ok(());
+            }
+        }
+        let ok = ok_payload(0, 0, self.status, 0);
+        self.client
+            .send(p.last_seq.wrapping_add(1), &ok)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        Ok(())
+    }
+
+    async fn fetch(&mut self, p: Packet) -> Result<()> {
+        let id = stmt_id(&p.payload).ok_or(ProxyError::Malformed("short COM_STMT_FETCH"))?;
+        let sql = self.stmts.get(&id).map(|s| s.sql.clone());
+        let backend_id = sql
+            .as_ref()
+            .and_then(|sql| self.held.as_ref().and_then(|h| h.conn.stmts.get(sql)))
+            .map(|s| s.id)
+            .ok_or(ProxyError::UnknownStatement {
+                id,
+                func: "mysqld_stmt_fetch",
+            })?;
+        let mut cmd = p.payload.to_vec();
+        cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
+        let framed = frame(p.seq, &cmd);
+        let o = self.relay_framed(&framed, ResponseKind::Rows).await?;
+        if o.error.is_none() {
+            self.status = o.status;
+        }
+        Ok(())
+    }
+
+    /// COM_CHANGE_USER: authenticate the new user against the salt of this connection, then
+    /// reset the session as a new login would. A failed attempt leaves the old session intact.
+    async fn change_user(&mut self, p: Packet) -> Result<()> {
+        let parsed = parse_change_user(&p.payload, self.caps)
+            .ok_or(ProxyError::Malformed("bad COM_CHANGE_USER"))?;
+        let mut token = parsed.auth.clone();
+        let mut seq = p.last_seq.wrapping_add(1);
+        if parsed
+            .plugin
+            .as_deref()
+            .is_some_and(|pl| pl != auth::NATIVE)
+        {
+            let mut data = self.salt.to_vec();
+            data.push(0);
+            let mut buf = Vec::new();
+            AuthSwitchRequest::new(auth::NATIVE, data).serialize(&mut buf);
+            self.client
+                .send(seq, &buf)
+                .await
+                .map_err(SessionError::ClientIo)?;
+            let r = self
+                .read_client()
+                .await?
+                .ok_or_else(|| eof("client left during the auth switch"))?;
+            token = r.payload.to_vec();
+            seq = r.last_seq.wrapping_add(1);
+        }
+        if let Err(e) = self.authenticate(&parsed.user, &token, parsed.db.as_deref()) {
+            self.client
+                .send(seq, &e.to_err_payload())
+                .await
+                .map_err(SessionError::ClientIo)?;
+            return Ok(());
+        }
+        let old_user = std::mem::replace(&mut self.user, parsed.user.clone());
+        self.reset();
+        self.vars.clear();
+        self.set_charset(parsed.charset.unwrap_or(45));
+        self.db = None;
+        self.schema = None;
+        self.ds = self.default_ds();
+        if let Some(db) = parsed.db.as_deref() {
+            if let Err(e) = self.switch_db(db) {
+                self.user = old_user;
+                self.client
+                    .send(seq, &e.to_err_payload())
+                    .await
+                    .map_err(SessionError::ClientIo)?;
+                return Ok(());
+            }
+        }
+        let ok = ok_payload(0, 0, self.status, 0);
+        self.client
+            .send(seq, &ok)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        Ok(())
+    }
+
+    /// COM_RESET_CONNECTION (and the reset part of COM_CHANGE_USER): roll back, forget user
+    /// variables, temporary tables, locks and prepared statements, restore session variables
+    /// to the server defaults (keeping the handshake character set) and the last insert id to 0.
+    fn reset(&mut self) {
+        if let Some(mut h) = self.held.take() {
+            if self.must_keep() {
+                // The server-side state goes with the connection; a fresh one is clean.
+                h.conn.broken = true;
+            }
+        }
+        let charset: BTreeMap<String, String> = self
+            .vars
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("character_set_") || k.as_str() == "collation_connection"
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.vars = charset;
+        self.pins = 0;
+        self.linger = false;
+        self.status = STATUS_AUTOCOMMIT;
+        self.last_insert_id = 0;
+        self.stmts.clear();
+    }
+}
+
+impl Statement {
+    /// A statement with no effect on session state (used for pings, field lists, USE).
+    pub fn passive() -> Statement {
+        classify::analyse(b"SELECT 1")
+            .pop()
+            .unwrap_or_else(|| unreachable!("SELECT 1 is one statement"))
+    }
+}
+
+/// Combines the analyses of multi-statement text; refuses what the proxy must handle itself.
+fn merge_multi(stmts: Vec<Statement>) -> Result<Statement, ProxyError> {
+    let mut out = Statement::passive();
+    for (i, st) in stmts.into_iter().enumerate() {
+        let what = match st.kind {
+            Kind::Use(_) => Some("USE"),
+            Kind::SetPassword => Some("SET PASSWORD"),
+            Kind::Kill => Some("KILL"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            return Err(ProxyError::MultiStatement(format!(
+                "statement {} is {what}, which the proxy handles itself; send it on its own",
+                i + 1
+            )));
+        }
+        out.pins |= st.pins;
+        out.reads_last_insert_id |= st.reads_last_insert_id;
+        out.reads_previous |= st.reads_previous;
+        out.calc_found_rows |= st.calc_found_rows;
+        for v in st.sets_vars {
+            if !out.sets_vars.contains(&v) {
+                out.sets_vars.push(v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn center_room(config: &Config) -> String {
+    config
+        .rooms
+        .iter()
+        .find(|(_, r)| r.role == RoomRole::Center)
+        .map(|(n, _)| n.clone())
+        .unwrap_or_default()
+}
+
+fn stmt_id(payload: &[u8]) -> Option<u32> {
+    payload
+        .get(1..5)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn eof(what: &'static str) -> SessionError {
+    SessionError::ClientIo(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, what))
+}
+
+fn command_name(cmd: u8) -> &'static str {
+    match cmd {
+        0x00 => "COM_SLEEP",
+        0x05 => "COM_CREATE_DB",
+        0x06 => "COM_DROP_DB",
+        0x07 => "COM_REFRESH",
+        0x08 => "COM_SHUTDOWN",
+        0x0A => "COM_PROCESS_INFO",
+        0x0B => "COM_CONNECT",
+        0x0D => "COM_DEBUG",
+        0x0F => "COM_TIME",
+        0x10 => "COM_DELAYED_INSERT",
+        0x12 => "COM_BINLOG_DUMP",
+        0x13 => "COM_TABLE_DUMP",
+        0x14 => "COM_CONNECT_OUT",
+        0x15 => "COM_REGISTER_SLAVE",
+        0x1D => "COM_DAEMON",
+        0x1E => "COM_BINLOG_DUMP_GTID",
+        0xFA => "COM_STMT_BULK_EXECUTE",
+        _ => "not a MySQL command",
+    }
+}
+
+struct ChangeUser {
+    user: String,
+    auth: Vec<u8>,
+    db: Option<String>,
+    charset: Option<u16>,
+    plugin: Option<Vec<u8>>,
+}
+
+/// COM_CHANGE_USER: user NUL, auth (u8 length), database NUL, [charset u16, plugin NUL, attrs].
+fn parse_change_user(payload: &[u8], caps: CapabilityFlags) -> Option<ChangeUser> {
+    let mut rest = payload.get(1..)?;
+    let nul = |r: &mut &[u8]| -> Option<Vec<u8>> {
+        let i = r.iter().position(|b| *b == 0)?;
+        let v = r[..i].to_vec();
+        *r = &r[i + 1..];
+        Some(v)
+    };
+    let user = String::from_utf8_lossy(&nul(&mut rest)?).into_owned();
+    let auth = if caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
+        let n = *rest.first()? as usize;
+        let a = rest.get(1..1 + n)?.to_vec();
+        rest = &rest[1 + n..];
+        a
+    } else {
+        nul(&mut rest)?
+    };
+    let db = nul(&mut rest).unwrap_or_default();
+    let db = (!db.is_empty()).then(|| String::from_utf8_lossy(&db).into_owned());
+    let charset = rest.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let plugin = if charset.is_some() && caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
+        let mut r = &rest[2..];
+        nul(&mut r)
+    } else {
+        None
+    };
+    Some(ChangeUser {
+        user,
+        auth,
+        db,
+        charset,
+        plugin,
+    })
+}
+
+/// The single row of a proxy-issued `SELECT`, each value as an SQL literal.
+fn row_literals(r: &Response) -> Vec<String> {
+    let Some(count) = r
+        .packets
+        .first()
+        .and_then(|p| crate::packet::lenenc_int(p))
+        .map(|(n, _)| n as usize)
+    else {
+        return Vec::new();
+    };
+    let types: Vec<ColumnType> = r.packets[1..=count.min(r.packets.len() - 1)]
+        .iter()
+        .map(|p| {
+            ParseBuf(p)
+                .parse::<Column>(())
+                .map(|c| c.column_type())
+                .unwrap_or(ColumnType::MYSQL_TYPE_STRING)
+        })
+        .collect();
+    // The row follows the definitions (and the EOF packet in the classic framing).
+    let row = r
+        .packets
+        .iter()
+        .skip(1 + count)
+        .find(|p| p.first() != Some(&0xFE) || p.len() >= 9);
+    let Some(row) = row else { return Vec::new() };
+    let mut at = 0;
+    let mut out = Vec::with_capacity(count);
+    for t in types {
+        if row.get(at) == Some(&0xFB) {
+            at += 1;
+            out.push("NULL".to_string());
+            continue;
+        }
+        let Some((len, n)) = crate::packet::lenenc_int(&row[at..]) else {
+            break;
+        };
+        let v = &row[at + n..(at + n + len as usize).min(row.len())];
+        at += n + len as usize;
+        out.push(literal(t, v));
+    }
+    out
+}
+
+fn literal(t: ColumnType, v: &[u8]) -> String {
+    use ColumnType::*;
+    let numeric = matches!(
+        t,
+        MYSQL_TYPE_TINY
+            | MYSQL_TYPE_SHORT
+            | MYSQL_TYPE_LONG
+            | MYSQL_TYPE_LONGLONG
+            | MYSQL_TYPE_INT24
+            | MYSQL_TYPE_DECIMAL
+            | MYSQL_TYPE_NEWDECIMAL
+            | MYSQL_TYPE_FLOAT
+            | MYSQL_TYPE_DOUBLE
+            | MYSQL_TYPE_YEAR
+    );
+    if numeric
+        && v.iter()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'e' | b'E' | b'+'))
+    {
+        return String::from_utf8_lossy(v).into_owned();
+    }
+    if v.iter()
+        .all(|b| *b != b'\\' && *b != b'\'' && (0x20..0x7F).contains(b))
+    {
+        return format!("'{}'", String::from_utf8_lossy(v));
+    }
+    // Anything else as a hex literal: exact whatever sql_mode (NO_BACKSLASH_ESCAPES) says.
+    let mut s = String::with_capacity(3 + 2 * v.len());
+    s.push_str("X'");
+    for b in v {
+        s.push_str(&format!("{b:02X}"));
+    }
+    s.push('\'');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_user_packets_are_parsed_with_and_without_the_optional_tail() {
+        let caps = CapabilityFlags::CLIENT_SECURE_CONNECTION | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+        let mut p = vec![0x11];
+        p.extend_from_slice(b"demo\0");
+        p.push(3);
+        p.extend_from_slice(b"abc");
+        p.extend_from_slice(b"shop\0");
+        p.extend_from_slice(&45u16.to_le_bytes());
+        p.extend_from_slice(b"mysql_native_password\0");
+        let c = parse_change_user(&p, caps).unwrap();
+        assert_eq!(
+            (c.user.as_str(), c.auth.as_slice(), c.db.as_deref()),
+            ("demo", &b"abc"[..], Some("shop"))
+        );
+        assert_eq!(c.charset, Some(45));
+        assert_eq!(c.plugin.as_deref(), Some(&b"mysql_native_password"[..]));
+        let short = [0x11, b'u', 0, 0, 0];
+        let c = parse_change_user(&short, caps).unwrap();
+        assert_eq!((c.user.as_str(), c.db, c.charset), ("u", None, None));
+        assert!(parse_change_user(&[0x11, b'u'], caps).is_none());
+    }
+
+    #[test]
+    fn literals_are_exact_for_numbers_plain_strings_and_odd_bytes() {
+        assert_eq!(literal(ColumnType::MYSQL_TYPE_LONGLONG, b"28800"), "28800");
+        assert_eq!(
+            literal(ColumnType::MYSQL_TYPE_VAR_STRING, b"STRICT_TRANS_TABLES"),
+            "'STRICT_TRANS_TABLES'"
+        );
+        assert_eq!(
+            literal(ColumnType::MYSQL_TYPE_VAR_STRING, b"it's"),
+            "X'69742773'"
+        );
+        assert_eq!(
+            literal(ColumnType::MYSQL_TYPE_LONGLONG, b"1; DROP"),
+            "X'313B2044524F50'"
+        );
+    }
+
+    #[test]
+    fn multi_statement_text_with_use_is_refused_and_the_rest_is_merged() {
+        let err = merge_multi(classify::analyse(b"SELECT 1; USE x")).unwrap_err();
+        assert!(err.to_string().contains("statement 2 is USE"), "{err}");
+        let st = merge_multi(classify::analyse(b"SET sql_mode=''; SET @a=1; SELECT 2")).unwrap();
+        assert_eq!(st.sets_vars, ["sql_mode"]);
+        assert_eq!(st.pins, pin::USER_VARIABLE);
+    }
+}
