@@ -1,1 +1,255 @@
-//! Test harness placeholder (filled below).
+//! End-to-end harness: real MariaDB rooms (scripts/rooms.sh), the real `rainbow-bridge`
+//! binary started on a free port with a temporary config, and clients: mysql_async, a raw
+//! protocol client for what drivers cannot express, PyMySQL and the `mariadb` CLI.
+//!
+//! Every test works in its own database (`rbt_<name>`), created fresh on room A, so tests run
+//! in parallel without seeing each other.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, OnceLock};
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder};
+
+pub mod raw;
+
+pub const ROOM_A_PORT: u16 = 3316;
+pub const ROOM_B_PORT: u16 = 3317;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Starts the rooms once per test process (idempotent and locked in the script itself).
+pub fn rooms_up() {
+    static UP: OnceLock<()> = OnceLock::new();
+    UP.get_or_init(|| {
+        let out = Command::new(root().join("scripts/rooms.sh"))
+            .arg("up")
+            .output()
+            .expect("run scripts/rooms.sh");
+        assert!(
+            out.status.success(),
+            "scripts/rooms.sh up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// Options for a direct connection to room A as the backend user.
+pub fn direct_opts(db: Option<&str>) -> Opts {
+    OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(ROOM_A_PORT)
+        .user(Some("rb"))
+        .pass(Some("rb"))
+        .db_name(db)
+        .prefer_socket(false)
+        .into()
+}
+
+pub async fn direct(db: Option<&str>) -> Conn {
+    Conn::new(direct_opts(db))
+        .await
+        .expect("direct connection to room A")
+}
+
+/// Drops and creates database `rbt_<name>` on room A; returns its name.
+pub async fn fresh_db(name: &str) -> String {
+    rooms_up();
+    let db = format!("rbt_{name}");
+    let mut c = direct(None).await;
+    c.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+        .await
+        .unwrap();
+    c.query_drop(format!("CREATE DATABASE `{db}`"))
+        .await
+        .unwrap();
+    c.disconnect().await.unwrap();
+    db
+}
+
+/// A user of the test proxy: name, password, databases, mode.
+pub struct TestUser {
+    pub name: &'static str,
+    pub password: &'static str,
+    pub databases: Vec<String>,
+    pub mode: &'static str,
+}
+
+/// What a test proxy serves.
+pub struct ProxyConfig {
+    pub room: &'static str,
+    pub databases: Vec<String>,
+    pub users: Vec<TestUser>,
+    pub pool_max: u32,
+    pub checkout_timeout_ms: u64,
+    /// Extra data sources pointing at a dead port, to test unavailable backends.
+    pub dead_database: Option<String>,
+}
+
+impl ProxyConfig {
+    /// One center database served by room A, and user `app`/`app` allowed on it.
+    pub fn single(db: &str) -> Self {
+        ProxyConfig {
+            room: "A",
+            databases: vec![db.to_string()],
+            users: vec![TestUser {
+                name: "app",
+                password: "app",
+                databases: vec![db.to_string()],
+                mode: "unit",
+            }],
+            pool_max: 16,
+            checkout_timeout_ms: 5000,
+            dead_database: None,
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut s = format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nroom = \"{}\"\n\n[rooms.A]\nrole = \"center\"\n[rooms.B]\nrole = \"unit\"\n\n\
+             [pool]\nmax_size = {}\ncheckout_timeout_ms = {}\nconnect_timeout_ms = 2000\n\n",
+            self.room, self.pool_max, self.checkout_timeout_ms
+        );
+        for db in &self.databases {
+            s += &format!(
+                "[data_sources.{db}_a]\nroom = \"A\"\nhost = \"127.0.0.1\"\nport = {ROOM_A_PORT}\nschema = \"{db}\"\nuser = \"rb\"\npassword = \"rb\"\n\n\
+                 [databases.{db}]\ntype = \"center\"\ndata_sources = [\"{db}_a\"]\n\n"
+            );
+        }
+        if let Some(db) = &self.dead_database {
+            // Port 1 on loopback: nothing listens there, connections are refused at once.
+            s += &format!(
+                "[data_sources.{db}_a]\nroom = \"A\"\nhost = \"127.0.0.1\"\nport = 1\nschema = \"{db}\"\nuser = \"rb\"\npassword = \"rb\"\n\n\
+                 [databases.{db}]\ntype = \"center\"\ndata_sources = [\"{db}_a\"]\n\n"
+            );
+        }
+        for u in &self.users {
+            let dbs: Vec<String> = u.databases.iter().map(|d| format!("\"{d}\"")).collect();
+            s += &format!(
+                "[users.{}]\npassword_hash = \"{}\"\ndatabases = [{}]\nmode = \"{}\"\n\n",
+                u.name,
+                shard_rules::config::hash_password(u.password),
+                dbs.join(", "),
+                u.mode
+            );
+        }
+        s
+    }
+}
+
+/// A running `rainbow-bridge` process; killed on drop.
+pub struct Proxy {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+/// The `rainbow-bridge` binary built for this test run.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/rainbow-bridge
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("rainbow-bridge");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+impl Proxy {
+    pub async fn start(config: &ProxyConfig) -> Proxy {
+        rooms_up();
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join("rainbow-bridge-e2e");
+        std::fs::create_dir_all(&dir).unwrap();
+        let stem = format!("{}-{}", std::process::id(), n);
+        let cfg = dir.join(format!("{stem}.toml"));
+        std::fs::write(&cfg, config.render()).unwrap();
+        let log = dir.join(format!("{stem}.log"));
+        let mut child = Command::new(binary())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rainbow-bridge");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let log_path = log.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::create(&log_path).unwrap();
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{line}");
+                if let Some(at) = line.find("listen=") {
+                    let addr = line[at + 7..].split_whitespace().next().unwrap_or_default();
+                    if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
+                    {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(port);
+                        }
+                    }
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "rainbow-bridge did not start; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        Proxy { child, port, log }
+    }
+
+    pub fn opts(&self, user: &str, password: &str, db: Option<&str>) -> Opts {
+        OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.port)
+            .user(Some(user))
+            .pass(Some(password))
+            .db_name(db)
+            .prefer_socket(false)
+            .into()
+    }
+
+    /// A mysql_async connection as `app`/`app` to `db`.
+    pub async fn conn(&self, db: &str) -> Conn {
+        Conn::new(self.opts("app", "app", Some(db)))
+            .await
+            .expect("connect through the proxy")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
