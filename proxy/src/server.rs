@@ -61,10 +61,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = &mut shutdown => {
-                info!("shutting down: no new connections");
-                return;
-            }
+            _ = &mut shutdown => break,
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tokio::spawn(async move {
@@ -82,5 +79,22 @@ pub async fn serve(
             }
             drop(permit);
         });
+    }
+    drop(listener);
+    let open = limit - permits.available_permits();
+    info!(
+        open_sessions = open,
+        "shutting down: no new connections, idle sessions close now"
+    );
+    shared.shutdown.send_replace(true);
+    let grace = Duration::from_secs(shared.config.proxy.shutdown_timeout_s);
+    let all = u32::try_from(limit).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(grace, permits.acquire_many(all)).await;
+    match drained {
+        Ok(_) => info!("all sessions closed"),
+        Err(_) => warn!(
+            open_sessions = limit - permits.available_permits(),
+            "shutdown timeout: closing sessions still in a transaction (they roll back)"
+        ),
     }
 }

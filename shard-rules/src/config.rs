@@ -48,6 +48,10 @@ pub struct ProxySection {
     /// Seconds a client has to finish the handshake before it is dropped. Default 10.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_s: u64,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for open transactions to finish before it
+    /// closes their connections (which rolls them back). Idle sessions close at once. Default 30.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_s: u64,
 }
 
 /// Role of a room in the multi-active deployment.
@@ -190,6 +194,9 @@ fn default_max_packet() -> usize {
 }
 fn default_handshake_timeout() -> u64 {
     10
+}
+fn default_shutdown_timeout() -> u64 {
+    30
 }
 fn default_pool_max() -> u32 {
     64
@@ -548,7 +555,10 @@ databases = ["shop", "scratch"]
     #[test]
     fn every_problem_is_reported_at_once_naming_section_and_field() {
         let text = GOOD
-            .replace("role = \"unit\"", "role = \"center\"")
+            .replace(
+                "[rooms.B]\nrole = \"unit\"",
+                "[rooms.B]\nrole = \"unit\"\n[rooms.C]\nrole = \"center\"",
+            )
             .replace(
                 "databases = [\"shop\", \"scratch\"]",
                 "databases = [\"shop\", \"nope\"]",

@@ -242,6 +242,28 @@ impl Proxy {
             .expect("connect through the proxy")
     }
 
+    /// Sends SIGTERM, as `kill` or a service manager would.
+    pub fn terminate(&self) {
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(ok.success());
+    }
+
+    /// Waits (bounded) for the process to exit; returns whether it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -565,3 +565,40 @@ async fn a_dead_backend_gets_a_precise_error_quickly() {
     let one: i64 = p.query_first("SELECT 1").await.unwrap().unwrap();
     assert_eq!(one, 1, "the session stays on its database and usable");
 }
+
+#[tokio::test]
+async fn shutdown_closes_idle_sessions_and_lets_an_open_transaction_commit() {
+    let db = fresh_db("shutdown").await;
+    let mut proxy = Proxy::start(&ProxyConfig::single(&db)).await;
+    let mut d = direct(Some(&db)).await;
+    d.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut idle = proxy.conn(&db).await;
+    let mut busy = proxy.conn(&db).await;
+    busy.query_drop("BEGIN").await.unwrap();
+    busy.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    proxy.terminate();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        idle.query_drop("SELECT 1").await.is_err(),
+        "an idle session must be closed at shutdown"
+    );
+    busy.query_drop("INSERT INTO t VALUES (2)").await.unwrap();
+    busy.query_drop("COMMIT").await.unwrap();
+    assert!(
+        proxy.wait_exit(std::time::Duration::from_secs(10)),
+        "proxy did not exit after the last transaction"
+    );
+    let n: i64 = d
+        .query_first("SELECT COUNT(*) FROM t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 2, "the transaction that was open at shutdown committed");
+    assert!(
+        proxy.log_text().contains("all sessions closed"),
+        "{}",
+        proxy.log_text()
+    );
+}

@@ -207,3 +207,52 @@ async fn a_packet_over_max_allowed_packet_is_refused_with_1153() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn long_data_is_replayed_on_the_backend_that_executes() {
+    let db = fresh_db("longdata").await;
+    let mut cfg = ProxyConfig::single(&db);
+    cfg.pool_max = 2;
+    let proxy = Proxy::start(&cfg).await;
+    let mut c = Raw::connect(proxy.port, "app", "app", Some(&db), "mysql_native_password")
+        .await
+        .unwrap();
+    let (id, params) = c
+        .prepare("SELECT CAST(LENGTH(?) AS CHAR), CAST(? AS CHAR)")
+        .await
+        .unwrap();
+    assert_eq!(params, 2);
+    // Parameter 0 arrives in three COM_STMT_SEND_LONG_DATA chunks (no response by protocol).
+    for chunk in [vec![b'a'; 1000], vec![b'b'; 2000], vec![b'c'; 3]] {
+        let mut p = vec![0x18];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(&0u16.to_le_bytes());
+        p.extend_from_slice(&chunk);
+        c.send(&p).await;
+    }
+    // Execute: types for both parameters, a value only for parameter 1.
+    let mut p = vec![0x17];
+    p.extend_from_slice(&id.to_le_bytes());
+    p.push(0);
+    p.extend_from_slice(&1u32.to_le_bytes());
+    p.push(0); // NULL bitmap
+    p.push(1); // new params bound
+    p.extend_from_slice(&[0xFC, 0, 0xFD, 0]); // BLOB, VAR_STRING
+    p.push(2);
+    p.extend_from_slice(b"ok");
+    c.send(&p).await;
+    let r = rows(c.read_reply(true, Some(0)).await);
+    assert_eq!(
+        (text(&r[0][0]), text(&r[0][1])),
+        ("3003".to_string(), "ok".to_string())
+    );
+    // COM_STMT_RESET answers OK; an unknown statement id is MariaDB's error 1243.
+    let mut p = vec![0x1A];
+    p.extend_from_slice(&id.to_le_bytes());
+    c.send(&p).await;
+    assert!(matches!(c.read_reply(false, None).await, Reply::Ok { .. }));
+    match c.execute(id + 100, &["x"], true).await {
+        Reply::Err(e) => assert_eq!(e.code, 1243),
+        other => panic!("{other:?}"),
+    }
+}
