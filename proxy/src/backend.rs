@@ -132,6 +132,9 @@ pub struct BackendConn {
     pub broken: bool,
 }
 
+/// Statements kept prepared per backend connection (MariaDB allows 16382 per server).
+pub const MAX_STATEMENTS: usize = 256;
+
 #[derive(Debug, Clone, Copy)]
 pub struct BackendStmt {
     pub id: u32,
@@ -277,14 +280,16 @@ impl BackendConn {
     }
 
     /// Sends the client's command packets (already framed, sequence ids included) and copies the
-    /// response to `client` packet by packet as it arrives, never decoding rows.
+    /// response to `client` packet by packet as it arrives, never decoding rows. `seq_shift` is
+    /// added to every response sequence id (0 unless the proxy re-framed the command).
     pub async fn relay(
         &mut self,
         command: &[u8],
         kind: ResponseKind,
         client: &mut PacketIo,
+        seq_shift: u8,
     ) -> Result<Outcome, RelayError> {
-        let r = self.relay_inner(command, kind, client).await;
+        let r = self.relay_inner(command, kind, client, seq_shift).await;
         if r.is_err() {
             self.broken = true;
         }
@@ -296,6 +301,7 @@ impl BackendConn {
         command: &[u8],
         kind: ResponseKind,
         client: &mut PacketIo,
+        seq_shift: u8,
     ) -> Result<Outcome, RelayError> {
         let backend = |sent: bool| {
             move |e: io::Error| RelayError::Backend {
@@ -313,14 +319,17 @@ impl BackendConn {
         // Bytes of `rbuf` already classified but not yet written to the client.
         let mut scanned = 0usize;
         loop {
-            let buf = &self.io.rbuf[..];
-            while !tracker.is_done() && buf.len() >= scanned + 4 {
+            while !tracker.is_done() && self.io.rbuf.len() >= scanned + 4 {
+                let buf = &mut self.io.rbuf[..];
                 let len = (buf[scanned] as usize)
                     | (buf[scanned + 1] as usize) << 8
                     | (buf[scanned + 2] as usize) << 16;
                 if buf.len() < scanned + 4 + len {
                     break;
                 }
+                // The proxy sent the command in a different number of packets than the client
+                // did: renumber the response so the client sees the sequence it expects.
+                buf[scanned + 3] = buf[scanned + 3].wrapping_add(seq_shift);
                 tracker
                     .feed(&buf[scanned + 4..scanned + 4 + len])
                     .map_err(|e| RelayError::Backend {
@@ -458,11 +467,43 @@ impl BackendConn {
     pub async fn close_statements(&mut self) -> Result<(), BackendError> {
         let ids: Vec<u32> = self.stmts.drain().map(|(_, s)| s.id).collect();
         for id in ids {
-            let mut p = [0x19, 0, 0, 0, 0];
-            p[1..5].copy_from_slice(&id.to_le_bytes());
-            self.send_only(&p).await?;
+            self.close_statement(id).await?;
         }
         Ok(())
+    }
+
+    /// Records a statement prepared on this connection. A statement it replaces is closed on the
+    /// server, and past [`MAX_STATEMENTS`] all others are closed, so a client that prepares
+    /// endlessly never exhausts the server's `max_prepared_stmt_count`.
+    pub async fn remember_statement(
+        &mut self,
+        sql: Bytes,
+        stmt: BackendStmt,
+    ) -> Result<(), BackendError> {
+        if let Some(old) = self.stmts.insert(sql.clone(), stmt) {
+            if old.id != stmt.id {
+                self.close_statement(old.id).await?;
+            }
+        }
+        if self.stmts.len() > MAX_STATEMENTS {
+            let others: Vec<u32> = self
+                .stmts
+                .iter()
+                .filter(|(k, _)| **k != sql)
+                .map(|(_, s)| s.id)
+                .collect();
+            self.stmts.retain(|k, _| *k == sql);
+            for id in others {
+                self.close_statement(id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close_statement(&mut self, id: u32) -> Result<(), BackendError> {
+        let mut p = [0x19, 0, 0, 0, 0];
+        p[1..5].copy_from_slice(&id.to_le_bytes());
+        self.send_only(&p).await
     }
 
     /// Sends COM_PING and waits for the OK.

@@ -62,6 +62,8 @@ pub struct Statement {
     pub sets_vars: Vec<String>,
     /// Calls `LAST_INSERT_ID()`: the backend must agree with the session's last insert id.
     pub reads_last_insert_id: bool,
+    /// Calls `LAST_INSERT_ID(expr)`, which sets the value: read it back afterwards.
+    pub sets_last_insert_id: bool,
     /// Reads the previous statement's diagnostics (SHOW WARNINGS, FOUND_ROWS(), ROW_COUNT()…).
     pub reads_previous: bool,
     /// `SQL_CALC_FOUND_ROWS`: keep the connection for a following `FOUND_ROWS()`.
@@ -75,6 +77,7 @@ impl Statement {
             pins: 0,
             sets_vars: Vec::new(),
             reads_last_insert_id: false,
+            sets_last_insert_id: false,
             reads_previous: false,
             calc_found_rows: false,
         }
@@ -99,6 +102,8 @@ enum Tok<'a> {
 struct Lexer<'a> {
     s: &'a [u8],
     i: usize,
+    /// `\\` escapes the next character in strings (false under sql_mode NO_BACKSLASH_ESCAPES).
+    backslash: bool,
     /// Inside an executable comment `/*! … */`: its `*/` is skipped like whitespace.
     exec_comment: bool,
 }
@@ -108,10 +113,11 @@ fn is_word(b: u8) -> bool {
 }
 
 impl<'a> Lexer<'a> {
-    fn new(s: &'a [u8]) -> Self {
+    fn new(s: &'a [u8], backslash: bool) -> Self {
         Lexer {
             s,
             i: 0,
+            backslash,
             exec_comment: false,
         }
     }
@@ -191,7 +197,7 @@ impl<'a> Lexer<'a> {
         let b = *s.get(start)?;
         let tok = match b {
             b'\'' | b'"' => {
-                self.i = self.close(start + 1, b, true);
+                self.i = self.close(start + 1, b, self.backslash);
                 Tok::Str(&s[start + 1..self.i.saturating_sub(1).max(start + 1)])
             }
             b'`' => {
@@ -208,7 +214,9 @@ impl<'a> Lexer<'a> {
             }
             b'@' => {
                 let j = match s.get(start + 1) {
-                    Some(&q @ (b'\'' | b'"' | b'`')) => self.close(start + 2, q, q != b'`'),
+                    Some(&q @ (b'\'' | b'"' | b'`')) => {
+                        self.close(start + 2, q, q != b'`' && self.backslash)
+                    }
                     _ => {
                         let mut j = start + 1;
                         while j < s.len() && (is_word(s[j]) || s[j] == b'.') {
@@ -247,13 +255,15 @@ fn is(tok: Option<&Tok<'_>>, kw: &str) -> bool {
 
 /// Session variables whose value only matters for the next statement or that the server manages
 /// per connection: replaying them on another connection would be wrong, so they pin instead.
-const UNREPLAYABLE: [&str; 6] = [
+/// `timestamp` is here because `SET timestamp = DEFAULT` reads back as a fixed value.
+const UNREPLAYABLE: [&str; 7] = [
     "insert_id",
     "last_insert_id",
     "identity",
     "rand_seed1",
     "rand_seed2",
     "pseudo_thread_id",
+    "timestamp",
 ];
 
 const CHARSET_VARS: [&str; 4] = [
@@ -266,7 +276,13 @@ const CHARSET_VARS: [&str; 4] = [
 /// Splits SQL text into statements and analyses each. Empty statements (stray `;`) are dropped,
 /// so the result is empty only for text with no statement at all.
 pub fn analyse(sql: &[u8]) -> Vec<Statement> {
-    let mut lexer = Lexer::new(sql);
+    analyse_with(sql, true)
+}
+
+/// [`analyse`] with the session's string syntax: `backslash_escapes` is false when the session's
+/// sql_mode has NO_BACKSLASH_ESCAPES, so statement boundaries are found exactly as the server does.
+pub fn analyse_with(sql: &[u8], backslash_escapes: bool) -> Vec<Statement> {
+    let mut lexer = Lexer::new(sql, backslash_escapes);
     let mut out = Vec::new();
     let mut toks: Vec<Tok<'_>> = Vec::with_capacity(32);
     loop {
@@ -290,10 +306,21 @@ fn statement(toks: &[Tok<'_>]) -> Statement {
     let mut st = Statement::new();
     st.kind = Kind::Other;
     for (i, t) in toks.iter().enumerate() {
+        let next = toks.get(i + 1);
         match t {
-            Tok::UserVar => st.pins |= pin::USER_VARIABLE,
+            // A user variable is session state once written: `@x := …` or `… INTO @x`. Reading
+            // one that this session never wrote gives NULL on any connection, as it should.
+            Tok::UserVar
+                if next == Some(&Tok::Punct(b':'))
+                    && toks.get(i + 2) == Some(&Tok::Punct(b'=')) =>
+            {
+                st.pins |= pin::USER_VARIABLE;
+            }
+            Tok::Word(w) if w.eq_ignore_ascii_case(b"INTO") && next == Some(&Tok::UserVar) => {
+                st.pins |= pin::USER_VARIABLE;
+            }
             Tok::Word(w) => {
-                let call = matches!(toks.get(i + 1), Some(Tok::Punct(b'(')));
+                let call = next == Some(&Tok::Punct(b'('));
                 if call
                     && (w.eq_ignore_ascii_case(b"GET_LOCK")
                         || w.eq_ignore_ascii_case(b"RELEASE_LOCK"))
@@ -301,6 +328,9 @@ fn statement(toks: &[Tok<'_>]) -> Statement {
                     st.pins |= pin::NAMED_LOCK;
                 } else if call && w.eq_ignore_ascii_case(b"LAST_INSERT_ID") {
                     st.reads_last_insert_id = true;
+                    if toks.get(i + 2) != Some(&Tok::Punct(b')')) {
+                        st.sets_last_insert_id = true;
+                    }
                 } else if call
                     && (w.eq_ignore_ascii_case(b"FOUND_ROWS")
                         || w.eq_ignore_ascii_case(b"ROW_COUNT"))
@@ -327,8 +357,16 @@ fn statement(toks: &[Tok<'_>]) -> Statement {
         st.pins |= pin::TABLE_LOCK;
     } else if is(first, "PREPARE") || is(first, "EXECUTE") || is(first, "DEALLOCATE") {
         st.pins |= pin::SQL_PREPARE;
-    } else if is(first, "HANDLER") || is(first, "XA") {
+    } else if is(first, "HANDLER") || is(first, "XA") || is(first, "CALL") {
+        // A procedure may set variables, create temporary tables or lock: assume it does.
         st.pins |= pin::OTHER_STATE;
+    } else if (is(first, "FLUSH")
+        && toks
+            .iter()
+            .any(|t| is(Some(t), "LOCK") || is(Some(t), "EXPORT")))
+        || (is(first, "BACKUP") && is(second, "LOCK"))
+    {
+        st.pins |= pin::TABLE_LOCK;
     } else if is(first, "CREATE") && toks.iter().take(4).any(|t| is(Some(t), "TEMPORARY")) {
         st.pins |= pin::TEMPORARY_TABLE;
     } else if is(first, "SHOW")
@@ -389,7 +427,8 @@ fn assignment(a: &[Tok<'_>], st: &mut Statement) {
         _ => None,
     };
     match a.first() {
-        Some(Tok::UserVar) | None => {}
+        None => {}
+        Some(Tok::UserVar) => st.pins |= pin::USER_VARIABLE,
         Some(Tok::SysVar(v)) => {
             let v = String::from_utf8_lossy(v).to_ascii_lowercase();
             if v.starts_with("global.") {
@@ -488,6 +527,17 @@ mod tests {
         assert_eq!(one("SELECT id INTO @x FROM t").pins, pin::USER_VARIABLE);
         assert_eq!(one("select '@notavar', \"@@x\"").pins, 0);
         assert_eq!(
+            one("SELECT @never_written").pins,
+            0,
+            "reading a user variable is not state"
+        );
+        assert_eq!(one("SELECT @n := @n + 1 FROM t").pins, pin::USER_VARIABLE);
+        assert_eq!(one("CALL p(1)").pins, pin::OTHER_STATE);
+        assert_eq!(one("FLUSH TABLES WITH READ LOCK").pins, pin::TABLE_LOCK);
+        assert_eq!(one("flush tables t for export").pins, pin::TABLE_LOCK);
+        assert_eq!(one("BACKUP LOCK t").pins, pin::TABLE_LOCK);
+        assert_eq!(one("SET timestamp = 1").pins, pin::OTHER_STATE);
+        assert_eq!(
             one("CREATE TEMPORARY TABLE t (a int)").pins,
             pin::TEMPORARY_TABLE
         );
@@ -514,6 +564,8 @@ mod tests {
         assert!(one("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1").calc_found_rows);
         assert!(one("SELECT LAST_INSERT_ID()").reads_last_insert_id);
         assert!(!one("SELECT last_insert_id FROM t").reads_last_insert_id);
+        assert!(!one("SELECT LAST_INSERT_ID()").sets_last_insert_id);
+        assert!(one("UPDATE t SET id = LAST_INSERT_ID(id + 1)").sets_last_insert_id);
     }
 
     #[test]
@@ -521,6 +573,19 @@ mod tests {
         assert_eq!(one("SET PASSWORD = PASSWORD('x')").kind, Kind::SetPassword);
         assert_eq!(one("KILL QUERY 5").kind, Kind::Kill);
         assert_eq!(one("SELECT 1").kind, Kind::Other);
+    }
+
+    #[test]
+    fn no_backslash_escapes_changes_where_strings_end() {
+        let sql = b"SELECT 'a\\'; USE x; SELECT '";
+        assert_eq!(
+            analyse(sql).len(),
+            1,
+            "with backslash escapes the quote is escaped"
+        );
+        let v = analyse_with(sql, false);
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[1].kind, Kind::Use("x".into()));
     }
 
     #[test]

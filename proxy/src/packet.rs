@@ -51,27 +51,41 @@ impl PacketIo {
 
     /// Reads one logical packet, joining split payloads; refuses payloads over `max_len`.
     /// `Ok(None)` means the peer closed the connection cleanly between packets.
+    ///
+    /// Cancel-safe: nothing is consumed from `rbuf` until the whole logical packet is there, so
+    /// dropping the future (in a `select!`) loses no bytes.
     pub async fn read_packet(&mut self, max_len: usize) -> io::Result<Option<Packet>> {
-        let mut joined: Option<BytesMut> = None;
-        let mut first_seq = None;
         loop {
-            while self.rbuf.len() < 4 {
-                if self.fill().await? == 0 {
-                    return if self.rbuf.is_empty() && joined.is_none() {
-                        Ok(None)
-                    } else {
-                        Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "connection closed inside a packet",
-                        ))
-                    };
+            match self.complete_packet(max_len)? {
+                Ok((parts, total)) => return Ok(Some(self.take_packet(parts, total))),
+                Err(need) => {
+                    self.rbuf.reserve(need.saturating_sub(self.rbuf.len()));
+                    if self.fill().await? == 0 {
+                        return if self.rbuf.is_empty() {
+                            Ok(None)
+                        } else {
+                            Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "connection closed inside a packet",
+                            ))
+                        };
+                    }
                 }
             }
-            let len = (self.rbuf[0] as usize)
-                | (self.rbuf[1] as usize) << 8
-                | (self.rbuf[2] as usize) << 16;
-            let seq = self.rbuf[3];
-            let total = joined.as_ref().map_or(0, |j| j.len()) + len;
+        }
+    }
+
+    /// Whether `rbuf` starts with a complete logical packet: `Ok((physical packets, payload
+    /// length))`, or `Err(bytes needed)` to hold what has been announced so far.
+    fn complete_packet(&self, max_len: usize) -> io::Result<Result<(usize, usize), usize>> {
+        let b = &self.rbuf;
+        let (mut at, mut parts, mut total) = (0usize, 0usize, 0usize);
+        loop {
+            if b.len() < at + 4 {
+                return Ok(Err(at + 4));
+            }
+            let len = (b[at] as usize) | (b[at + 1] as usize) << 8 | (b[at + 2] as usize) << 16;
+            total += len;
             if total > max_len {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -81,38 +95,43 @@ impl PacketIo {
                     },
                 ));
             }
-            while self.rbuf.len() < 4 + len {
-                self.rbuf.reserve(4 + len - self.rbuf.len());
-                if self.fill().await? == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed inside a packet",
-                    ));
-                }
+            at += 4 + len;
+            parts += 1;
+            if b.len() < at {
+                return Ok(Err(at));
             }
+            if len < MAX_PAYLOAD {
+                return Ok(Ok((parts, total)));
+            }
+        }
+    }
+
+    fn take_packet(&mut self, parts: usize, total: usize) -> Packet {
+        let seq = self.rbuf[3];
+        if parts == 1 {
             self.rbuf.advance(4);
-            let chunk = self.rbuf.split_to(len);
-            first_seq.get_or_insert(seq);
-            let done = len < MAX_PAYLOAD;
-            match (&mut joined, done) {
-                (None, true) => {
-                    return Ok(Some(Packet {
-                        seq,
-                        last_seq: seq,
-                        payload: chunk.freeze(),
-                    }));
-                }
-                (None, false) => joined = Some(chunk),
-                (Some(j), _) => j.extend_from_slice(&chunk),
-            }
-            if done {
-                let payload = joined.take().unwrap_or_default().freeze();
-                return Ok(Some(Packet {
-                    seq: first_seq.unwrap_or(seq),
-                    last_seq: seq,
-                    payload,
-                }));
-            }
+            let payload = self.rbuf.split_to(total).freeze();
+            return Packet {
+                seq,
+                last_seq: seq,
+                payload,
+            };
+        }
+        let mut joined = BytesMut::with_capacity(total);
+        let mut last_seq = seq;
+        for _ in 0..parts {
+            let len = (self.rbuf[0] as usize)
+                | (self.rbuf[1] as usize) << 8
+                | (self.rbuf[2] as usize) << 16;
+            last_seq = self.rbuf[3];
+            self.rbuf.advance(4);
+            joined.extend_from_slice(&self.rbuf[..len]);
+            self.rbuf.advance(len);
+        }
+        Packet {
+            seq,
+            last_seq,
+            payload: joined.freeze(),
         }
     }
 

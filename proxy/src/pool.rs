@@ -6,6 +6,7 @@
 //! failure, and bb8 drops it on return (`has_broken`). Pools are created lazily on first use.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -40,11 +41,20 @@ impl ManageConnection for Manager {
 
 pub type Conn = PooledConnection<'static, Manager>;
 
+/// One bb8 pool and the connects the proxy is making for it.
+struct DsPool {
+    pool: Pool<Manager>,
+    /// Connections being opened by [`Pools::get`] right now, so a burst of checkouts never
+    /// opens more than `max_size` connections in total.
+    connecting: AtomicU32,
+}
+
 /// All pools of this proxy.
 pub struct Pools {
     targets: HashMap<String, SharedTarget>,
     config: PoolConfig,
-    pools: RwLock<HashMap<(String, u32), Pool<Manager>>>,
+    /// data source → capability profile bits → pool.
+    pools: RwLock<HashMap<String, HashMap<u32, Arc<DsPool>>>>,
 }
 
 impl Pools {
@@ -60,15 +70,16 @@ impl Pools {
         self.targets.get(ds)
     }
 
-    fn pool(&self, ds: &str, profile: CapabilityFlags) -> Result<Pool<Manager>, ProxyError> {
-        let key = (ds.to_string(), (profile & PROFILE_CAPS).bits());
+    fn pool(&self, ds: &str, profile: CapabilityFlags) -> Result<Arc<DsPool>, ProxyError> {
+        let bits = (profile & PROFILE_CAPS).bits();
         if let Some(p) = self
             .pools
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+            .get(ds)
+            .and_then(|m| m.get(&bits))
         {
-            return Ok(p.clone());
+            return Ok(Arc::clone(p));
         }
         let target = self
             .targets
@@ -79,31 +90,41 @@ impl Pools {
                 reason: "no such data source in the configuration".into(),
             })?;
         let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
-        let pool = pools.entry(key).or_insert_with(|| {
-            Pool::builder()
-                .max_size(self.config.max_size)
-                .min_idle(Some(self.config.min_idle).filter(|n| *n > 0))
-                .test_on_check_out(false)
-                .retry_connection(false)
-                .connection_timeout(Duration::from_millis(self.config.checkout_timeout_ms))
-                .idle_timeout(
-                    Some(Duration::from_secs(self.config.idle_timeout_s)).filter(|d| !d.is_zero()),
-                )
-                .max_lifetime(
-                    Some(Duration::from_secs(self.config.max_lifetime_s)).filter(|d| !d.is_zero()),
-                )
-                .error_sink(Box::new(LogSink))
-                .build_unchecked(Manager {
-                    target: Arc::clone(target),
-                    profile: profile & PROFILE_CAPS,
+        let pool = pools
+            .entry(ds.to_string())
+            .or_default()
+            .entry(bits)
+            .or_insert_with(|| {
+                let pool = Pool::builder()
+                    .max_size(self.config.max_size)
+                    .min_idle(Some(self.config.min_idle).filter(|n| *n > 0))
+                    .test_on_check_out(false)
+                    .retry_connection(false)
+                    .connection_timeout(Duration::from_millis(self.config.checkout_timeout_ms))
+                    .idle_timeout(
+                        Some(Duration::from_secs(self.config.idle_timeout_s))
+                            .filter(|d| !d.is_zero()),
+                    )
+                    .max_lifetime(
+                        Some(Duration::from_secs(self.config.max_lifetime_s))
+                            .filter(|d| !d.is_zero()),
+                    )
+                    .error_sink(Box::new(LogSink))
+                    .build_unchecked(Manager {
+                        target: Arc::clone(target),
+                        profile: profile & PROFILE_CAPS,
+                    });
+                Arc::new(DsPool {
+                    pool,
+                    connecting: AtomicU32::new(0),
                 })
-        });
-        Ok(pool.clone())
+            });
+        Ok(Arc::clone(pool))
     }
 
     /// Checks out a connection to `ds` for a client with `profile` capabilities.
     pub async fn get(&self, ds: &str, profile: CapabilityFlags) -> Result<Conn, ProxyError> {
-        let pool = self.pool(ds, profile)?;
+        let p = self.pool(ds, profile)?;
         let room = || {
             self.targets
                 .get(ds)
@@ -113,25 +134,36 @@ impl Pools {
         // bb8 reports connect failures only to its error sink and lets `get` run into its
         // timeout. When a new connection is needed anyway, open it here so a dead backend is
         // reported at once, with its cause.
-        let state = pool.state();
-        if state.idle_connections == 0 && state.connections < self.config.max_size {
-            if let Some(target) = self.targets.get(ds) {
-                match BackendConn::connect(target, profile & PROFILE_CAPS).await {
-                    Ok(conn) => {
-                        // Fails only when the pool filled up meanwhile; the spare is closed.
-                        let _ = pool.add(conn);
+        let state = p.pool.state();
+        if state.idle_connections == 0 {
+            let connecting = p.connecting.fetch_add(1, Ordering::AcqRel);
+            let result = if state.connections + connecting < self.config.max_size {
+                match self.targets.get(ds) {
+                    Some(target) => {
+                        Some(BackendConn::connect(target, profile & PROFILE_CAPS).await)
                     }
-                    Err(e) => {
-                        return Err(ProxyError::BackendUnavailable {
-                            ds: ds.to_string(),
-                            room: room(),
-                            reason: e.to_string(),
-                        })
-                    }
+                    None => None,
                 }
+            } else {
+                None
+            };
+            p.connecting.fetch_sub(1, Ordering::AcqRel);
+            match result {
+                // Fails only when the pool filled up meanwhile; the spare is then closed.
+                Some(Ok(conn)) => {
+                    let _ = p.pool.add(conn);
+                }
+                Some(Err(e)) => {
+                    return Err(ProxyError::BackendUnavailable {
+                        ds: ds.to_string(),
+                        room: room(),
+                        reason: e.to_string(),
+                    })
+                }
+                None => {}
             }
         }
-        pool.get_owned().await.map_err(|e| match e {
+        p.pool.get_owned().await.map_err(|e| match e {
             RunError::TimedOut => ProxyError::PoolTimeout {
                 ds: ds.to_string(),
                 room: room(),

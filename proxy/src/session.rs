@@ -59,10 +59,16 @@ pub struct Shared {
     pub config: Config,
     pub pools: Pools,
     version: RwLock<Option<String>>,
+    /// When the last attempt to learn the version failed: logins do not retry for a while.
+    version_failed_at: std::sync::Mutex<Option<std::time::Instant>>,
     next_connection_id: AtomicU32,
     /// Becomes `true` when the proxy shuts down: idle sessions close, others finish first.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long a connection kept for the last statement's diagnostics (warnings, errors,
+/// SQL_CALC_FOUND_ROWS) waits for the client's next statement before it returns to the pool.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Used when no backend could be reached to learn its version.
 const FALLBACK_VERSION: &str = "5.5.5-10.11.0-MariaDB-rainbow-bridge";
@@ -73,6 +79,7 @@ impl Shared {
             config,
             pools,
             version: RwLock::new(None),
+            version_failed_at: std::sync::Mutex::new(None),
             next_connection_id: AtomicU32::new(1),
             shutdown: tokio::sync::watch::Sender::new(false),
         }
@@ -87,6 +94,14 @@ impl Shared {
             .clone()
         {
             return v;
+        }
+        let recently_failed = self
+            .version_failed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+        if recently_failed {
+            return FALLBACK_VERSION.to_string();
         }
         let local: Vec<String> = self
             .config
@@ -111,6 +126,10 @@ impl Shared {
                 }
             }
         }
+        *self
+            .version_failed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
         FALLBACK_VERSION.to_string()
     }
 
@@ -149,6 +168,9 @@ struct Prepared {
     types: Option<Bytes>,
     /// COM_STMT_SEND_LONG_DATA payloads since the last execute or reset, replayed on execute.
     long_data: Vec<Bytes>,
+    /// Bytes in `long_data`; past `max_allowed_packet` the data is dropped and execute fails.
+    long_data_bytes: usize,
+    long_data_overflow: bool,
 }
 
 enum Flow {
@@ -353,51 +375,49 @@ impl Session {
         }
     }
 
-    /// The data source for a session without a current database: the first of the user's
-    /// databases served in this room.
     fn default_ds(&self) -> Option<String> {
+        default_ds(&self.shared.config, &self.user)
+    }
+
+    /// The data source and schema serving logical database `db` for `user` in this room;
+    /// checks existence and permission, changes nothing.
+    fn resolve_db(&self, user: &str, db: &str) -> Result<(String, String), ProxyError> {
         let config = &self.shared.config;
-        let user = config.users.get(&self.user)?;
-        user.databases
-            .iter()
-            .find_map(|db| config.local_data_source(db).map(|(n, _)| n.to_string()))
+        if db.eq_ignore_ascii_case("information_schema") {
+            let ds = self
+                .ds
+                .clone()
+                .or_else(|| default_ds(config, user))
+                .ok_or(ProxyError::UnknownDatabase(db.to_string()))?;
+            return Ok((ds, "information_schema".to_string()));
+        }
+        if !config.databases.contains_key(db) {
+            return Err(ProxyError::UnknownDatabase(db.to_string()));
+        }
+        let allowed = config
+            .users
+            .get(user)
+            .is_some_and(|u| u.databases.iter().any(|d| d == db));
+        if !allowed {
+            return Err(ProxyError::DbAccessDenied {
+                user: user.to_string(),
+                host: self.peer.ip().to_string(),
+                db: db.to_string(),
+            });
+        }
+        match config.local_data_source(db) {
+            Some((ds, source)) => Ok((ds.to_string(), source.schema.clone())),
+            None => Err(ProxyError::CenterDatabaseInUnitRoom {
+                db: db.to_string(),
+                room: config.proxy.room.clone(),
+                center: center_room(config),
+            }),
+        }
     }
 
     /// Makes `db` the current database in the proxy (the backend follows on next use).
     fn switch_db(&mut self, db: &str) -> Result<(), ProxyError> {
-        let config = &self.shared.config;
-        let (ds, schema) = if db.eq_ignore_ascii_case("information_schema") {
-            let ds = self
-                .ds
-                .clone()
-                .or_else(|| self.default_ds())
-                .ok_or(ProxyError::UnknownDatabase(db.to_string()))?;
-            (ds, "information_schema".to_string())
-        } else {
-            let Some(database) = config.databases.get(db) else {
-                return Err(ProxyError::UnknownDatabase(db.to_string()));
-            };
-            let allowed = config
-                .users
-                .get(&self.user)
-                .is_some_and(|u| u.databases.iter().any(|d| d == db));
-            if !allowed {
-                return Err(ProxyError::DbAccessDenied {
-                    user: self.user.clone(),
-                    host: self.peer.ip().to_string(),
-                    db: db.to_string(),
-                });
-            }
-            let Some((ds, source)) = config.local_data_source(db) else {
-                let _ = database;
-                return Err(ProxyError::CenterDatabaseInUnitRoom {
-                    db: db.to_string(),
-                    room: config.proxy.room.clone(),
-                    center: center_room(config),
-                });
-            };
-            (ds.to_string(), source.schema.clone())
-        };
+        let (ds, schema) = self.resolve_db(&self.user, db)?;
         if let Some(h) = &self.held {
             if h.ds != ds {
                 if self.must_keep() {
@@ -433,6 +453,14 @@ impl Session {
         }
     }
 
+    /// False when the session's sql_mode has NO_BACKSLASH_ESCAPES.
+    fn backslash_escapes(&self) -> bool {
+        !self
+            .vars
+            .get("sql_mode")
+            .is_some_and(|m| m.contains("NO_BACKSLASH_ESCAPES"))
+    }
+
     fn in_transaction(&self) -> bool {
         self.status & STATUS_IN_TRANS != 0
     }
@@ -451,9 +479,17 @@ impl Session {
             if stopping && !self.must_keep() {
                 break;
             }
+            // A lingering connection (kept for the previous statement's diagnostics) goes back
+            // to the pool if the client stays silent: idle clients never hold backends.
+            let lingering = self.linger && !self.must_keep();
             let read = tokio::select! {
                 r = self.read_client() => r,
                 _ = shutdown.changed(), if !stopping => continue,
+                _ = tokio::time::sleep(LINGER), if lingering => {
+                    self.linger = false;
+                    self.held = None;
+                    continue;
+                }
             };
             let p = match read {
                 Ok(Some(p)) => p,
@@ -550,8 +586,15 @@ impl Session {
             COM_STMT_PREPARE => self.prepare(p).await?,
             COM_STMT_EXECUTE => self.execute(p).await?,
             COM_STMT_SEND_LONG_DATA => {
+                let max = self.shared.config.proxy.max_allowed_packet;
                 if let Some(s) = stmt_id(&p.payload).and_then(|id| self.stmts.get_mut(&id)) {
-                    s.long_data.push(p.payload.clone());
+                    s.long_data_bytes += p.payload.len();
+                    if s.long_data_bytes > max {
+                        s.long_data.clear();
+                        s.long_data_overflow = true;
+                    } else if !s.long_data_overflow {
+                        s.long_data.push(p.payload.clone());
+                    }
                 }
                 // No response, by protocol; an unknown id surfaces at execute, as in MariaDB.
             }
@@ -590,7 +633,7 @@ impl Session {
 
     async fn query(&mut self, p: Packet) -> Result<()> {
         let sql = &p.payload[1..];
-        let mut stmts = classify::analyse(sql);
+        let mut stmts = classify::analyse_with(sql, self.backslash_escapes());
         let multi = self.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS);
         let st = match stmts.len() {
             0 => Statement::passive(),
@@ -716,14 +759,23 @@ impl Session {
 
     async fn relay(&mut self, p: &Packet, kind: ResponseKind) -> Result<Outcome> {
         let framed = frame(p.seq, &p.payload);
-        self.relay_framed(&framed, kind).await
+        self.relay_framed(&framed, kind, 0).await
     }
 
-    async fn relay_framed(&mut self, framed: &[u8], kind: ResponseKind) -> Result<Outcome> {
+    async fn relay_framed(
+        &mut self,
+        framed: &[u8],
+        kind: ResponseKind,
+        seq_shift: u8,
+    ) -> Result<Outcome> {
         let Some(h) = self.held.as_mut() else {
             return Err(ProxyError::NoDatabase.into());
         };
-        match h.conn.relay(framed, kind, &mut self.client).await {
+        match h
+            .conn
+            .relay(framed, kind, &mut self.client, seq_shift)
+            .await
+        {
             Ok(o) => Ok(o),
             Err(crate::backend::RelayError::Client(e)) => Err(SessionError::ClientIo(e)),
             Err(crate::backend::RelayError::Backend { sent, source }) => {
@@ -741,12 +793,52 @@ impl Session {
             self.last_insert_id = o.last_insert_id;
         }
         self.pins |= st.pins;
+        if o.error.is_some() || st.sets_last_insert_id {
+            // An ERR packet carries no status flags, yet the failed command may have opened a
+            // transaction (autocommit=0, multi-statement text, a procedure) or ended one (a
+            // deadlock rolls back). Ask, so the connection is never released inside one.
+            let (in_trans, last_id) = self.probe_state().await?;
+            self.status =
+                (self.status & !STATUS_IN_TRANS) | if in_trans { STATUS_IN_TRANS } else { 0 };
+            if st.sets_last_insert_id {
+                self.last_insert_id = last_id;
+                if let Some(h) = self.held.as_mut() {
+                    h.conn.last_insert_id = last_id;
+                }
+            }
+        }
         if !st.sets_vars.is_empty() {
             self.read_back(&st.sets_vars).await?;
         }
-        self.linger = o.warnings > 0 || st.calc_found_rows;
+        // Keep the connection briefly for SHOW WARNINGS / GET DIAGNOSTICS / FOUND_ROWS().
+        self.linger = o.warnings > 0 || o.error.is_some() || st.calc_found_rows;
         self.release_unless_kept();
         Ok(())
+    }
+
+    /// `@@in_transaction` and `LAST_INSERT_ID()` of the held backend connection.
+    async fn probe_state(&mut self) -> Result<(bool, u64)> {
+        let Some(h) = self.held.as_mut() else {
+            return Ok((false, self.last_insert_id));
+        };
+        match h
+            .conn
+            .query("SELECT @@in_transaction, LAST_INSERT_ID()")
+            .await
+        {
+            Ok(Ok(r)) => {
+                let v = row_literals(&r);
+                let in_trans = v.first().is_some_and(|x| x != "0");
+                let id = v
+                    .get(1)
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(self.last_insert_id);
+                Ok((in_trans, id))
+            }
+            // The server refused even this: assume the worst and keep the connection.
+            Ok(Err(_)) => Ok((true, self.last_insert_id)),
+            Err(e) => Err(self.backend_lost(e.to_string(), false)),
+        }
     }
 
     fn release_unless_kept(&mut self) {
@@ -787,7 +879,7 @@ impl Session {
 
     async fn prepare(&mut self, p: Packet) -> Result<()> {
         let sql = p.payload.slice(1..);
-        let mut analysed = classify::analyse(&sql);
+        let mut analysed = classify::analyse_with(&sql, self.backslash_escapes());
         let info = if analysed.len() == 1 {
             analysed.pop().unwrap_or_else(Statement::passive)
         } else {
@@ -803,13 +895,13 @@ impl Session {
         };
         let mut seq = p.last_seq.wrapping_add(1);
         if let Some((backend_id, _, params)) = r.outcome.prepared {
-            h.conn.stmts.insert(
-                sql.clone(),
-                crate::backend::BackendStmt {
-                    id: backend_id,
-                    params,
-                },
-            );
+            let stmt = crate::backend::BackendStmt {
+                id: backend_id,
+                params,
+            };
+            if let Err(e) = h.conn.remember_statement(sql.clone(), stmt).await {
+                return Err(self.backend_lost(e.to_string(), false));
+            }
             let id = self.next_stmt_id;
             self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
             self.stmts.insert(
@@ -820,6 +912,8 @@ impl Session {
                     info,
                     types: None,
                     long_data: Vec::new(),
+                    long_data_bytes: 0,
+                    long_data_overflow: false,
                 },
             );
             for (i, packet) in r.packets.iter().enumerate() {
@@ -872,6 +966,11 @@ impl Session {
         let info = stmt.info.clone();
         let sql = stmt.sql.clone();
         let long_data = std::mem::take(&mut stmt.long_data);
+        let long_bytes = std::mem::take(&mut stmt.long_data_bytes);
+        if std::mem::take(&mut stmt.long_data_overflow) {
+            let max = self.shared.config.proxy.max_allowed_packet;
+            return Err(ProxyError::PacketTooLarge(long_bytes, max).into());
+        }
         let types = stmt.types.clone();
         let mut st = info.clone();
         if flags & 0x07 != 0 {
@@ -911,7 +1010,14 @@ impl Session {
             out.extend_from_slice(&payload[5..]);
         }
         let framed = frame(p.seq, &out);
-        let o = self.relay_framed(&framed, ResponseKind::ResultSets).await?;
+        // Adding parameter types can push the payload over a 16 MiB packet boundary.
+        let sent_packets = (out.len() / crate::packet::MAX_PAYLOAD + 1) as u8;
+        let shift = p
+            .last_seq
+            .wrapping_sub(p.seq.wrapping_add(sent_packets).wrapping_sub(1));
+        let o = self
+            .relay_framed(&framed, ResponseKind::ResultSets, shift)
+            .await?;
         self.finish(&o, &st).await
     }
 
@@ -924,11 +1030,6 @@ impl Session {
         if let Some(s) = h.conn.stmts.get(sql) {
             return Ok(Some(s.id));
         }
-        if h.conn.stmts.len() >= 1024 {
-            if let Err(e) = h.conn.close_statements().await {
-                return Err(self.backend_lost(e.to_string(), false));
-            }
-        }
         let mut cmd = Vec::with_capacity(1 + sql.len());
         cmd.push(COM_STMT_PREPARE);
         cmd.extend_from_slice(sql);
@@ -938,9 +1039,10 @@ impl Session {
         };
         match r.outcome.prepared {
             Some((id, _, params)) => {
-                h.conn
-                    .stmts
-                    .insert(sql.clone(), crate::backend::BackendStmt { id, params });
+                let stmt = crate::backend::BackendStmt { id, params };
+                if let Err(e) = h.conn.remember_statement(sql.clone(), stmt).await {
+                    return Err(self.backend_lost(e.to_string(), false));
+                }
                 Ok(Some(id))
             }
             None => {
@@ -965,6 +1067,8 @@ impl Session {
             .into());
         };
         stmt.long_data.clear();
+        stmt.long_data_bytes = 0;
+        stmt.long_data_overflow = false;
         let sql = stmt.sql.clone();
         // An open cursor lives on the pinned backend: reset it there.
         if self.pins & pin::CURSOR != 0 {
@@ -977,7 +1081,7 @@ impl Session {
                 let mut cmd = vec![COM_STMT_RESET];
                 cmd.extend_from_slice(&backend_id.to_le_bytes());
                 let framed = frame(p.seq, &cmd);
-                self.relay_framed(&framed, ResponseKind::OkOrErr).await?;
+                self.relay_framed(&framed, ResponseKind::OkOrErr, 0).await?;
                 return Ok(());
             }
         }
@@ -1003,7 +1107,7 @@ impl Session {
         let mut cmd = p.payload.to_vec();
         cmd[1..5].copy_from_slice(&backend_id.to_le_bytes());
         let framed = frame(p.seq, &cmd);
-        let o = self.relay_framed(&framed, ResponseKind::Rows).await?;
+        let o = self.relay_framed(&framed, ResponseKind::Rows, 0).await?;
         if o.error.is_none() {
             self.status = o.status;
         }
@@ -1044,23 +1148,32 @@ impl Session {
                 .map_err(SessionError::ClientIo)?;
             return Ok(());
         }
-        let old_user = std::mem::replace(&mut self.user, parsed.user.clone());
-        self.reset();
-        self.vars.clear();
-        self.set_charset(parsed.charset.unwrap_or(45));
-        self.db = None;
-        self.schema = None;
-        self.ds = self.default_ds();
-        if let Some(db) = parsed.db.as_deref() {
-            if let Err(e) = self.switch_db(db) {
-                self.user = old_user;
+        // Check the new database before touching anything: a refused change leaves the old
+        // session exactly as it was.
+        let target = match parsed
+            .db
+            .as_deref()
+            .map(|db| self.resolve_db(&parsed.user, db))
+        {
+            Some(Err(e)) => {
                 self.client
                     .send(seq, &e.to_err_payload())
                     .await
                     .map_err(SessionError::ClientIo)?;
                 return Ok(());
             }
-        }
+            Some(Ok(t)) => Some(t),
+            None => None,
+        };
+        self.user = parsed.user.clone();
+        self.reset();
+        self.vars.clear();
+        self.set_charset(parsed.charset.unwrap_or(45));
+        self.db = parsed.db.clone().filter(|_| target.is_some());
+        (self.ds, self.schema) = match target {
+            Some((ds, schema)) => (Some(ds), Some(schema)),
+            None => (self.default_ds(), None),
+        };
         let ok = ok_payload(0, 0, self.status, 0);
         self.client
             .send(seq, &ok)
@@ -1132,6 +1245,15 @@ fn merge_multi(stmts: Vec<Statement>) -> Result<Statement, ProxyError> {
         }
     }
     Ok(out)
+}
+
+/// The data source for a session without a current database: the first of the user's
+/// databases served in this room.
+fn default_ds(config: &Config, user: &str) -> Option<String> {
+    let user = config.users.get(user)?;
+    user.databases
+        .iter()
+        .find_map(|db| config.local_data_source(db).map(|(n, _)| n.to_string()))
 }
 
 fn center_room(config: &Config) -> String {
