@@ -16,6 +16,8 @@ pub struct Raw {
     pub stream: TcpStream,
     pub server_version: String,
     pub connection_id: u32,
+    /// The salt of the greeting (COM_CHANGE_USER is scrambled with it).
+    pub salt: Vec<u8>,
 }
 
 /// A server error: code, SQLSTATE, message.
@@ -63,6 +65,19 @@ impl Raw {
         db: Option<&str>,
         plugin: &str,
     ) -> Result<Raw, ServerErr> {
+        Self::connect_with(port, user, password, db, plugin, None, false).await
+    }
+
+    /// [`Raw::connect`] with a handshake collation id and optionally CLIENT_MULTI_STATEMENTS.
+    pub async fn connect_with(
+        port: u16,
+        user: &str,
+        password: &str,
+        db: Option<&str>,
+        plugin: &str,
+        collation: Option<u8>,
+        multi_statements: bool,
+    ) -> Result<Raw, ServerErr> {
         let mut stream = TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("tcp connect");
@@ -85,6 +100,11 @@ impl Raw {
             | CapabilityFlags::CLIENT_LONG_FLAG
             | CapabilityFlags::CLIENT_TRANSACTIONS
             | CapabilityFlags::CLIENT_MULTI_RESULTS;
+        let caps = if multi_statements {
+            caps | CapabilityFlags::CLIENT_MULTI_STATEMENTS
+        } else {
+            caps
+        };
         let resp = HandshakeResponse::new(
             Some(first_token),
             (5, 5, 5),
@@ -97,6 +117,9 @@ impl Raw {
         );
         let mut buf = Vec::new();
         resp.serialize(&mut buf);
+        if let Some(c) = collation {
+            buf[8] = c; // capabilities (4), max packet size (4), then the collation id
+        }
         write_packet(&mut stream, 1, &buf).await;
         loop {
             let (seq, p) = read_packet(&mut stream).await;
@@ -120,11 +143,7 @@ impl Raw {
                 other => panic!("unexpected auth packet {other:?}"),
             }
         }
-        Ok(Raw {
-            stream,
-            server_version,
-            connection_id,
-        })
+        Ok(Raw { stream, server_version, connection_id, salt: nonce })
     }
 
     /// Sends one command packet (sequence 0).
@@ -191,6 +210,22 @@ impl Raw {
             rows.push(row);
         }
         Reply::Rows(rows)
+    }
+
+    /// COM_CHANGE_USER with mysql_native_password against the connection's salt.
+    pub async fn change_user(&mut self, user: &str, password: &str, db: &str) -> Reply {
+        let token = scramble_native(&self.salt, password.as_bytes())
+            .map(|t| t.to_vec())
+            .unwrap_or_default();
+        let mut cmd = vec![0x11];
+        cmd.extend_from_slice(user.as_bytes());
+        cmd.push(0);
+        cmd.push(token.len() as u8);
+        cmd.extend_from_slice(&token);
+        cmd.extend_from_slice(db.as_bytes());
+        cmd.push(0);
+        self.send(&cmd).await;
+        self.read_reply(false, None).await
     }
 
     pub async fn query(&mut self, sql: &[u8]) -> Reply {

@@ -313,6 +313,31 @@ async fn session_settings_follow_the_session_across_pooled_connections_and_never
         let mode: String = a.query_first("SELECT @@sql_mode").await.unwrap().unwrap();
         assert!(mode.contains("ANSI_QUOTES"), "{mode}");
     }
+    // autocommit and the isolation level follow the session too, and never leak.
+    let iso_default: String = fresh
+        .query_first("SELECT @@tx_isolation")
+        .await
+        .unwrap()
+        .unwrap();
+    a.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .await
+        .unwrap();
+    a.query_drop("SET autocommit = 0").await.unwrap();
+    a.query_drop("COMMIT").await.unwrap();
+    let theirs: (i64, String) = b
+        .query_first("SELECT @@autocommit, @@tx_isolation")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(theirs, (1, iso_default.clone()));
+    let mine: (i64, String) = a
+        .query_first("SELECT @@autocommit, @@tx_isolation")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mine, (0, "READ-COMMITTED".to_string()));
+    a.query_drop("COMMIT").await.unwrap();
+    a.query_drop("SET autocommit = 1").await.unwrap();
     // Values computed from the old value are read back, not replayed as text.
     a.query_drop("SET sql_mode = CONCAT(@@sql_mode, ',NO_ZERO_DATE')")
         .await
@@ -346,10 +371,23 @@ async fn user_variables_and_temporary_tables_pin_the_session_to_its_backend() {
         let x: i64 = a.query_first("SELECT x FROM tmp").await.unwrap().unwrap();
         assert_eq!(x, 7);
     }
-    // COM_RESET_CONNECTION really resets: variables and temporary tables are gone.
+    // COM_RESET_CONNECTION really resets: variables, temporary tables, settings, last insert id.
+    let mut d = direct(Some(&db)).await;
+    let default_mode: String = d.query_first("SELECT @@sql_mode").await.unwrap().unwrap();
+    a.query_drop("SET sql_mode = 'ANSI'").await.unwrap();
+    a.query_drop("CREATE TABLE ai (id INT AUTO_INCREMENT PRIMARY KEY)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO ai VALUES (NULL)").await.unwrap();
     a.reset().await.unwrap();
     let gone: Option<i64> = a.query_first("SELECT @secret").await.unwrap().unwrap();
     assert_eq!(gone, None);
+    let (mode, last): (String, u64) = a
+        .query_first("SELECT @@sql_mode, LAST_INSERT_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((mode, last), (default_mode, 0));
     assert!(
         a.query_drop("SELECT x FROM tmp").await.is_err(),
         "temporary table survived a reset"
@@ -465,14 +503,42 @@ async fn change_user_authenticates_for_real_and_resets_the_session() {
         mode: "unit",
     });
     let proxy = Proxy::start(&cfg).await;
-    let mut p = proxy.conn(&db).await;
-    p.query_drop("SET @x = 1").await.unwrap();
-    let bad = mysql_async::ChangeUserOpts::default()
-        .with_user(Some("other".into()))
-        .with_pass(Some("nope".into()));
-    assert!(
-        p.change_user(bad).await.is_err(),
-        "a wrong password must not switch users"
+    // A failed COM_CHANGE_USER leaves the old session intact (raw client: drivers give up
+    // on a connection after a failed change_user).
+    let mut raw =
+        rb_e2e::raw::Raw::connect(proxy.port, "app", "app", Some(&db), "mysql_native_password")
+            .await
+            .unwrap();
+    assert!(matches!(
+        raw.query(b"SET @x = 7").await,
+        rb_e2e::raw::Reply::Ok { .. }
+    ));
+    for (password, database, code) in [("nope", db.as_str(), 1045u16), ("pw2", "no_such_db", 1049)]
+    {
+        match raw.change_user("other", password, database).await {
+            rb_e2e::raw::Reply::Err(e) => assert_eq!(e.code, code, "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+        let v = raw.query(b"SELECT @x, CAST(DATABASE() AS CHAR)").await;
+        let rb_e2e::raw::Reply::Rows(rows) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(
+            rows[0][0].as_deref(),
+            Some(&b"7"[..]),
+            "the old session lost its variables"
+        );
+        assert_eq!(rows[0][1].as_deref(), Some(db.as_bytes()));
+    }
+    assert!(matches!(
+        raw.change_user("other", "pw2", &db).await,
+        rb_e2e::raw::Reply::Ok { .. }
+    ));
+    let v = raw.query(b"SELECT @x").await;
+    assert_eq!(
+        v,
+        rb_e2e::raw::Reply::Rows(vec![vec![None]]),
+        "a successful change resets the session"
     );
     let mut p = proxy.conn(&db).await;
     p.query_drop("SET @x = 1").await.unwrap();
@@ -481,15 +547,7 @@ async fn change_user_authenticates_for_real_and_resets_the_session() {
         .with_pass(Some("pw2".into()))
         .with_db_name(Some(db.clone()));
     p.change_user(good).await.unwrap();
-    let (user, x): (String, Option<i64>) = p
-        .query_first("SELECT CURRENT_USER(), @x")
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        user.starts_with("rb@"),
-        "backend user is the proxy's: {user}"
-    );
+    let x: Option<i64> = p.query_first("SELECT @x").await.unwrap().unwrap();
     assert_eq!(x, None, "COM_CHANGE_USER resets user variables");
 }
 
@@ -600,5 +658,35 @@ async fn shutdown_closes_idle_sessions_and_lets_an_open_transaction_commit() {
         proxy.log_text().contains("all sessions closed"),
         "{}",
         proxy.log_text()
+    );
+}
+
+#[tokio::test]
+async fn a_unit_room_proxy_refuses_center_mode_users_and_center_databases() {
+    let db = fresh_db("unitroom").await;
+    let mut cfg = ProxyConfig::single(&db);
+    cfg.room = "B"; // the database is a center database with a data source in room A only
+    cfg.users.push(TestUser {
+        name: "boss",
+        password: "boss",
+        databases: vec![db.clone()],
+        mode: "center",
+    });
+    let proxy = Proxy::start(&cfg).await;
+    let code = |r: Result<Conn, mysql_async::Error>| match r {
+        Err(mysql_async::Error::Server(s)) => (s.code, s.message),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    };
+    let (c, m) = code(Conn::new(proxy.opts("boss", "boss", None)).await);
+    assert_eq!(c, 8020, "{m}");
+    assert!(
+        m.contains("center room `A`") && m.contains("unit room `B`"),
+        "{m}"
+    );
+    let (c, m) = code(Conn::new(proxy.opts("app", "app", Some(&db))).await);
+    assert_eq!(c, 8021, "{m}");
+    assert!(
+        m.contains(&format!("database `{db}` is a center database")),
+        "{m}"
     );
 }

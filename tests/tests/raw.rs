@@ -256,3 +256,148 @@ async fn long_data_is_replayed_on_the_backend_that_executes() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn the_handshake_character_set_is_applied_on_every_backend_the_session_uses() {
+    let db = fresh_db("hscharset").await;
+    let mut cfg = ProxyConfig::single(&db);
+    cfg.pool_max = 1; // both sessions share one backend connection
+    let proxy = Proxy::start(&cfg).await;
+    // 8 = latin1_swedish_ci, 45 = utf8mb4_general_ci
+    let mut latin = Raw::connect_with(
+        proxy.port,
+        "app",
+        "app",
+        Some(&db),
+        "mysql_native_password",
+        Some(8),
+        false,
+    )
+    .await
+    .unwrap();
+    let mut utf = Raw::connect_with(
+        proxy.port,
+        "app",
+        "app",
+        Some(&db),
+        "mysql_native_password",
+        Some(45),
+        false,
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let l = rows(latin.query(b"SELECT @@character_set_client, @@collation_connection, @@character_set_results").await);
+        assert_eq!(
+            (text(&l[0][0]), text(&l[0][1]), text(&l[0][2])),
+            ("latin1".into(), "latin1_swedish_ci".into(), "latin1".into())
+        );
+        let u = rows(
+            utf.query(b"SELECT @@character_set_client, @@collation_connection")
+                .await,
+        );
+        assert_eq!(
+            (text(&u[0][0]), text(&u[0][1])),
+            ("utf8mb4".into(), "utf8mb4_general_ci".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_multi_statements_the_server_refuses_the_second_statement_as_it_would_directly() {
+    let db = fresh_db("nomulti").await;
+    let proxy = Proxy::start(&ProxyConfig::single(&db)).await;
+    let mut d = direct(Some(&db)).await;
+    d.query_drop("CREATE TABLE t (id INT)").await.unwrap();
+    d.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+    let mut c = Raw::connect(proxy.port, "app", "app", Some(&db), "mysql_native_password")
+        .await
+        .unwrap();
+    match c.query(b"SELECT 1; DELETE FROM t").await {
+        Reply::Err(e) => assert_eq!(e.code, 1064, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    let n: i64 = d
+        .query_first("SELECT COUNT(*) FROM t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1, "the second statement must not have run");
+    // With the capability, each statement is checked: USE inside is refused by the proxy.
+    let mut m = Raw::connect_with(
+        proxy.port,
+        "app",
+        "app",
+        Some(&db),
+        "mysql_native_password",
+        None,
+        true,
+    )
+    .await
+    .unwrap();
+    match m.query(b"SELECT 1; USE mysql").await {
+        Reply::Err(e) => assert_eq!(e.code, 8011, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_transaction_opened_by_a_failing_multi_statement_keeps_its_connection() {
+    let db = fresh_db("errtxn").await;
+    let mut cfg = ProxyConfig::single(&db);
+    cfg.pool_max = 2;
+    let proxy = Proxy::start(&cfg).await;
+    let mut d = direct(Some(&db)).await;
+    d.query_drop("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB")
+        .await
+        .unwrap();
+    let mut a = Raw::connect_with(
+        proxy.port,
+        "app",
+        "app",
+        Some(&db),
+        "mysql_native_password",
+        None,
+        true,
+    )
+    .await
+    .unwrap();
+    let mut b = Raw::connect(proxy.port, "app", "app", Some(&db), "mysql_native_password")
+        .await
+        .unwrap();
+    // BEGIN and INSERT succeed, the third statement fails: the response ends with an ERR
+    // packet (no status flags) while a transaction is open on the backend.
+    a.send(b"\x03BEGIN; INSERT INTO t VALUES (5); SELECT * FROM no_such_table")
+        .await;
+    for _ in 0..2 {
+        assert!(matches!(a.read_reply(false, None).await, Reply::Ok { .. }));
+    }
+    assert!(matches!(a.read_reply(false, None).await, Reply::Err(ref e) if e.code == 1146));
+    for _ in 0..3 {
+        let other = rows(
+            b.query(b"SELECT @@in_transaction, (SELECT COUNT(*) FROM t)")
+                .await,
+        );
+        assert_eq!(
+            (text(&other[0][0]), text(&other[0][1])),
+            ("0".into(), "0".into()),
+            "another session got the open transaction"
+        );
+    }
+    let mine = rows(
+        a.query(b"SELECT @@in_transaction, (SELECT COUNT(*) FROM t)")
+            .await,
+    );
+    assert_eq!(
+        (text(&mine[0][0]), text(&mine[0][1])),
+        ("1".into(), "1".into()),
+        "the session lost its transaction"
+    );
+    assert!(matches!(a.query(b"ROLLBACK").await, Reply::Ok { .. }));
+    let n: i64 = d
+        .query_first("SELECT COUNT(*) FROM t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+}
