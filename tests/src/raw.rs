@@ -143,7 +143,12 @@ impl Raw {
                 other => panic!("unexpected auth packet {other:?}"),
             }
         }
-        Ok(Raw { stream, server_version, connection_id, salt: nonce })
+        Ok(Raw {
+            stream,
+            server_version,
+            connection_id,
+            salt: nonce,
+        })
     }
 
     /// Sends one command packet (sequence 0).

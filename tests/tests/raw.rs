@@ -345,7 +345,8 @@ async fn without_multi_statements_the_server_refuses_the_second_statement_as_it_
 async fn a_transaction_opened_by_a_failing_multi_statement_keeps_its_connection() {
     let db = fresh_db("errtxn").await;
     let mut cfg = ProxyConfig::single(&db);
-    cfg.pool_max = 2;
+    cfg.pool_max = 1; // if the connection were released, the other session would get it
+    cfg.checkout_timeout_ms = 300;
     let proxy = Proxy::start(&cfg).await;
     let mut d = direct(Some(&db)).await;
     d.query_drop("CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB")
@@ -362,9 +363,18 @@ async fn a_transaction_opened_by_a_failing_multi_statement_keeps_its_connection(
     )
     .await
     .unwrap();
-    let mut b = Raw::connect(proxy.port, "app", "app", Some(&db), "mysql_native_password")
-        .await
-        .unwrap();
+    // Same capabilities as `a`, so both draw from the same pool (pools are per profile).
+    let mut b = Raw::connect_with(
+        proxy.port,
+        "app",
+        "app",
+        Some(&db),
+        "mysql_native_password",
+        None,
+        true,
+    )
+    .await
+    .unwrap();
     // BEGIN and INSERT succeed, the third statement fails: the response ends with an ERR
     // packet (no status flags) while a transaction is open on the backend.
     a.send(b"\x03BEGIN; INSERT INTO t VALUES (5); SELECT * FROM no_such_table")
@@ -373,16 +383,14 @@ async fn a_transaction_opened_by_a_failing_multi_statement_keeps_its_connection(
         assert!(matches!(a.read_reply(false, None).await, Reply::Ok { .. }));
     }
     assert!(matches!(a.read_reply(false, None).await, Reply::Err(ref e) if e.code == 1146));
-    for _ in 0..3 {
-        let other = rows(
-            b.query(b"SELECT @@in_transaction, (SELECT COUNT(*) FROM t)")
-                .await,
-        );
-        assert_eq!(
-            (text(&other[0][0]), text(&other[0][1])),
-            ("0".into(), "0".into()),
-            "another session got the open transaction"
-        );
+    // Past the diagnostics linger (1 s), only the open transaction keeps the connection.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    match b
+        .query(b"SELECT @@in_transaction, (SELECT COUNT(*) FROM t)")
+        .await
+    {
+        Reply::Err(e) => assert_eq!(e.code, 8002, "{e:?}"),
+        other => panic!("another session was handed the open transaction: {other:?}"),
     }
     let mine = rows(
         a.query(b"SELECT @@in_transaction, (SELECT COUNT(*) FROM t)")
@@ -394,10 +402,12 @@ async fn a_transaction_opened_by_a_failing_multi_statement_keeps_its_connection(
         "the session lost its transaction"
     );
     assert!(matches!(a.query(b"ROLLBACK").await, Reply::Ok { .. }));
-    let n: i64 = d
-        .query_first("SELECT COUNT(*) FROM t")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(n, 0);
+    let other = rows(
+        b.query(b"SELECT @@in_transaction, (SELECT COUNT(*) FROM t)")
+            .await,
+    );
+    assert_eq!(
+        (text(&other[0][0]), text(&other[0][1])),
+        ("0".into(), "0".into())
+    );
 }
