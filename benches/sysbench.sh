@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PORT="${RB_BENCH_PORT:-3390}" THREADS="${THREADS:-16}" TIME="${TIME:-20}"
 OUT="${RB_BENCH_DIR:-/tmp/rainbow-bridge-bench}" CONFIG=fixtures/bench/proxy.toml
-TABLES=4 TABLE_SIZE=10000
+TABLES=4 TABLE_SIZE="${TABLE_SIZE:-100000}"
 mkdir -p "$OUT"
 say() { printf '==> %s\n' "$*" >&2; }
 direct_sql() { mariadb --no-defaults -h127.0.0.1 -P3316 -urb -prb "$@"; }
@@ -47,6 +47,11 @@ for i in $(seq 60); do
   fi
   sleep 0.5
 done
+# Something else on the port would answer the login above: make sure it is our proxy.
+kill -0 "$PROXY" 2>/dev/null || {
+  echo "bench: the proxy exited (is 127.0.0.1:$PORT already in use?); tail of $OUT/proxy.log:" >&2
+  tail -n 20 "$OUT/proxy.log" >&2; exit 1
+}
 
 COMMON=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=sbtest --tables="$TABLES" --table-size="$TABLE_SIZE")
 DIRECT=(--mysql-port=3316 --mysql-user=rb --mysql-password=rb)
@@ -54,10 +59,13 @@ VIA=(--mysql-port="$PORT" --mysql-user=bench --mysql-password=bench)
 
 have="$(direct_sql -N -B -e "SELECT COUNT(*) FROM information_schema.tables
   WHERE table_schema='sbtest' AND table_name REGEXP '^sbtest[0-9]+\$'")"
-if [ "$have" -ge "$TABLES" ]; then
-  say "prepare: sbtest already has $have tables, skipping"
+rows=0
+[ "$have" -ge "$TABLES" ] && rows="$(direct_sql -N -B -e 'SELECT COUNT(*) FROM sbtest.sbtest1')"
+if [ "$have" -ge "$TABLES" ] && [ "$rows" -eq "$TABLE_SIZE" ]; then
+  say "prepare: sbtest already has $have tables of $rows rows, skipping"
 else
   say "prepare: $TABLES tables x $TABLE_SIZE rows (direct)"
+  sysbench oltp_point_select "${COMMON[@]}" "${DIRECT[@]}" cleanup >/dev/null 2>&1 || true
   sysbench oltp_point_select "${COMMON[@]}" "${DIRECT[@]}" prepare >"$OUT/prepare.txt"
 fi
 

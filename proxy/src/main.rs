@@ -97,9 +97,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         None => {
             let path = cli.config.context("no --config given (see --help)")?;
             let config = load(&path)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if config.proxy.worker_threads > 0 {
+                rt.worker_threads(config.proxy.worker_threads);
+            }
+            let rt = rt.enable_all().build()?;
             rt.block_on(async move {
                 let listen = config.proxy.listen.clone();
                 let listener = tokio::net::TcpListener::bind(&listen)

@@ -48,6 +48,9 @@ pub struct ProxySection {
     /// Seconds a client has to finish the handshake before it is dropped. Default 10.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_s: u64,
+    /// Runtime worker threads. Default 0: one per CPU core.
+    #[serde(default)]
+    pub worker_threads: usize,
     /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for open transactions to finish before it
     /// closes their connections (which rolls them back). Idle sessions close at once. Default 30.
     #[serde(default = "default_shutdown_timeout")]
@@ -85,7 +88,7 @@ pub struct PoolConfig {
     /// Milliseconds to open and authenticate one backend connection. Default 3000.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
-    /// Milliseconds a statement waits for a free backend connection before error 8001. Default 5000.
+    /// Milliseconds a statement waits for a free backend connection before error 8002. Default 5000.
     #[serde(default = "default_checkout_timeout")]
     pub checkout_timeout_ms: u64,
     /// Seconds an idle backend connection is kept. Default 600.
