@@ -596,3 +596,29 @@ mod tests {
         assert_eq!(analyse(b"SELECT @").len(), 1);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes, valid SQL or not, are analysed without panicking, into at most one statement
+        /// per `;` plus one.
+        #[test]
+        fn analysis_is_total(sql in proptest::collection::vec(any::<u8>(), 0..200), nbe in any::<bool>()) {
+            let v = analyse_with(&sql, !nbe);
+            prop_assert!(v.len() <= sql.iter().filter(|b| **b == b';').count() + 1);
+        }
+
+        /// SQL-ish text built from the tricky pieces (quotes, comments, `;`, `@`) too.
+        #[test]
+        fn analysis_is_total_on_sql_like_text(parts in proptest::collection::vec(
+            prop_oneof![Just("'"), Just("\""), Just("`"), Just("/*"), Just("*/"), Just("/*!"), Just("--"), Just("#"),
+                        Just("\n"), Just(";"), Just("@"), Just("@@"), Just("SET "), Just("USE "), Just("x"), Just("\\"),
+                        Just(":="), Just("INTO "), Just("("), Just(")"), Just(",")], 0..40)) {
+            let sql: String = parts.concat();
+            let _ = analyse(sql.as_bytes());
+        }
+    }
+}

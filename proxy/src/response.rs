@@ -143,6 +143,9 @@ impl Tracker {
                 }
                 Some(_) => {
                     let (n, _) = lenenc_int(payload).ok_or(BadResponse("bad column count"))?;
+                    if n == 0 {
+                        return Err(BadResponse("a result set with no columns"));
+                    }
                     self.state = State::ColumnDefs(n);
                 }
                 None => return Err(BadResponse("empty packet")),
@@ -152,7 +155,7 @@ impl Tracker {
                     self.err(payload);
                     return Ok(());
                 }
-                self.state = match (n - 1, self.deprecate_eof) {
+                self.state = match (n.saturating_sub(1), self.deprecate_eof) {
                     (0, false) => State::ColumnsEof,
                     (0, true) => State::Rows,
                     (left, _) => State::ColumnDefs(left),
@@ -165,7 +168,7 @@ impl Tracker {
                 let status = eof_status(payload);
                 // A cursor was opened: rows come later through COM_STMT_FETCH.
                 if status & STATUS_CURSOR_EXISTS != 0 {
-                    self.finish(status, u16::from_le_bytes([payload[1], payload[2]]));
+                    self.finish(status, eof_warnings(payload));
                 } else {
                     self.state = State::Rows;
                 }
@@ -177,7 +180,7 @@ impl Tracker {
                     if self.deprecate_eof {
                         self.ok(payload)?;
                     } else {
-                        let warnings = u16::from_le_bytes([payload[1], payload[2]]);
+                        let warnings = eof_warnings(payload);
                         self.finish(eof_status(payload), warnings);
                     }
                 }
@@ -185,7 +188,7 @@ impl Tracker {
                 _ => {}
             },
             State::PrepareParams(left, cols) => {
-                self.state = State::PrepareParams(left - 1, cols);
+                self.state = State::PrepareParams(left.saturating_sub(1), cols);
                 self.after_prepare_section();
             }
             State::PrepareParamsEof(cols) => {
@@ -193,7 +196,7 @@ impl Tracker {
                 self.after_prepare_section();
             }
             State::PrepareCols(left) => {
-                self.state = State::PrepareCols(left - 1);
+                self.state = State::PrepareCols(left.saturating_sub(1));
                 self.after_prepare_section();
             }
             State::PrepareColsEof => self.state = State::Done,
@@ -264,6 +267,14 @@ impl Tracker {
         } else {
             State::Done
         };
+    }
+}
+
+/// Warnings of an EOF packet (0 if it is too short to carry them).
+fn eof_warnings(payload: &[u8]) -> u16 {
+    match payload.get(1..3) {
+        Some(b) => u16::from_le_bytes([b[0], b[1]]),
+        None => 0,
     }
 }
 
@@ -438,5 +449,30 @@ mod tests {
             .0
         );
         assert!(run(ResponseKind::Single, false, &[b"Uptime: 5"]).0);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a backend sends, the tracker answers Ok or BadResponse: it never panics.
+        #[test]
+        fn the_tracker_never_panics_on_arbitrary_packets(
+            packets in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..30),
+            kind in 0u8..6,
+            eof in any::<bool>(),
+        ) {
+            let kind = [ResponseKind::ResultSets, ResponseKind::Rows, ResponseKind::Prepare,
+                        ResponseKind::FieldList, ResponseKind::Single, ResponseKind::OkOrErr][kind as usize];
+            let mut t = Tracker::new(kind, eof);
+            for p in &packets {
+                if t.is_done() || t.feed(p).is_err() {
+                    break;
+                }
+            }
+        }
     }
 }

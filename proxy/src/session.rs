@@ -1376,7 +1376,7 @@ fn row_literals(r: &Response) -> Vec<String> {
             out.push("NULL".to_string());
             continue;
         }
-        let Some((len, n)) = crate::packet::lenenc_int(&row[at..]) else {
+        let Some((len, n)) = row.get(at..).and_then(crate::packet::lenenc_int) else {
             break;
         };
         let v = &row[at + n..(at + n + len as usize).min(row.len())];
@@ -1478,5 +1478,26 @@ mod tests {
         let st = merge_multi(classify::analyse(b"SET sql_mode=''; SET @a=1; SELECT 2")).unwrap();
         assert_eq!(st.sets_vars, ["sql_mode"]);
         assert_eq!(st.pins, pin::USER_VARIABLE);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// COM_CHANGE_USER payloads from a client are parsed or refused, never a panic.
+        #[test]
+        fn change_user_parsing_is_total(p in proptest::collection::vec(any::<u8>(), 0..80), caps in any::<u32>()) {
+            let _ = parse_change_user(&p, CapabilityFlags::from_bits_truncate(caps));
+        }
+
+        /// Rows read back from a backend are rendered or skipped, never a panic.
+        #[test]
+        fn row_literals_are_total(packets in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..30), 1..6)) {
+            let r = Response { packets: packets.into_iter().map(Bytes::from).collect(), outcome: Outcome::default() };
+            let _ = row_literals(&r);
+        }
     }
 }
