@@ -46,8 +46,10 @@ pub enum Kind {
     Use(String),
     /// `SET PASSWORD`: would change the proxy's backend account.
     SetPassword,
-    /// `KILL …`: connection ids are the proxy's, not the backend's.
-    Kill,
+    /// `KILL [HARD|SOFT] [CONNECTION|QUERY] id`: connection ids are the proxy's, not the
+    /// backend's. `target` is `None` for the forms the proxy does not support (`KILL USER`,
+    /// `KILL QUERY ID`) or an id that is not a number.
+    Kill { query: bool, target: Option<u32> },
     /// Everything else: forwarded.
     Other,
 }
@@ -352,7 +354,22 @@ fn statement(toks: &[Tok<'_>]) -> Statement {
     } else if is(first, "SET") {
         set_statement(&toks[1..], &mut st);
     } else if is(first, "KILL") {
-        st.kind = Kind::Kill;
+        let mut rest = toks[1..].iter().peekable();
+        while rest
+            .peek()
+            .is_some_and(|t| is(Some(t), "HARD") || is(Some(t), "SOFT"))
+        {
+            rest.next();
+        }
+        let query = rest.peek().is_some_and(|t| is(Some(t), "QUERY"));
+        if query || rest.peek().is_some_and(|t| is(Some(t), "CONNECTION")) {
+            rest.next();
+        }
+        let target = match (rest.next(), rest.next()) {
+            (Some(Tok::Word(w)), None) => std::str::from_utf8(w).ok().and_then(|s| s.parse().ok()),
+            _ => None,
+        };
+        st.kind = Kind::Kill { query, target };
     } else if is(first, "LOCK") {
         st.pins |= pin::TABLE_LOCK;
     } else if is(first, "PREPARE") || is(first, "EXECUTE") || is(first, "DEALLOCATE") {
@@ -571,7 +588,41 @@ mod tests {
     #[test]
     fn proxy_handled_statements_are_recognised() {
         assert_eq!(one("SET PASSWORD = PASSWORD('x')").kind, Kind::SetPassword);
-        assert_eq!(one("KILL QUERY 5").kind, Kind::Kill);
+        assert_eq!(
+            one("KILL QUERY 5").kind,
+            Kind::Kill {
+                query: true,
+                target: Some(5)
+            }
+        );
+        assert_eq!(
+            one("kill 7").kind,
+            Kind::Kill {
+                query: false,
+                target: Some(7)
+            }
+        );
+        assert_eq!(
+            one("KILL HARD CONNECTION 8").kind,
+            Kind::Kill {
+                query: false,
+                target: Some(8)
+            }
+        );
+        assert_eq!(
+            one("KILL QUERY ID 9").kind,
+            Kind::Kill {
+                query: true,
+                target: None
+            }
+        );
+        assert_eq!(
+            one("KILL USER bob").kind,
+            Kind::Kill {
+                query: false,
+                target: None
+            }
+        );
         assert_eq!(one("SELECT 1").kind, Kind::Other);
     }
 

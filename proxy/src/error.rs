@@ -42,6 +42,15 @@ pub enum ProxyError {
     #[error("No database selected")]
     NoDatabase,
 
+    #[error("Unknown thread id: {0}")]
+    NoSuchThread(u32),
+
+    #[error("You are not owner of thread {0}")]
+    KillDenied(u32),
+
+    #[error("Connection was killed")]
+    ConnectionKilled,
+
     #[error("data source `{ds}` in room `{room}` is unavailable: {reason}")]
     BackendUnavailable {
         ds: String,
@@ -102,6 +111,9 @@ impl ProxyError {
             Malformed(_) => (1835, b"08S01"),
             UnknownStatement { .. } => (1243, b"HY000"),
             NoDatabase => (1046, b"3D000"),
+            NoSuchThread(_) => (1094, b"HY000"),
+            KillDenied(_) => (1095, b"HY000"),
+            ConnectionKilled => (1927, b"70100"),
             BackendUnavailable { .. } => (8001, b"HY000"),
             PoolTimeout { .. } => (8002, b"HY000"),
             BackendLost { .. } => (8003, b"08S01"),

@@ -64,6 +64,23 @@ pub struct Shared {
     next_connection_id: AtomicU32,
     /// Becomes `true` when the proxy shuts down: idle sessions close, others finish first.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Every logged-in session by connection id, for KILL.
+    sessions: std::sync::Mutex<HashMap<u32, Arc<SessionHandle>>>,
+}
+
+/// What other sessions may see of a session and do to it (KILL).
+#[derive(Default)]
+pub struct SessionHandle {
+    user: std::sync::Mutex<String>,
+    /// Data source and backend thread id serving the session right now; cleared when the
+    /// backend connection leaves the session (see `Held`'s `Drop`).
+    backend: std::sync::Mutex<Option<(String, u32)>>,
+    killed: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How long a connection kept for the last statement's diagnostics (warnings, errors,
@@ -82,6 +99,7 @@ impl Shared {
             version_failed_at: std::sync::Mutex::new(None),
             next_connection_id: AtomicU32::new(1),
             shutdown: tokio::sync::watch::Sender::new(false),
+            sessions: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -148,6 +166,25 @@ impl Shared {
 struct Held {
     conn: Conn,
     ds: String,
+    handle: Arc<SessionHandle>,
+}
+
+impl Held {
+    fn new(conn: Conn, ds: String, handle: &Arc<SessionHandle>) -> Held {
+        *lock(&handle.backend) = Some((ds.clone(), conn.thread_id));
+        Held {
+            conn,
+            ds,
+            handle: Arc::clone(handle),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // The connection goes back to the pool (or is closed): KILL must not reach it any more.
+        *lock(&self.handle.backend) = None;
+    }
 }
 
 /// What the admin interface (a later issue) will show for a session.
@@ -180,6 +217,7 @@ enum Flow {
 
 pub struct Session {
     shared: Arc<Shared>,
+    handle: Arc<SessionHandle>,
     client: PacketIo,
     peer: SocketAddr,
     connection_id: u32,
@@ -234,10 +272,15 @@ impl Session {
             linger: false,
             stmts: HashMap::new(),
             next_stmt_id: 1,
+            handle: Arc::new(SessionHandle::default()),
             shared,
         };
         match tokio::time::timeout(timeout, session.handshake()).await {
-            Ok(Ok(())) => Some(session),
+            Ok(Ok(())) => {
+                *lock(&session.handle.user) = session.user.clone();
+                lock(&session.shared.sessions).insert(connection_id, Arc::clone(&session.handle));
+                Some(session)
+            }
             Ok(Err(e)) => {
                 info!(peer = %peer, connection_id, error = %e, "login refused");
                 None
@@ -472,6 +515,7 @@ impl Session {
     /// Serves commands until the client quits or the connection fails.
     pub async fn run(mut self) {
         let mut shutdown = self.shared.shutdown.subscribe();
+        let handle = Arc::clone(&self.handle);
         loop {
             // At shutdown a session closes between statements unless a transaction or pinned
             // state is open; those finish first (or the shutdown timeout ends them).
@@ -482,8 +526,12 @@ impl Session {
             // A lingering connection (kept for the previous statement's diagnostics) goes back
             // to the pool if the client stays silent: idle clients never hold backends.
             let lingering = self.linger && !self.must_keep();
+            if self.handle.killed.load(Ordering::Acquire) {
+                break;
+            }
             let read = tokio::select! {
                 r = self.read_client() => r,
+                _ = handle.wake.notified() => continue,
                 _ = shutdown.changed(), if !stopping => continue,
                 _ = tokio::time::sleep(LINGER), if lingering => {
                     self.linger = false;
@@ -544,6 +592,7 @@ impl Session {
                 }
             }
         }
+        lock(&self.shared.sessions).remove(&self.connection_id);
         debug!(connection_id = self.connection_id, "session closed");
     }
 
@@ -615,10 +664,9 @@ impl Session {
                     .map_err(SessionError::ClientIo)?;
             }
             COM_PROCESS_KILL => {
-                return Err(ProxyError::Unsupported(
-                    "COM_PROCESS_KILL (KILL through the proxy)".into(),
-                )
-                .into())
+                let id =
+                    stmt_id(&p.payload).ok_or(ProxyError::Malformed("short COM_PROCESS_KILL"))?;
+                self.kill(id, false, p.last_seq.wrapping_add(1)).await?
             }
             COM_SET_OPTION => {
                 return Err(ProxyError::Unsupported(
@@ -650,8 +698,14 @@ impl Session {
                 )
                 .into())
             }
-            Kind::Kill => {
-                return Err(ProxyError::Unsupported("KILL through the proxy".into()).into())
+            Kind::Kill { query, target } => {
+                let (query, seq) = (*query, p.last_seq.wrapping_add(1));
+                return match target {
+                    Some(id) => self.kill(*id, query, seq).await,
+                    None => {
+                        Err(ProxyError::Unsupported("KILL USER and KILL QUERY ID".into()).into())
+                    }
+                };
             }
             Kind::Empty | Kind::Other => {}
         }
@@ -692,7 +746,7 @@ impl Session {
         if self.held.is_none() {
             let ds = self.ds.clone().ok_or(ProxyError::NoDatabase)?;
             let conn = self.shared.pools.get(&ds, self.caps).await?;
-            self.held = Some(Held { conn, ds });
+            self.held = Some(Held::new(conn, ds, &self.handle));
         }
         let Some(h) = self.held.as_mut() else {
             return Ok(());
@@ -1114,6 +1168,70 @@ impl Session {
         Ok(())
     }
 
+    /// `KILL [QUERY] id` and COM_PROCESS_KILL, with the proxy's connection ids: the statement
+    /// running for session `id` is killed on its backend (`KILL QUERY <backend thread>` over a
+    /// separate connection); for a connection kill the backend connection is killed too and the
+    /// session closes. Only the session's own user may kill it (MariaDB's 1095 otherwise).
+    async fn kill(&mut self, id: u32, query_only: bool, seq: u8) -> Result<()> {
+        let Some(target) = lock(&self.shared.sessions).get(&id).cloned() else {
+            return Err(ProxyError::NoSuchThread(id).into());
+        };
+        if *lock(&target.user) != self.user {
+            return Err(ProxyError::KillDenied(id).into());
+        }
+        if id == self.connection_id && !query_only {
+            return Err(SessionError::Fatal(ProxyError::ConnectionKilled));
+        }
+        let backend = lock(&target.backend).clone();
+        if let Some((ds, thread)) = backend {
+            let room = || {
+                self.shared
+                    .pools
+                    .target(&ds)
+                    .map(|t| t.room.clone())
+                    .unwrap_or_default()
+            };
+            let mut conn = self.shared.pools.dedicated(&ds).await.map_err(|e| {
+                ProxyError::BackendUnavailable {
+                    ds: ds.clone(),
+                    room: room(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let sql = if query_only {
+                format!("KILL QUERY {thread}")
+            } else {
+                format!("KILL {thread}")
+            };
+            // An ERR here means the backend statement already ended: nothing left to kill.
+            if let Err(e) = conn.query(&sql).await {
+                return Err(ProxyError::BackendUnavailable {
+                    ds: ds.clone(),
+                    room: room(),
+                    reason: e.to_string(),
+                }
+                .into());
+            }
+            info!(
+                connection_id = self.connection_id,
+                target = id,
+                backend_thread = thread,
+                query_only,
+                "kill"
+            );
+        }
+        if !query_only {
+            target.killed.store(true, Ordering::Release);
+            target.wake.notify_one();
+        }
+        let ok = ok_payload(0, 0, self.status, 0);
+        self.client
+            .send(seq, &ok)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        Ok(())
+    }
+
     /// COM_CHANGE_USER: authenticate the new user against the salt of this connection, then
     /// reset the session as a new login would. A failed attempt leaves the old session intact.
     async fn change_user(&mut self, p: Packet) -> Result<()> {
@@ -1225,7 +1343,7 @@ fn merge_multi(stmts: Vec<Statement>) -> Result<Statement, ProxyError> {
         let what = match st.kind {
             Kind::Use(_) => Some("USE"),
             Kind::SetPassword => Some("SET PASSWORD"),
-            Kind::Kill => Some("KILL"),
+            Kind::Kill { .. } => Some("KILL"),
             _ => None,
         };
         if let Some(what) = what {

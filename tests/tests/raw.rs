@@ -105,7 +105,7 @@ async fn unsupported_commands_get_a_clear_error_never_a_fake_ok() {
     let mut c = Raw::connect(proxy.port, "app", "app", Some(&db), "mysql_native_password")
         .await
         .unwrap();
-    for cmd in [0x05u8, 0x12, 0xFA, 0x0C] {
+    for cmd in [0x05u8, 0x12, 0xFA, 0x1B] {
         c.send(&[cmd, 0, 0, 0, 0]).await;
         match c.read_reply(false, None).await {
             Reply::Err(e) => assert!(matches!(e.code, 1047 | 8010), "command {cmd:#x}: {e:?}"),
@@ -410,4 +410,114 @@ async fn a_transaction_opened_by_a_failing_multi_statement_keeps_its_connection(
         (text(&other[0][0]), text(&other[0][1])),
         ("0".into(), "0".into())
     );
+}
+
+/// Waits (bounded) until the backend runs `sql` for some session.
+async fn wait_running(d: &mut mysql_async::Conn, sql: &str) {
+    for _ in 0..100 {
+        let n: i64 = d
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.processlist WHERE info = ?",
+                (sql,),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{sql} never started on the backend");
+}
+
+#[tokio::test]
+async fn kill_uses_the_proxys_connection_ids_and_reaches_the_backend_statement() {
+    let db = fresh_db("kill").await;
+    let mut cfg = ProxyConfig::single(&db);
+    cfg.users.push(rb_e2e::TestUser {
+        name: "other",
+        password: "other",
+        databases: vec![db.clone()],
+        mode: "unit",
+    });
+    let proxy = Proxy::start(&cfg).await;
+    let mut d = direct(None).await;
+    let mut killer = proxy.conn(&db).await;
+
+    // KILL QUERY interrupts the statement: MariaDB answers the interrupted SLEEP with 1317.
+    let mut a = Raw::connect(proxy.port, "app", "app", Some(&db), "mysql_native_password")
+        .await
+        .unwrap();
+    a.send(b"\x03SELECT SLEEP(30) AS kill_me_1").await;
+    wait_running(&mut d, "SELECT SLEEP(30) AS kill_me_1").await;
+    killer
+        .query_drop(format!("KILL QUERY {}", a.connection_id))
+        .await
+        .unwrap();
+    match a.read_reply(false, None).await {
+        Reply::Err(e) => assert_eq!((e.code, e.state.as_str()), (1317, "70100"), "{e:?}"),
+        other => panic!("the statement was not interrupted: {other:?}"),
+    }
+    assert_eq!(
+        text(&rows(a.query(b"SELECT 2").await)[0][0]),
+        "2",
+        "KILL QUERY keeps the connection"
+    );
+
+    // KILL (connection) ends the statement and the session.
+    a.send(b"\x03SELECT SLEEP(30) AS kill_me_2").await;
+    wait_running(&mut d, "SELECT SLEEP(30) AS kill_me_2").await;
+    killer
+        .query_drop(format!("KILL {}", a.connection_id))
+        .await
+        .unwrap();
+    assert!(
+        matches!(a.read_reply(false, None).await, Reply::Err(_)),
+        "a killed statement ends with an error"
+    );
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    let n = a.stream.read(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0, "the killed session must be closed");
+
+    // COM_PROCESS_KILL closes an idle session too.
+    let mut idle = Raw::connect(proxy.port, "app", "app", Some(&db), "mysql_native_password")
+        .await
+        .unwrap();
+    let mut cmd = vec![0x0C];
+    cmd.extend_from_slice(&idle.connection_id.to_le_bytes());
+    let mut k = Raw::connect(proxy.port, "app", "app", Some(&db), "mysql_native_password")
+        .await
+        .unwrap();
+    k.send(&cmd).await;
+    assert!(matches!(k.read_reply(false, None).await, Reply::Ok { .. }));
+    let n = idle.stream.read(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0, "the idle session must be closed");
+
+    // Unknown ids and other users' sessions get MariaDB's errors.
+    match k.query(b"KILL 4000000000").await {
+        Reply::Err(e) => assert_eq!(
+            (e.code, e.message.as_str()),
+            (1094, "Unknown thread id: 4000000000")
+        ),
+        other => panic!("{other:?}"),
+    }
+    let mut intruder = Raw::connect(
+        proxy.port,
+        "other",
+        "other",
+        Some(&db),
+        "mysql_native_password",
+    )
+    .await
+    .unwrap();
+    match intruder
+        .query(format!("KILL {}", k.connection_id).as_bytes())
+        .await
+    {
+        Reply::Err(e) => assert_eq!(e.code, 1095),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(text(&rows(k.query(b"SELECT 3").await)[0][0]), "3");
 }
