@@ -106,6 +106,8 @@ struct Lexer<'a> {
     i: usize,
     /// `\\` escapes the next character in strings (false under sql_mode NO_BACKSLASH_ESCAPES).
     backslash: bool,
+    /// `"` quotes identifiers, not strings (sql_mode ANSI_QUOTES).
+    ansi_quotes: bool,
     /// Inside an executable comment `/*! … */`: its `*/` is skipped like whitespace.
     exec_comment: bool,
 }
@@ -115,11 +117,12 @@ fn is_word(b: u8) -> bool {
 }
 
 impl<'a> Lexer<'a> {
-    fn new(s: &'a [u8], backslash: bool) -> Self {
+    fn new(s: &'a [u8], syntax: Syntax) -> Self {
         Lexer {
             s,
             i: 0,
-            backslash,
+            backslash: syntax.backslash_escapes,
+            ansi_quotes: syntax.ansi_quotes,
             exec_comment: false,
         }
     }
@@ -198,6 +201,10 @@ impl<'a> Lexer<'a> {
         let start = self.i;
         let b = *s.get(start)?;
         let tok = match b {
+            b'"' if self.ansi_quotes => {
+                self.i = self.close(start + 1, b'"', false);
+                Tok::Quoted(&s[start + 1..self.i.saturating_sub(1).max(start + 1)])
+            }
             b'\'' | b'"' => {
                 self.i = self.close(start + 1, b, self.backslash);
                 Tok::Str(&s[start + 1..self.i.saturating_sub(1).max(start + 1)])
@@ -278,13 +285,45 @@ const CHARSET_VARS: [&str; 4] = [
 /// Splits SQL text into statements and analyses each. Empty statements (stray `;`) are dropped,
 /// so the result is empty only for text with no statement at all.
 pub fn analyse(sql: &[u8]) -> Vec<Statement> {
-    analyse_with(sql, true)
+    analyse_with(sql, Syntax::default())
 }
 
-/// [`analyse`] with the session's string syntax: `backslash_escapes` is false when the session's
-/// sql_mode has NO_BACKSLASH_ESCAPES, so statement boundaries are found exactly as the server does.
-pub fn analyse_with(sql: &[u8], backslash_escapes: bool) -> Vec<Statement> {
-    let mut lexer = Lexer::new(sql, backslash_escapes);
+/// The parts of the session's sql_mode that change where strings and statements end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Syntax {
+    /// False under NO_BACKSLASH_ESCAPES.
+    pub backslash_escapes: bool,
+    /// True under ANSI_QUOTES (also part of ANSI).
+    pub ansi_quotes: bool,
+}
+
+impl Default for Syntax {
+    fn default() -> Self {
+        Syntax {
+            backslash_escapes: true,
+            ansi_quotes: false,
+        }
+    }
+}
+
+impl Syntax {
+    /// From a sql_mode value (as set or read back, quoted or not).
+    pub fn from_sql_mode(mode: &str) -> Syntax {
+        let has = |flag: &str| {
+            mode.split([',', '\''])
+                .any(|m| m.trim().eq_ignore_ascii_case(flag))
+        };
+        Syntax {
+            backslash_escapes: !has("NO_BACKSLASH_ESCAPES"),
+            ansi_quotes: has("ANSI_QUOTES") || has("ANSI"),
+        }
+    }
+}
+
+/// [`analyse`] with the session's string syntax, so statement boundaries are found exactly as
+/// the server finds them.
+pub fn analyse_with(sql: &[u8], syntax: Syntax) -> Vec<Statement> {
+    let mut lexer = Lexer::new(sql, syntax);
     let mut out = Vec::new();
     let mut toks: Vec<Tok<'_>> = Vec::with_capacity(32);
     loop {
@@ -634,9 +673,39 @@ mod tests {
             1,
             "with backslash escapes the quote is escaped"
         );
-        let v = analyse_with(sql, false);
+        let v = analyse_with(
+            sql,
+            Syntax {
+                backslash_escapes: false,
+                ansi_quotes: false,
+            },
+        );
         assert_eq!(v.len(), 3);
         assert_eq!(v[1].kind, Kind::Use("x".into()));
+    }
+
+    #[test]
+    fn ansi_quotes_make_double_quotes_identifiers() {
+        let sql = br#"SELECT 1 AS "a\"; SET @x=1; SELECT 2 AS "b""#;
+        assert_eq!(
+            analyse(sql).len(),
+            1,
+            "as strings, the backslash escapes the quote"
+        );
+        let v = analyse_with(
+            sql,
+            Syntax::from_sql_mode("'ANSI_QUOTES,STRICT_TRANS_TABLES'"),
+        );
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[1].pins, pin::USER_VARIABLE);
+        assert!(
+            Syntax::from_sql_mode("'REAL_AS_FLOAT,PIPES_AS_CONCAT,ANSI_QUOTES,IGNORE_SPACE,ANSI'")
+                .ansi_quotes
+        );
+        assert!(
+            !Syntax::from_sql_mode("'STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES'").backslash_escapes
+        );
+        assert_eq!(Syntax::from_sql_mode("''"), Syntax::default());
     }
 
     #[test]
@@ -658,7 +727,7 @@ mod properties {
         /// per `;` plus one.
         #[test]
         fn analysis_is_total(sql in proptest::collection::vec(any::<u8>(), 0..200), nbe in any::<bool>()) {
-            let v = analyse_with(&sql, !nbe);
+            let v = analyse_with(&sql, Syntax { backslash_escapes: !nbe, ansi_quotes: nbe });
             prop_assert!(v.len() <= sql.iter().filter(|b| **b == b';').count() + 1);
         }
 

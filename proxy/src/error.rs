@@ -108,7 +108,7 @@ impl ProxyError {
             TooManyConnections(_) => (1040, b"08004"),
             UnknownCommand(..) => (1047, b"08S01"),
             PacketTooLarge(..) => (1153, b"08S01"),
-            Malformed(_) => (1835, b"08S01"),
+            Malformed(_) => (1835, b"HY000"),
             UnknownStatement { .. } => (1243, b"HY000"),
             NoDatabase => (1046, b"3D000"),
             NoSuchThread(_) => (1094, b"HY000"),

@@ -182,6 +182,10 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        // A panic mid-statement may leave a response unread: the pool must not get it back.
+        if std::thread::panicking() {
+            self.conn.broken = true;
+        }
         // The connection goes back to the pool (or is closed): KILL must not reach it any more.
         *lock(&self.handle.backend) = None;
     }
@@ -223,6 +227,8 @@ pub struct Session {
     connection_id: u32,
     salt: [u8; 20],
     caps: CapabilityFlags,
+    /// The collation the client asked for at login (or COM_CHANGE_USER); a reset returns to it.
+    handshake_collation: u16,
     user: String,
     /// Current logical database as the client named it.
     db: Option<String>,
@@ -260,6 +266,7 @@ impl Session {
             connection_id,
             salt: auth::new_salt(),
             caps: CapabilityFlags::empty(),
+            handshake_collation: 45,
             user: String::new(),
             db: None,
             schema: None,
@@ -308,14 +315,17 @@ impl Session {
             Err(_) if p.payload.len() == 32 => {
                 return self
                     .refuse(
-                        p.seq + 1,
+                        p.seq.wrapping_add(1),
                         ProxyError::Unsupported("TLS (SSL request)".into()),
                     )
                     .await;
             }
             Err(_) => {
                 return self
-                    .refuse(p.seq + 1, ProxyError::Malformed("bad handshake response"))
+                    .refuse(
+                        p.seq.wrapping_add(1),
+                        ProxyError::Malformed("bad handshake response"),
+                    )
                     .await
             }
         };
@@ -323,7 +333,7 @@ impl Session {
         if !self.caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
             return self
                 .refuse(
-                    p.seq + 1,
+                    p.seq.wrapping_add(1),
                     ProxyError::Unsupported("the pre-4.1 client protocol".into()),
                 )
                 .await;
@@ -361,6 +371,7 @@ impl Session {
             return self.refuse(seq, e).await;
         }
         self.user = user;
+        self.handshake_collation = collation as u16;
         self.set_charset(collation as u16);
         if let Some(db) = db {
             if let Err(e) = self.switch_db(&db) {
@@ -496,12 +507,37 @@ impl Session {
         }
     }
 
-    /// False when the session's sql_mode has NO_BACKSLASH_ESCAPES.
-    fn backslash_escapes(&self) -> bool {
-        !self
-            .vars
+    /// The statement id of a COM_STMT_* packet; MariaDB's 0xFFFFFFFF means "the statement
+    /// prepared last" (Connector/C's `mariadb_stmt_execute_direct` pipelines with it).
+    fn statement_id(&self, payload: &[u8]) -> Option<u32> {
+        stmt_id(payload).map(|id| {
+            if id == u32::MAX {
+                self.next_stmt_id.wrapping_sub(1)
+            } else {
+                id
+            }
+        })
+    }
+
+    /// How the session's sql_mode makes the server read quotes.
+    fn syntax(&self) -> classify::Syntax {
+        self.vars
             .get("sql_mode")
-            .is_some_and(|m| m.contains("NO_BACKSLASH_ESCAPES"))
+            .map(|m| classify::Syntax::from_sql_mode(m))
+            .unwrap_or_default()
+    }
+
+    /// The client character set if it is one where the second byte of a character can be `\`
+    /// (0x5C), which a byte lexer would take for an escape.
+    fn escape_unsafe_charset(&self) -> Option<String> {
+        let cs = self
+            .vars
+            .get("character_set_client")?
+            .trim_matches('\'')
+            .to_ascii_lowercase();
+        ["big5", "gbk", "sjis", "cp932"]
+            .contains(&cs.as_str())
+            .then_some(cs)
     }
 
     fn in_transaction(&self) -> bool {
@@ -582,7 +618,8 @@ impl Session {
     /// rolls the transaction back; a clean one returns to its pool.
     fn close(&mut self) {
         if let Some(mut h) = self.held.take() {
-            if self.must_keep() {
+            // A killed session's backend thread may have been killed too: never reuse it.
+            if self.must_keep() || self.handle.killed.load(Ordering::Acquire) {
                 h.conn.broken = true;
                 if self.in_transaction() {
                     info!(
@@ -636,7 +673,8 @@ impl Session {
             COM_STMT_EXECUTE => self.execute(p).await?,
             COM_STMT_SEND_LONG_DATA => {
                 let max = self.shared.config.proxy.max_allowed_packet;
-                if let Some(s) = stmt_id(&p.payload).and_then(|id| self.stmts.get_mut(&id)) {
+                let id = self.statement_id(&p.payload);
+                if let Some(s) = id.and_then(|id| self.stmts.get_mut(&id)) {
                     s.long_data_bytes += p.payload.len();
                     if s.long_data_bytes > max {
                         s.long_data.clear();
@@ -681,13 +719,23 @@ impl Session {
 
     async fn query(&mut self, p: Packet) -> Result<()> {
         let sql = &p.payload[1..];
-        let mut stmts = classify::analyse_with(sql, self.backslash_escapes());
+        let mut stmts = classify::analyse_with(sql, self.syntax());
         let multi = self.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS);
         let st = match stmts.len() {
             0 => Statement::passive(),
             1 => stmts.pop().unwrap_or_else(Statement::passive),
-            _ if !multi => stmts.swap_remove(0), // the server refuses the rest as a syntax error
-            _ => merge_multi(stmts)?,
+            // Without the capability the server refuses the whole text as a syntax error and
+            // runs none of it: forward it untouched, handle nothing in the proxy.
+            _ if !multi => Statement::passive(),
+            _ => {
+                if let Some(cs) = self.escape_unsafe_charset() {
+                    return Err(ProxyError::MultiStatement(format!(
+                        "in character set {cs} a multi-byte character can hide a quote, so the text cannot be split safely; send statements one at a time"
+                    ))
+                    .into());
+                }
+                merge_multi(stmts)?
+            }
         };
         match &st.kind {
             Kind::Use(db) => return self.use_db(&db.clone(), p.last_seq.wrapping_add(1)).await,
@@ -702,9 +750,7 @@ impl Session {
                 let (query, seq) = (*query, p.last_seq.wrapping_add(1));
                 return match target {
                     Some(id) => self.kill(*id, query, seq).await,
-                    None => {
-                        Err(ProxyError::Unsupported("KILL USER and KILL QUERY ID".into()).into())
-                    }
+                    None => Err(ProxyError::Unsupported("KILL USER / KILL QUERY ID".into()).into()),
                 };
             }
             Kind::Empty | Kind::Other => {}
@@ -751,13 +797,20 @@ impl Session {
         let Some(h) = self.held.as_mut() else {
             return Ok(());
         };
+        let default_schema = self
+            .shared
+            .pools
+            .target(&h.ds)
+            .map(|t| t.schema.clone())
+            .unwrap_or_default();
         let conn = &mut h.conn;
         let synced: Result<Result<(), Bytes>, crate::backend::BackendError> = async {
-            if let Some(schema) = &self.schema {
-                if &conn.schema != schema {
-                    if let Err(p) = conn.init_db(schema).await? {
-                        return Ok(Err(p));
-                    }
+            // A session without a database still gets the data source's own schema, never the
+            // one another session left on the connection.
+            let schema = self.schema.as_deref().unwrap_or(&default_schema);
+            if conn.schema != schema {
+                if let Err(p) = conn.init_db(schema).await? {
+                    return Ok(Err(p));
                 }
             }
             if let Err(p) = conn.set_vars(&self.vars).await? {
@@ -933,12 +986,25 @@ impl Session {
 
     async fn prepare(&mut self, p: Packet) -> Result<()> {
         let sql = p.payload.slice(1..);
-        let mut analysed = classify::analyse_with(&sql, self.backslash_escapes());
+        let mut analysed = classify::analyse_with(&sql, self.syntax());
         let info = if analysed.len() == 1 {
             analysed.pop().unwrap_or_else(Statement::passive)
         } else {
             Statement::passive()
         };
+        // What the proxy handles itself in text must not reach the shared backend account
+        // through a prepared statement either.
+        let refused = match info.kind {
+            Kind::Use(_) => Some("USE as a prepared statement (use COM_INIT_DB or a text USE)"),
+            Kind::SetPassword => {
+                Some("SET PASSWORD (proxy users and passwords live in the configuration file)")
+            }
+            Kind::Kill { .. } => Some("KILL as a prepared statement (send it as text)"),
+            _ => None,
+        };
+        if let Some(what) = refused {
+            return Err(ProxyError::Unsupported(what.into()).into());
+        }
         self.acquire(&info).await?;
         let Some(h) = self.held.as_mut() else {
             return Ok(());
@@ -992,7 +1058,9 @@ impl Session {
 
     async fn execute(&mut self, p: Packet) -> Result<()> {
         let payload = &p.payload;
-        let id = stmt_id(payload).ok_or(ProxyError::Malformed("short COM_STMT_EXECUTE"))?;
+        let id = self
+            .statement_id(payload)
+            .ok_or(ProxyError::Malformed("short COM_STMT_EXECUTE"))?;
         let Some(stmt) = self.stmts.get_mut(&id) else {
             return Err(ProxyError::UnknownStatement {
                 id,
@@ -1285,8 +1353,9 @@ impl Session {
         };
         self.user = parsed.user.clone();
         self.reset();
+        self.handshake_collation = parsed.charset.unwrap_or(45);
         self.vars.clear();
-        self.set_charset(parsed.charset.unwrap_or(45));
+        self.set_charset(self.handshake_collation);
         self.db = parsed.db.clone().filter(|_| target.is_some());
         (self.ds, self.schema) = match target {
             Some((ds, schema)) => (Some(ds), Some(schema)),
@@ -1310,15 +1379,9 @@ impl Session {
                 h.conn.broken = true;
             }
         }
-        let charset: BTreeMap<String, String> = self
-            .vars
-            .iter()
-            .filter(|(k, _)| {
-                k.starts_with("character_set_") || k.as_str() == "collation_connection"
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        self.vars = charset;
+        // Session variables return to the server defaults; the character set to the handshake's.
+        self.vars.clear();
+        self.set_charset(self.handshake_collation);
         self.pins = 0;
         self.linger = false;
         self.status = STATUS_AUTOCOMMIT;
@@ -1339,7 +1402,19 @@ impl Statement {
 /// Combines the analyses of multi-statement text; refuses what the proxy must handle itself.
 fn merge_multi(stmts: Vec<Statement>) -> Result<Statement, ProxyError> {
     let mut out = Statement::passive();
+    let last = stmts.len().saturating_sub(1);
     for (i, st) in stmts.into_iter().enumerate() {
+        // The server reads each statement with the settings the previous ones left: one that
+        // changes quoting or the character set would make the proxy's split of the rest wrong.
+        let reshapes = st.sets_vars.iter().any(|v| {
+            v == "sql_mode" || v == "character_set_client" || v == "character_set_connection"
+        });
+        if reshapes && i < last {
+            return Err(ProxyError::MultiStatement(format!(
+                "statement {} changes sql_mode or the character set, which changes how the rest of the text is read; send it on its own",
+                i + 1
+            )));
+        }
         let what = match st.kind {
             Kind::Use(_) => Some("USE"),
             Kind::SetPassword => Some("SET PASSWORD"),
@@ -1354,6 +1429,7 @@ fn merge_multi(stmts: Vec<Statement>) -> Result<Statement, ProxyError> {
         }
         out.pins |= st.pins;
         out.reads_last_insert_id |= st.reads_last_insert_id;
+        out.sets_last_insert_id |= st.sets_last_insert_id;
         out.reads_previous |= st.reads_previous;
         out.calc_found_rows |= st.calc_found_rows;
         for v in st.sets_vars {
@@ -1497,8 +1573,11 @@ fn row_literals(r: &Response) -> Vec<String> {
         let Some((len, n)) = row.get(at..).and_then(crate::packet::lenenc_int) else {
             break;
         };
-        let v = &row[at + n..(at + n + len as usize).min(row.len())];
-        at += n + len as usize;
+        let end = at
+            .saturating_add(n)
+            .saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+        let Some(v) = row.get(at + n..end) else { break };
+        at = end;
         out.push(literal(t, v));
     }
     out
@@ -1593,9 +1672,20 @@ mod tests {
     fn multi_statement_text_with_use_is_refused_and_the_rest_is_merged() {
         let err = merge_multi(classify::analyse(b"SELECT 1; USE x")).unwrap_err();
         assert!(err.to_string().contains("statement 2 is USE"), "{err}");
-        let st = merge_multi(classify::analyse(b"SET sql_mode=''; SET @a=1; SELECT 2")).unwrap();
-        assert_eq!(st.sets_vars, ["sql_mode"]);
+        let st = merge_multi(classify::analyse(
+            b"SET time_zone='+01:00'; SET @a=1; SET sql_mode=''",
+        ))
+        .unwrap();
+        assert_eq!(st.sets_vars, ["time_zone", "sql_mode"]);
         assert_eq!(st.pins, pin::USER_VARIABLE);
+        let err =
+            merge_multi(classify::analyse(b"SET sql_mode='ANSI'; SELECT \"a;b\"")).unwrap_err();
+        assert!(
+            err.to_string().contains("statement 1 changes sql_mode"),
+            "{err}"
+        );
+        let err = merge_multi(classify::analyse(b"SET NAMES gbk; SELECT 1")).unwrap_err();
+        assert!(err.to_string().contains("character set"), "{err}");
     }
 }
 

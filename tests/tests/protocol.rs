@@ -690,3 +690,22 @@ async fn a_unit_room_proxy_refuses_center_mode_users_and_center_databases() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn a_session_without_a_database_never_inherits_another_sessions_schema() {
+    let db = fresh_db("nodb").await;
+    let mut cfg = ProxyConfig::single(&db);
+    cfg.pool_max = 1;
+    let proxy = Proxy::start(&cfg).await;
+    let mut a = proxy.conn(&db).await;
+    a.query_drop("USE information_schema").await.unwrap();
+    let now: Option<String> = a.query_first("SELECT DATABASE()").await.unwrap().unwrap();
+    assert_eq!(now.as_deref(), Some("information_schema"));
+    let mut b = Conn::new(proxy.opts("app", "app", None)).await.unwrap();
+    let theirs: Option<String> = b.query_first("SELECT DATABASE()").await.unwrap().unwrap();
+    assert_eq!(
+        theirs.as_deref(),
+        Some(db.as_str()),
+        "the data source's schema, not the last user's"
+    );
+}

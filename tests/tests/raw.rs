@@ -301,6 +301,18 @@ async fn the_handshake_character_set_is_applied_on_every_backend_the_session_use
             ("utf8mb4".into(), "utf8mb4_general_ci".into())
         );
     }
+    // COM_RESET_CONNECTION returns to the handshake's character set, not the current one.
+    assert!(matches!(
+        latin.query(b"SET NAMES utf8mb4").await,
+        Reply::Ok { .. }
+    ));
+    latin.send(&[0x1F]).await;
+    assert!(matches!(
+        latin.read_reply(false, None).await,
+        Reply::Ok { .. }
+    ));
+    let l = rows(latin.query(b"SELECT @@character_set_client").await);
+    assert_eq!(text(&l[0][0]), "latin1");
 }
 
 #[tokio::test]
@@ -323,6 +335,18 @@ async fn without_multi_statements_the_server_refuses_the_second_statement_as_it_
         .unwrap()
         .unwrap();
     assert_eq!(n, 1, "the second statement must not have run");
+    // Not even when the first statement is one the proxy would handle itself.
+    match c.query(b"USE information_schema; DELETE FROM t").await {
+        Reply::Err(e) => assert_eq!(e.code, 1064, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(text(&rows(c.query(b"SELECT DATABASE()").await)[0][0]), db);
+    let n: i64 = d
+        .query_first("SELECT COUNT(*) FROM t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
     // With the capability, each statement is checked: USE inside is refused by the proxy.
     let mut m = Raw::connect_with(
         proxy.port,
@@ -520,4 +544,66 @@ async fn kill_uses_the_proxys_connection_ids_and_reaches_the_backend_statement()
         other => panic!("{other:?}"),
     }
     assert_eq!(text(&rows(k.query(b"SELECT 3").await)[0][0]), "3");
+}
+
+#[tokio::test]
+async fn what_the_proxy_handles_in_text_cannot_be_smuggled_through_prepare_or_quoting() {
+    let db = fresh_db("smuggle").await;
+    let mut cfg = ProxyConfig::single(&db);
+    cfg.pool_max = 2;
+    let proxy = Proxy::start(&cfg).await;
+    let mut c = Raw::connect_with(
+        proxy.port,
+        "app",
+        "app",
+        Some(&db),
+        "mysql_native_password",
+        None,
+        true,
+    )
+    .await
+    .unwrap();
+    for sql in ["KILL 1", "SET PASSWORD = PASSWORD('x')", "USE mysql"] {
+        match c.prepare(sql).await {
+            Err(e) => assert_eq!(e.code, 8010, "{sql}: {e:?}"),
+            Ok(_) => panic!("{sql} was prepared on the shared backend account"),
+        }
+    }
+    // Under ANSI_QUOTES a double quote is an identifier quote, so this is three statements and
+    // the second writes a user variable: the session must keep its backend connection.
+    assert!(matches!(
+        c.query(b"SET sql_mode = 'ANSI_QUOTES'").await,
+        Reply::Ok { .. }
+    ));
+    c.send(b"\x03SELECT 1 AS \"a\\\"; SET @hidden = 42; SELECT 2 AS \"b\"")
+        .await;
+    for _ in 0..3 {
+        match c.read_reply(false, None).await {
+            Reply::Rows(_) | Reply::Ok { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut other = Raw::connect_with(
+        proxy.port,
+        "app",
+        "app",
+        Some(&db),
+        "mysql_native_password",
+        None,
+        true,
+    )
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            rows(other.query(b"SELECT @hidden").await)[0][0],
+            None,
+            "a user variable leaked"
+        );
+        assert_eq!(
+            text(&rows(c.query(b"SELECT @hidden").await)[0][0]),
+            "42",
+            "the session lost its variable"
+        );
+    }
 }
