@@ -607,3 +607,63 @@ async fn what_the_proxy_handles_in_text_cannot_be_smuggled_through_prepare_or_qu
         );
     }
 }
+
+#[tokio::test]
+async fn a_server_side_cursor_is_fetched_from_the_backend_that_opened_it() {
+    let db = fresh_db("cursor").await;
+    let mut cfg = ProxyConfig::single(&db);
+    cfg.pool_max = 2;
+    let proxy = Proxy::start(&cfg).await;
+    let mut c = Raw::connect(proxy.port, "app", "app", Some(&db), "mysql_native_password")
+        .await
+        .unwrap();
+    let (id, _) = c
+        .prepare("SELECT CAST(seq AS CHAR) FROM seq_1_to_5")
+        .await
+        .unwrap();
+    // Execute with CURSOR_TYPE_READ_ONLY: metadata, then an EOF with SERVER_STATUS_CURSOR_EXISTS.
+    let mut p = vec![0x17];
+    p.extend_from_slice(&id.to_le_bytes());
+    p.push(1);
+    p.extend_from_slice(&1u32.to_le_bytes());
+    c.send(&p).await;
+    assert_eq!(c.read().await, vec![1], "one column");
+    c.read().await; // its definition
+    let eof = c.read().await;
+    assert_eq!(eof[0], 0xFE);
+    assert_ne!(
+        u16::from_le_bytes([eof[3], eof[4]]) & 0x40,
+        0,
+        "cursor opened"
+    );
+    // Another session in between must not disturb the pinned cursor connection.
+    let mut other = Raw::connect(proxy.port, "app", "app", Some(&db), "mysql_native_password")
+        .await
+        .unwrap();
+    assert_eq!(text(&rows(other.query(b"SELECT 9").await)[0][0]), "9");
+    let mut fetched = Vec::new();
+    let mut last = false;
+    while !last {
+        let mut f = vec![0x1C];
+        f.extend_from_slice(&id.to_le_bytes());
+        f.extend_from_slice(&2u32.to_le_bytes());
+        c.send(&f).await;
+        loop {
+            let r = c.read().await;
+            if r[0] == 0xFE && r.len() < 9 {
+                last = u16::from_le_bytes([r[3], r[4]]) & 0x80 != 0; // SERVER_STATUS_LAST_ROW_SENT
+                break;
+            }
+            assert_eq!(r[0], 0x00, "binary row");
+            // 0x00, NULL bitmap (1 byte), then the length-encoded value
+            fetched.push(String::from_utf8(r[3..3 + r[2] as usize].to_vec()).unwrap());
+        }
+    }
+    assert_eq!(fetched, ["1", "2", "3", "4", "5"]);
+    // COM_STMT_RESET on the cursor goes to its backend and answers OK.
+    let mut reset = vec![0x1A];
+    reset.extend_from_slice(&id.to_le_bytes());
+    c.send(&reset).await;
+    assert!(matches!(c.read_reply(false, None).await, Reply::Ok { .. }));
+    assert_eq!(text(&rows(c.query(b"SELECT 7").await)[0][0]), "7");
+}
