@@ -425,11 +425,10 @@ fn statement(toks: &[Tok<'_>]) -> Statement {
         st.pins |= pin::TABLE_LOCK;
     } else if is(first, "CREATE") && toks.iter().take(4).any(|t| is(Some(t), "TEMPORARY")) {
         st.pins |= pin::TEMPORARY_TABLE;
-    } else if is(first, "SHOW")
-        && (is(second, "WARNINGS") || is(second, "ERRORS") || is(second, "COUNT"))
+    } else if (is(first, "SHOW")
+        && (is(second, "WARNINGS") || is(second, "ERRORS") || is(second, "COUNT")))
+        || (is(first, "GET") && toks.iter().take(3).any(|t| is(Some(t), "DIAGNOSTICS")))
     {
-        st.reads_previous = true;
-    } else if is(first, "GET") && toks.iter().take(3).any(|t| is(Some(t), "DIAGNOSTICS")) {
         st.reads_previous = true;
     }
     st

@@ -380,11 +380,7 @@ impl Session {
         } else {
             self.ds = self.default_ds();
         }
-        let ok = ok_payload(0, 0, self.status, 0);
-        self.client
-            .send(seq, &ok)
-            .await
-            .map_err(SessionError::ClientIo)?;
+        self.send_ok(seq).await?;
         debug!(connection_id = self.connection_id, user = %self.user, db = ?self.db, "login");
         Ok(())
     }
@@ -505,6 +501,16 @@ impl Session {
         } else {
             SessionState::Idle
         }
+    }
+
+    /// Sends the proxy's own OK packet, carrying the session's current status flags.
+    async fn send_ok(&mut self, seq: u8) -> Result<()> {
+        let ok = ok_payload(0, 0, self.status, 0);
+        self.client
+            .send(seq, &ok)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        Ok(())
     }
 
     /// The statement id of a COM_STMT_* packet; MariaDB's 0xFFFFFFFF means "the statement
@@ -695,11 +701,7 @@ impl Session {
             COM_CHANGE_USER => self.change_user(p).await?,
             COM_RESET_CONNECTION => {
                 self.reset();
-                let ok = ok_payload(0, 0, self.status, 0);
-                self.client
-                    .send(p.last_seq.wrapping_add(1), &ok)
-                    .await
-                    .map_err(SessionError::ClientIo)?;
+                self.send_ok(p.last_seq.wrapping_add(1)).await?;
             }
             COM_PROCESS_KILL => {
                 let id =
@@ -773,12 +775,8 @@ impl Session {
             self.ds = old_ds;
             return Err(e);
         }
-        let ok = ok_payload(0, 0, self.status, 0);
         self.release_unless_kept();
-        self.client
-            .send(seq, &ok)
-            .await
-            .map_err(SessionError::ClientIo)?;
+        self.send_ok(seq).await?;
         Ok(())
     }
 
@@ -1207,11 +1205,7 @@ impl Session {
                 return Ok(());
             }
         }
-        let ok = ok_payload(0, 0, self.status, 0);
-        self.client
-            .send(p.last_seq.wrapping_add(1), &ok)
-            .await
-            .map_err(SessionError::ClientIo)?;
+        self.send_ok(p.last_seq.wrapping_add(1)).await?;
         Ok(())
     }
 
@@ -1292,11 +1286,7 @@ impl Session {
             target.killed.store(true, Ordering::Release);
             target.wake.notify_one();
         }
-        let ok = ok_payload(0, 0, self.status, 0);
-        self.client
-            .send(seq, &ok)
-            .await
-            .map_err(SessionError::ClientIo)?;
+        self.send_ok(seq).await?;
         Ok(())
     }
 
@@ -1361,11 +1351,7 @@ impl Session {
             Some((ds, schema)) => (Some(ds), Some(schema)),
             None => (self.default_ds(), None),
         };
-        let ok = ok_payload(0, 0, self.status, 0);
-        self.client
-            .send(seq, &ok)
-            .await
-            .map_err(SessionError::ClientIo)?;
+        self.send_ok(seq).await?;
         Ok(())
     }
 
