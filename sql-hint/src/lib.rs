@@ -1,4 +1,963 @@
-//! ShardingKey hint comments (`/* rb: sharding_key=… */`).
+//! ShardingKey hints: find, parse and strip the hint comments applications put in their SQL.
 //!
-//! This crate is a placeholder in the spine: the hint language, its parser and the zero-copy
-//! stripping are issue 3. Nothing here is used by the proxy yet, and nothing pretends to parse.
+//! Two forms, one [`Hint`] (the grammar and the mapping are in `sql-hint/README.md`):
+//! - native: `/* rb: sharding_key=10086, room='B' */`
+//! - ShardingSphere: `/* SHARDINGSPHERE_HINT: SHARDING_DATABASE_VALUE=1, DATA_SOURCE_NAME=ds_0 */`
+//!
+//! [`parse`] scans the statement once, byte by byte, honouring string literals (`'…'`, `"…"`
+//! with backslash and doubled-quote escapes), quoted identifiers (`` `…` ``), line comments
+//! (`-- `, `#`) and block comments; only a block comment whose text starts with `rb:` or
+//! `SHARDINGSPHERE_HINT:` is a hint. MySQL's `/*! … */` and `/*+ … */` comments are never hints.
+//! The stripped SQL borrows from the input when the hint leads or trails the statement, so
+//! statements that differ only in their hint strip to equal text without allocating.
+//!
+//! Invariants: [`parse`] is total (any bytes give a result or a [`HintError`], never a panic);
+//! outside the hint comments (and the whitespace at their edges) the stripped SQL is the input.
+//! Measured cost (criterion, `cargo bench -p sql-hint`): see `benches/README.md`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// The business key a statement belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ShardingKey {
+    Int(i64),
+    Str(String),
+}
+
+impl fmt::Display for ShardingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShardingKey::Int(v) => write!(f, "{v}"),
+            ShardingKey::Str(s) => write_quoted(f, s),
+        }
+    }
+}
+
+/// Which ShardingSphere sharding value a table-qualified entry carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueKind {
+    /// `t.SHARDING_DATABASE_VALUE`
+    Database,
+    /// `t.SHARDING_TABLE_VALUE` (or unqualified `SHARDING_TABLE_VALUE`, table `""`)
+    Table,
+}
+
+/// Everything a hint can say. Empty fields were not given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hint {
+    /// `sharding_key` / `sk`; ShardingSphere `SHARDING_DATABASE_VALUE`.
+    pub sharding_key: Option<ShardingKey>,
+    /// `route_code`: skips the ShardingKey → route code function.
+    pub route_code: Option<u32>,
+    /// `room`: force a room (honoured for privileged users only).
+    pub room: Option<String>,
+    /// `node`: force a data node `ds.table` or a data source `ds`; ShardingSphere `DATA_SOURCE_NAME`.
+    pub node: Option<String>,
+    /// `trace`: log this statement's routing decision.
+    pub trace: Option<bool>,
+    /// ShardingSphere table-qualified values, in the order written.
+    pub table_values: Vec<(String, ValueKind, ShardingKey)>,
+    /// ShardingSphere `WRITE_ROUTE_ONLY`.
+    pub write_route_only: Option<bool>,
+    /// ShardingSphere `SKIP_SQL_REWRITE`.
+    pub skip_sql_rewrite: Option<bool>,
+}
+
+/// Why a hint was refused: where (byte offset in the statement) and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad SQL hint at byte {offset}: {kind}")]
+pub struct HintError {
+    pub offset: usize,
+    pub kind: HintErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HintErrorKind {
+    #[error("the hint comment is never closed with */")]
+    Unterminated,
+    #[error("unknown hint key `{0}` (known: sharding_key, sk, route_code, room, node, trace)")]
+    UnknownKey(String),
+    #[error("hint key `{0}` is given twice")]
+    DuplicateKey(String),
+    #[error("expected `key=value`, found `{0}`")]
+    Syntax(String),
+    #[error("value of `{key}` is malformed: {why}")]
+    BadValue { key: String, why: String },
+    #[error("value of `{key}` is out of range: {why}")]
+    OutOfRange { key: String, why: String },
+}
+
+/// A statement with its hint removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed<'a> {
+    /// The merged hint of every hint comment, `None` if there was none.
+    pub hint: Option<Hint>,
+    /// The SQL without hint comments; borrowed unless a hint stood between tokens.
+    pub sql: Cow<'a, [u8]>,
+}
+
+/// Finds, parses and strips every hint comment of `sql`.
+pub fn parse(sql: &[u8]) -> Result<Parsed<'_>, HintError> {
+    // Fast path: no block comment at all, nothing to do.
+    if !has_block_comment(sql) {
+        return Ok(Parsed {
+            hint: None,
+            sql: Cow::Borrowed(sql),
+        });
+    }
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut hint = Hint::default();
+    let mut seen: Vec<&'static str> = Vec::new();
+    let mut i = 0;
+    while i < sql.len() {
+        match sql[i] {
+            b'\'' | b'"' | b'`' => i = skip_quoted(sql, i),
+            b'#' => i = skip_line(sql, i),
+            b'-' if sql.get(i + 1) == Some(&b'-')
+                && sql.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) =>
+            {
+                i = skip_line(sql, i)
+            }
+            b'/' if sql.get(i + 1) == Some(&b'*') => {
+                let end = find_comment_end(sql, i + 2);
+                let body_start = i + 2;
+                if let Some(form) = hint_form(&sql[body_start..end.map_or(sql.len(), |e| e - 2)]) {
+                    let Some(end) = end else {
+                        return Err(HintError {
+                            offset: i,
+                            kind: HintErrorKind::Unterminated,
+                        });
+                    };
+                    let (prefix_len, is_ss) = form;
+                    let text_start = body_start + prefix_len;
+                    parse_pairs(sql, text_start, end - 2, is_ss, &mut hint, &mut seen)?;
+                    spans.push((i, end));
+                    i = end;
+                } else {
+                    // An ordinary comment (or /*! */, /*+ */): skipped, kept in the SQL.
+                    i = end.unwrap_or(sql.len());
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    if spans.is_empty() {
+        return Ok(Parsed {
+            hint: None,
+            sql: Cow::Borrowed(sql),
+        });
+    }
+    Ok(Parsed {
+        hint: Some(hint),
+        sql: strip(sql, &spans),
+    })
+}
+
+fn has_block_comment(sql: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = sql[from..].iter().position(|b| *b == b'/') {
+        let at = from + p;
+        if sql.get(at + 1) == Some(&b'*') {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
+}
+
+/// Index just past the closing quote of the literal or identifier starting at `i`.
+fn skip_quoted(sql: &[u8], i: usize) -> usize {
+    let q = sql[i];
+    let mut j = i + 1;
+    while j < sql.len() {
+        let b = sql[j];
+        if b == b'\\' && q != b'`' {
+            j += 2;
+        } else if b == q {
+            if sql.get(j + 1) == Some(&q) {
+                j += 2;
+            } else {
+                return j + 1;
+            }
+        } else {
+            j += 1;
+        }
+    }
+    sql.len()
+}
+
+fn skip_line(sql: &[u8], i: usize) -> usize {
+    sql[i..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(sql.len(), |p| i + p + 1)
+}
+
+/// Index just past `*/`, searching from `from`; `None` if the comment never ends.
+fn find_comment_end(sql: &[u8], from: usize) -> Option<usize> {
+    let mut j = from;
+    while j + 1 < sql.len() {
+        if sql[j] == b'*' && sql[j + 1] == b'/' {
+            return Some(j + 2);
+        }
+        j += 1;
+    }
+    None
+}
+
+/// If a comment body is a hint: the length of its prefix (whitespace and the marker) and
+/// whether it is the ShardingSphere form.
+fn hint_form(body: &[u8]) -> Option<(usize, bool)> {
+    if matches!(body.first(), Some(b'!' | b'+')) {
+        return None; // MySQL executable comments and optimizer hints
+    }
+    let ws = body.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    let rest = &body[ws..];
+    const NATIVE: &[u8] = b"rb:";
+    const SS: &[u8] = b"SHARDINGSPHERE_HINT:";
+    if rest.len() >= NATIVE.len() && rest[..NATIVE.len()].eq_ignore_ascii_case(NATIVE) {
+        Some((ws + NATIVE.len(), false))
+    } else if rest.len() >= SS.len() && rest[..SS.len()].eq_ignore_ascii_case(SS) {
+        Some((ws + SS.len(), true))
+    } else {
+        None
+    }
+}
+
+/// Parses `key=value` pairs in `sql[from..to]` into `hint`.
+fn parse_pairs(
+    sql: &[u8],
+    from: usize,
+    to: usize,
+    shardingsphere: bool,
+    hint: &mut Hint,
+    seen: &mut Vec<&'static str>,
+) -> Result<(), HintError> {
+    let mut i = from;
+    let err = |offset: usize, kind| HintError { offset, kind };
+    loop {
+        while i < to && (sql[i].is_ascii_whitespace() || sql[i] == b',') {
+            i += 1;
+        }
+        if i >= to {
+            return Ok(());
+        }
+        let key_start = i;
+        while i < to && (sql[i].is_ascii_alphanumeric() || matches!(sql[i], b'_' | b'.' | b'$')) {
+            i += 1;
+        }
+        let key = &sql[key_start..i];
+        while i < to && sql[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if key.is_empty() || i >= to || sql[i] != b'=' {
+            let end = (key_start + 20).min(to);
+            return Err(err(
+                key_start,
+                HintErrorKind::Syntax(lossy(&sql[key_start..end])),
+            ));
+        }
+        i += 1;
+        while i < to && sql[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let value_start = i;
+        let (value, quoted, next) = read_value(sql, i, to).map_err(|why| {
+            err(
+                value_start,
+                HintErrorKind::BadValue {
+                    key: lossy(key),
+                    why,
+                },
+            )
+        })?;
+        i = next;
+        if i < to && !(sql[i].is_ascii_whitespace() || sql[i] == b',') {
+            return Err(err(
+                i,
+                HintErrorKind::Syntax(lossy(&sql[value_start..(i + 1).min(to)])),
+            ));
+        }
+        let key_text = lossy(key);
+        let apply = if shardingsphere {
+            apply_shardingsphere(hint, &key_text, &value, quoted, seen)
+        } else {
+            apply_native(hint, &key_text, &value, quoted, seen)
+        };
+        apply.map_err(|kind| {
+            err(
+                if matches!(
+                    kind,
+                    HintErrorKind::BadValue { .. } | HintErrorKind::OutOfRange { .. }
+                ) {
+                    value_start
+                } else {
+                    key_start
+                },
+                kind,
+            )
+        })?;
+    }
+}
+
+/// A value: quoted (with `\` escapes and doubled quotes) or a bare token. Returns the text,
+/// whether it was quoted, and the index after it.
+fn read_value(sql: &[u8], i: usize, to: usize) -> Result<(String, bool, usize), String> {
+    if i >= to {
+        return Err("missing value".into());
+    }
+    let q = sql[i];
+    if q == b'\'' || q == b'"' {
+        let mut out = Vec::new();
+        let mut j = i + 1;
+        while j < to {
+            let b = sql[j];
+            if b == b'\\' {
+                let Some(&e) = sql.get(j + 1).filter(|_| j + 1 < to) else {
+                    return Err("a backslash ends the value".into());
+                };
+                out.push(match e {
+                    b'n' => b'\n',
+                    b't' => b'\t',
+                    b'r' => b'\r',
+                    b'0' => 0,
+                    other => other,
+                });
+                j += 2;
+            } else if b == q {
+                if j + 1 < to && sql[j + 1] == q {
+                    out.push(q);
+                    j += 2;
+                } else {
+                    let s =
+                        String::from_utf8(out).map_err(|_| "the value is not UTF-8".to_string())?;
+                    return Ok((s, true, j + 1));
+                }
+            } else {
+                out.push(b);
+                j += 1;
+            }
+        }
+        return Err("the quoted value is never closed".into());
+    }
+    let mut j = i;
+    while j < to && !(sql[j].is_ascii_whitespace() || sql[j] == b',') {
+        j += 1;
+    }
+    let s = std::str::from_utf8(&sql[i..j]).map_err(|_| "the value is not UTF-8".to_string())?;
+    if s.is_empty() {
+        return Err("missing value".into());
+    }
+    Ok((s.to_string(), false, j))
+}
+
+fn once(seen: &mut Vec<&'static str>, key: &'static str) -> Result<(), HintErrorKind> {
+    if seen.contains(&key) {
+        return Err(HintErrorKind::DuplicateKey(key.to_string()));
+    }
+    seen.push(key);
+    Ok(())
+}
+
+fn bad(key: &str, why: impl Into<String>) -> HintErrorKind {
+    HintErrorKind::BadValue {
+        key: key.to_string(),
+        why: why.into(),
+    }
+}
+
+fn sharding_key(key: &str, value: &str, quoted: bool) -> Result<ShardingKey, HintErrorKind> {
+    if quoted {
+        return Ok(ShardingKey::Str(value.to_string()));
+    }
+    if value.bytes().all(|b| b.is_ascii_digit())
+        || (value.starts_with('-')
+            && value.len() > 1
+            && value[1..].bytes().all(|b| b.is_ascii_digit()))
+    {
+        return value
+            .parse::<i64>()
+            .map(ShardingKey::Int)
+            .map_err(|_| HintErrorKind::OutOfRange {
+                key: key.to_string(),
+                why: format!(
+                    "{value} does not fit a 64-bit signed integer (quote it to use it as a string)"
+                ),
+            });
+    }
+    Err(bad(
+        key,
+        format!("`{value}` is neither an integer nor a quoted string"),
+    ))
+}
+
+fn boolean(key: &str, value: &str) -> Result<bool, HintErrorKind> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "on" | "yes" => Ok(true),
+        "false" | "0" | "off" | "no" => Ok(false),
+        _ => Err(bad(key, format!("`{value}` is not a boolean (true/false)"))),
+    }
+}
+
+fn name(key: &str, value: &str, allow_dot: bool) -> Result<String, HintErrorKind> {
+    let parts: Vec<&str> = value.split('.').collect();
+    let ok_part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'-'))
+    };
+    if parts.len() > if allow_dot { 2 } else { 1 } || !parts.iter().all(|p| ok_part(p)) {
+        let shape = if allow_dot {
+            "`ds` or `ds.table`"
+        } else {
+            "a name"
+        };
+        return Err(bad(
+            key,
+            format!("`{value}` is not {shape} (letters, digits, `_`, `$`, `-`)"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+fn apply_native(
+    h: &mut Hint,
+    key: &str,
+    value: &str,
+    quoted: bool,
+    seen: &mut Vec<&'static str>,
+) -> Result<(), HintErrorKind> {
+    match key.to_ascii_lowercase().as_str() {
+        "sharding_key" | "sk" => {
+            once(seen, "sharding_key")?;
+            h.sharding_key = Some(sharding_key(key, value, quoted)?);
+        }
+        "route_code" => {
+            once(seen, "route_code")?;
+            if quoted || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(key, format!("`{value}` is not a non-negative integer")));
+            }
+            h.route_code = Some(value.parse().map_err(|_| HintErrorKind::OutOfRange {
+                key: key.to_string(),
+                why: format!("{value} exceeds {}", u32::MAX),
+            })?);
+        }
+        "room" => {
+            once(seen, "room")?;
+            h.room = Some(name(key, value, false)?);
+        }
+        "node" => {
+            once(seen, "node")?;
+            h.node = Some(name(key, value, true)?);
+        }
+        "trace" => {
+            once(seen, "trace")?;
+            h.trace = Some(boolean(key, value)?);
+        }
+        _ => return Err(HintErrorKind::UnknownKey(key.to_string())),
+    }
+    Ok(())
+}
+
+/// ShardingSphere keys, upper snake case or camelCase, case-insensitive.
+fn apply_shardingsphere(
+    h: &mut Hint,
+    key: &str,
+    value: &str,
+    quoted: bool,
+    seen: &mut Vec<&'static str>,
+) -> Result<(), HintErrorKind> {
+    let (table, bare) = match key.rsplit_once('.') {
+        Some((t, k)) => (Some(t), k),
+        None => (None, key),
+    };
+    let norm: String = bare
+        .chars()
+        .filter(|c| *c != '_')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    match (norm.as_str(), table) {
+        ("shardingdatabasevalue", None) => {
+            once(seen, "sharding_key")?;
+            h.sharding_key = Some(sharding_key(key, value, quoted)?);
+        }
+        ("shardingdatabasevalue", Some(t)) => h.table_values.push((
+            name(key, t, false)?,
+            ValueKind::Database,
+            sharding_key(key, value, quoted)?,
+        )),
+        ("shardingtablevalue", t) => {
+            let t = match t {
+                Some(t) => name(key, t, false)?,
+                None => String::new(),
+            };
+            h.table_values
+                .push((t, ValueKind::Table, sharding_key(key, value, quoted)?))
+        }
+        ("datasourcename", None) => {
+            once(seen, "node")?;
+            h.node = Some(name(key, value, true)?);
+        }
+        ("writerouteonly", None) => {
+            once(seen, "write_route_only")?;
+            h.write_route_only = Some(boolean(key, value)?);
+        }
+        ("skipsqlrewrite", None) => {
+            once(seen, "skip_sql_rewrite")?;
+            h.skip_sql_rewrite = Some(boolean(key, value)?);
+        }
+        _ => return Err(HintErrorKind::UnknownKey(key.to_string())),
+    }
+    if let Some((t, kind, _)) = h.table_values.last() {
+        let dup = h
+            .table_values
+            .iter()
+            .filter(|(t2, k2, _)| t2 == t && k2 == kind)
+            .count()
+            > 1;
+        if dup {
+            return Err(HintErrorKind::DuplicateKey(key.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Removes the hint spans. Whitespace at a span's edge goes with it; a span between two tokens
+/// leaves one space so they stay apart. Borrows when every span touches the start or the end.
+fn strip<'a>(sql: &'a [u8], spans: &[(usize, usize)]) -> Cow<'a, [u8]> {
+    let ws = |b: &u8| b.is_ascii_whitespace();
+    // Leading hints (only whitespace before and between them) and trailing ones.
+    let mut lead = 0;
+    let mut k = 0;
+    while k < spans.len() && sql[lead..spans[k].0].iter().all(ws) {
+        lead = spans[k].1;
+        k += 1;
+    }
+    let mut trail = sql.len();
+    let mut m = spans.len();
+    while m > k && sql[spans[m - 1].1..trail].iter().all(ws) {
+        trail = spans[m - 1].0;
+        m -= 1;
+    }
+    let trim = |s: &'a [u8]| -> &'a [u8] {
+        let a = s.iter().position(|b| !ws(b)).unwrap_or(s.len());
+        let b = s.iter().rposition(|b| !ws(b)).map_or(a, |p| p + 1);
+        &s[a..b.max(a)]
+    };
+    let (inner_from, inner_to) = (
+        if k > 0 { lead } else { 0 },
+        if m < spans.len() { trail } else { sql.len() },
+    );
+    if k == m {
+        // No hint in the middle: a slice of the input.
+        let s = &sql[inner_from..inner_to];
+        return Cow::Borrowed(match (k > 0, m < spans.len()) {
+            (true, true) => trim(s),
+            (true, false) => &s[s.iter().position(|b| !ws(b)).unwrap_or(s.len())..],
+            (false, true) => &s[..s.iter().rposition(|b| !ws(b)).map_or(0, |p| p + 1)],
+            (false, false) => s,
+        });
+    }
+    let mut out = Vec::with_capacity(inner_to - inner_from);
+    let mut at = inner_from;
+    for &(a, b) in &spans[k..m] {
+        out.extend_from_slice(&sql[at..a]);
+        let left_ws = out.last().is_none_or(ws);
+        at = b;
+        if left_ws {
+            // `x /* hint */ y` becomes `x y`, as if the hint had never been written.
+            while sql.get(at).is_some_and(ws) && at < inner_to {
+                at += 1;
+            }
+        } else if sql.get(b).is_some_and(|c| !ws(c)) {
+            out.push(b' ');
+        }
+    }
+    out.extend_from_slice(&sql[at..inner_to]);
+    let start = if k > 0 {
+        out.iter().position(|b| !ws(b)).unwrap_or(out.len())
+    } else {
+        0
+    };
+    let end = if m < spans.len() {
+        out.iter().rposition(|b| !ws(b)).map_or(start, |p| p + 1)
+    } else {
+        out.len()
+    };
+    Cow::Owned(out[start..end.max(start)].to_vec())
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    f.write_str("'")?;
+    for c in s.chars() {
+        match c {
+            '\'' => f.write_str("\\'")?,
+            '\\' => f.write_str("\\\\")?,
+            '\n' => f.write_str("\\n")?,
+            '\t' => f.write_str("\\t")?,
+            '\r' => f.write_str("\\r")?,
+            '\0' => f.write_str("\\0")?,
+            // `*/` inside a value would end the comment: escape the slash.
+            '/' => f.write_str("\\/")?,
+            c => write!(f, "{c}")?,
+        }
+    }
+    f.write_str("'")
+}
+
+impl fmt::Display for Hint {
+    /// The native form, e.g. `/* rb: sharding_key=10086, room='B' */`. ShardingSphere-only
+    /// fields are not rendered (the native language has no keys for them).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("/* rb:")?;
+        let mut first = true;
+        let mut sep = |f: &mut fmt::Formatter<'_>| -> fmt::Result {
+            let s = if first { " " } else { ", " };
+            first = false;
+            f.write_str(s)
+        };
+        if let Some(k) = &self.sharding_key {
+            sep(f)?;
+            write!(f, "sharding_key={k}")?;
+        }
+        if let Some(r) = self.route_code {
+            sep(f)?;
+            write!(f, "route_code={r}")?;
+        }
+        if let Some(r) = &self.room {
+            sep(f)?;
+            f.write_str("room=")?;
+            write_quoted(f, r)?;
+        }
+        if let Some(n) = &self.node {
+            sep(f)?;
+            f.write_str("node=")?;
+            write_quoted(f, n)?;
+        }
+        if let Some(t) = self.trace {
+            sep(f)?;
+            write!(f, "trace={t}")?;
+        }
+        f.write_str(" */")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(sql: &str) -> (Option<Hint>, String) {
+        let p = parse(sql.as_bytes()).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        (p.hint, String::from_utf8(p.sql.into_owned()).unwrap())
+    }
+
+    fn err(sql: &str) -> HintError {
+        parse(sql.as_bytes()).expect_err(sql)
+    }
+
+    fn key(v: i64) -> Option<ShardingKey> {
+        Some(ShardingKey::Int(v))
+    }
+
+    #[test]
+    fn a_leading_hint_is_parsed_and_stripped_without_copying() {
+        let sql = b"/* rb: sharding_key=10086 */ UPDATE t_order SET s = 1";
+        let p = parse(sql).unwrap();
+        assert_eq!(p.hint.unwrap().sharding_key, key(10086));
+        assert!(matches!(p.sql, Cow::Borrowed(_)));
+        assert_eq!(&*p.sql, b"UPDATE t_order SET s = 1");
+    }
+
+    #[test]
+    fn a_trailing_hint_is_stripped_without_copying() {
+        let p = parse(b"SELECT 1 /* RB: sk='abc', trace=true */  ").unwrap();
+        let h = p.hint.unwrap();
+        assert_eq!(
+            (h.sharding_key, h.trace),
+            (Some(ShardingKey::Str("abc".into())), Some(true))
+        );
+        assert!(matches!(p.sql, Cow::Borrowed(_)));
+        assert_eq!(&*p.sql, b"SELECT 1");
+    }
+
+    #[test]
+    fn statements_differing_only_in_their_hint_strip_to_the_same_text() {
+        let a = ok("/* rb: sk=1 */ SELECT * FROM t WHERE id = ?").1;
+        let b = ok("/*rb:sk=2*/SELECT * FROM t WHERE id = ?").1;
+        let c = ok("SELECT * FROM t WHERE id = ?").1;
+        assert_eq!((a.as_str(), b.as_str()), (c.as_str(), c.as_str()));
+    }
+
+    #[test]
+    fn a_hint_between_tokens_leaves_one_space() {
+        let (h, sql) = ok("SELECT/* rb: route_code=42 */1 FROM t");
+        assert_eq!(h.unwrap().route_code, Some(42));
+        assert_eq!(sql, "SELECT 1 FROM t");
+        assert_eq!(ok("SELECT /* rb: sk=1 */ 1").1, "SELECT 1");
+    }
+
+    #[test]
+    fn all_native_keys_with_comma_or_space_separators_and_quoting() {
+        let (h, _) = ok(
+            r#"/* rb: sk = "a\"b", route_code=7 room=B node='ds_1.t_order_05' trace=off */ SELECT 1"#,
+        );
+        let h = h.unwrap();
+        assert_eq!(h.sharding_key, Some(ShardingKey::Str("a\"b".into())));
+        assert_eq!(h.route_code, Some(7));
+        assert_eq!(h.room.as_deref(), Some("B"));
+        assert_eq!(h.node.as_deref(), Some("ds_1.t_order_05"));
+        assert_eq!(h.trace, Some(false));
+        let (h, _) = ok("/* rb: sharding_key='it''s' */ SELECT 1");
+        assert_eq!(
+            h.unwrap().sharding_key,
+            Some(ShardingKey::Str("it's".into()))
+        );
+    }
+
+    #[test]
+    fn hints_inside_strings_identifiers_and_other_comments_are_not_hints() {
+        for sql in [
+            "SELECT '/* rb: sk=1 */'",
+            "SELECT \"/* rb: sk=1 */\"",
+            "SELECT `/* rb: sk=1 */`",
+            "SELECT 'it\\'s /* rb: sk=1 */'",
+            "SELECT 'it''s /* rb: sk=1 */'",
+            "SELECT 1 -- /* rb: sk=1 */",
+            "SELECT 1 # /* rb: sk=1 */",
+            "SELECT 1 /* not a hint /* rb: sk=1 */",
+            "SELECT /*! rb: sk=1 */ 1",
+            "SELECT /*+ rb: sk=1 */ 1",
+        ] {
+            let p = parse(sql.as_bytes()).unwrap();
+            assert_eq!(p.hint, None, "{sql}");
+            assert_eq!(&*p.sql, sql.as_bytes(), "{sql} must stay untouched");
+        }
+    }
+
+    #[test]
+    fn nested_looking_comments_end_at_the_first_close() {
+        // MySQL comments do not nest: the hint ends at the first */.
+        let (h, sql) = ok("/* rb: sk=5 */ SELECT /* x /* y */ 1");
+        assert_eq!(h.unwrap().sharding_key, key(5));
+        assert_eq!(sql, "SELECT /* x /* y */ 1");
+    }
+
+    #[test]
+    fn multibyte_utf8_around_the_hint_is_kept_intact() {
+        let (h, sql) = ok("SELECT '雪' /* rb: sk='買家', room=B */ FROM 表");
+        let h = h.unwrap();
+        assert_eq!(h.sharding_key, Some(ShardingKey::Str("買家".into())));
+        assert_eq!(sql, "SELECT '雪' FROM 表");
+    }
+
+    #[test]
+    fn a_statement_that_is_only_a_hint_strips_to_nothing() {
+        let (h, sql) = ok("  /* rb: sk=1 */  ");
+        assert_eq!(h.unwrap().sharding_key, key(1));
+        assert_eq!(sql, "");
+    }
+
+    #[test]
+    fn several_hints_merge_and_a_repeated_key_is_refused() {
+        let (h, sql) = ok("/* rb: sk=1 */ SELECT 1 /* rb: trace=1 */");
+        let h = h.unwrap();
+        assert_eq!((h.sharding_key, h.trace), (key(1), Some(true)));
+        assert_eq!(sql, "SELECT 1");
+        let e = err("/* rb: sk=1 */ SELECT 1 /* rb: sharding_key=2 */");
+        assert_eq!(e.kind, HintErrorKind::DuplicateKey("sharding_key".into()));
+        assert_eq!(e.offset, 31);
+    }
+
+    #[test]
+    fn errors_name_the_offset_and_the_problem() {
+        let e = err("SELECT 1 /* rb: sk=1");
+        assert_eq!((e.offset, e.kind), (9, HintErrorKind::Unterminated));
+        let e = err("/* rb: shard=1 */ SELECT 1");
+        assert_eq!(
+            (e.offset, e.kind.clone()),
+            (7, HintErrorKind::UnknownKey("shard".into()))
+        );
+        assert!(
+            e.to_string()
+                .starts_with("bad SQL hint at byte 7: unknown hint key `shard`"),
+            "{e}"
+        );
+        assert!(matches!(
+            err("/* rb: sk */ SELECT 1").kind,
+            HintErrorKind::Syntax(_)
+        ));
+        assert!(matches!(
+            err("/* rb: sk=abc */ SELECT 1").kind,
+            HintErrorKind::BadValue { .. }
+        ));
+        assert!(matches!(
+            err("/* rb: sk='abc */ SELECT 1").kind,
+            HintErrorKind::BadValue { .. }
+        ));
+        assert!(matches!(
+            err("/* rb: trace=maybe */ SELECT 1").kind,
+            HintErrorKind::BadValue { .. }
+        ));
+        assert!(matches!(
+            err("/* rb: node=a.b.c */ SELECT 1").kind,
+            HintErrorKind::BadValue { .. }
+        ));
+        assert!(matches!(
+            err("/* rb: route_code=-1 */ SELECT 1").kind,
+            HintErrorKind::BadValue { .. }
+        ));
+        let e = err("/* rb: route_code=4294967296 */ SELECT 1");
+        assert_eq!(
+            (e.offset, matches!(e.kind, HintErrorKind::OutOfRange { .. })),
+            (18, true)
+        );
+        assert!(matches!(
+            err("/* rb: sk=99999999999999999999 */ SELECT 1").kind,
+            HintErrorKind::OutOfRange { .. }
+        ));
+        assert!(matches!(
+            err("/* rb: sk=1x=2 */ SELECT 1").kind,
+            HintErrorKind::BadValue { .. }
+        ));
+        assert!(matches!(
+            err("/* rb: sk='a'b */ SELECT 1").kind,
+            HintErrorKind::Syntax(_)
+        ));
+    }
+
+    #[test]
+    fn the_shardingsphere_form_maps_onto_the_same_hint() {
+        let (h, sql) = ok("/* SHARDINGSPHERE_HINT: SHARDING_DATABASE_VALUE=1, t_order.SHARDING_TABLE_VALUE=2, DATA_SOURCE_NAME=ds_0, WRITE_ROUTE_ONLY=true, SKIP_SQL_REWRITE=true */ SELECT 1");
+        let h = h.unwrap();
+        assert_eq!(h.sharding_key, key(1));
+        assert_eq!(
+            h.table_values,
+            vec![("t_order".to_string(), ValueKind::Table, ShardingKey::Int(2))]
+        );
+        assert_eq!(h.node.as_deref(), Some("ds_0"));
+        assert_eq!(
+            (h.write_route_only, h.skip_sql_rewrite),
+            (Some(true), Some(true))
+        );
+        assert_eq!(sql, "SELECT 1");
+        let (h, _) = ok("/* shardingsphere_hint: shardingDatabaseValue=7, t_user.shardingDatabaseValue='x', dataSourceName=ds_1, writeRouteOnly=false */ SELECT 1");
+        let h = h.unwrap();
+        assert_eq!(h.sharding_key, key(7));
+        assert_eq!(
+            h.table_values,
+            vec![(
+                "t_user".to_string(),
+                ValueKind::Database,
+                ShardingKey::Str("x".into())
+            )]
+        );
+        assert_eq!(
+            (h.node.as_deref(), h.write_route_only),
+            (Some("ds_1"), Some(false))
+        );
+        let e = err("/* SHARDINGSPHERE_HINT: t.SHARDING_TABLE_VALUE=1, t.SHARDING_TABLE_VALUE=2 */ SELECT 1");
+        assert!(matches!(e.kind, HintErrorKind::DuplicateKey(_)), "{e}");
+        assert!(matches!(
+            err("/* SHARDINGSPHERE_HINT: NOPE=1 */ SELECT 1").kind,
+            HintErrorKind::UnknownKey(_)
+        ));
+    }
+
+    #[test]
+    fn rendering_gives_text_that_parses_back() {
+        let h = Hint {
+            sharding_key: Some(ShardingKey::Str("a'b\\c*/d".into())),
+            route_code: Some(9),
+            room: Some("B".into()),
+            node: Some("ds_1.t_2".into()),
+            trace: Some(true),
+            ..Hint::default()
+        };
+        let text = format!("{h} SELECT 1");
+        assert_eq!(ok(&text), (Some(h), "SELECT 1".to_string()));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn word() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_$-]{1,12}"
+    }
+
+    fn native_hint() -> impl Strategy<Value = Hint> {
+        (
+            proptest::option::of(prop_oneof![
+                any::<i64>().prop_map(ShardingKey::Int),
+                any::<String>().prop_map(ShardingKey::Str)
+            ]),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(word()),
+            proptest::option::of((word(), proptest::option::of(word())).prop_map(
+                |(a, b)| match b {
+                    Some(b) => format!("{a}.{b}"),
+                    None => a,
+                },
+            )),
+            proptest::option::of(any::<bool>()),
+        )
+            .prop_map(|(sharding_key, route_code, room, node, trace)| Hint {
+                sharding_key,
+                route_code,
+                room,
+                node,
+                trace,
+                ..Hint::default()
+            })
+    }
+
+    proptest! {
+        /// Rendering a hint and parsing it back gives the same hint.
+        #[test]
+        fn render_then_parse_round_trips(h in native_hint(), sql in "[a-zA-Z0-9 =,()*]{0,40}") {
+            let text = format!("{h} {sql}");
+            let p = parse(text.as_bytes()).unwrap();
+            prop_assert_eq!(p.hint, Some(h));
+            prop_assert_eq!(&*p.sql, sql.trim_start().as_bytes());
+        }
+
+        /// Stripping removes the hint comment and nothing else: the SQL around it is unchanged
+        /// apart from whitespace at the hint's edges.
+        #[test]
+        fn stripping_keeps_everything_outside_the_hint(
+            before in "[a-zA-Z0-9 ,=()'é]{0,30}",
+            after in "[a-zA-Z0-9 ,=()é]{0,30}",
+            h in native_hint(),
+        ) {
+            // Keep `before` free of unbalanced quotes so the hint is not inside a string.
+            prop_assume!(before.matches('\'').count() % 2 == 0);
+            let text = format!("{before}{h}{after}");
+            let p = parse(text.as_bytes()).unwrap();
+            prop_assert!(p.hint.is_some());
+            let squash = |s: &[u8]| s.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect::<Vec<u8>>();
+            prop_assert_eq!(squash(&p.sql), squash(format!("{before}{after}").as_bytes()));
+        }
+
+        /// Any bytes at all: a result or an error, never a panic.
+        #[test]
+        fn parsing_is_total(sql in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse(&sql);
+        }
+
+        /// Hint-shaped noise too.
+        #[test]
+        fn parsing_is_total_on_hint_like_text(parts in proptest::collection::vec(prop_oneof![
+            Just("/*"), Just("*/"), Just(" rb:"), Just("SHARDINGSPHERE_HINT:"), Just("sk="), Just("'"), Just("\""),
+            Just("\\"), Just(","), Just("="), Just("1"), Just("x"), Just("`"), Just("--"), Just("#"), Just("\n"),
+            Just("t."), Just("/*!"), Just(" ")], 0..30)) {
+            let _ = parse(parts.concat().as_bytes());
+        }
+    }
+}
