@@ -106,11 +106,16 @@ pub fn parse(sql: &[u8]) -> Result<Parsed<'_>, HintError> {
             sql: Cow::Borrowed(sql),
         });
     }
-    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut spans = Spans::default();
     let mut hint = Hint::default();
-    let mut seen: Vec<&'static str> = Vec::new();
+    let mut seen = Seen::default();
     let mut i = 0;
     while i < sql.len() {
+        // Most bytes are none of the few that start a quote or a comment: skip them in bulk.
+        match find_any(sql, i, b"'\"`#-/") {
+            Some(p) => i = p,
+            None => break,
+        }
         match sql[i] {
             b'\'' | b'"' | b'`' => i = skip_quoted(sql, i),
             b'#' => i = skip_line(sql, i),
@@ -134,6 +139,10 @@ pub fn parse(sql: &[u8]) -> Result<Parsed<'_>, HintError> {
                     parse_pairs(sql, text_start, end - 2, is_ss, &mut hint, &mut seen)?;
                     spans.push((i, end));
                     i = end;
+                    // No `/` left means no comment left: the common single hint stops here.
+                    if !sql[i..].contains(&b'/') {
+                        break;
+                    }
                 } else {
                     // An ordinary comment (or /*! */, /*+ */): skipped, kept in the SQL.
                     i = end.unwrap_or(sql.len());
@@ -142,6 +151,7 @@ pub fn parse(sql: &[u8]) -> Result<Parsed<'_>, HintError> {
             _ => i += 1,
         }
     }
+    let spans = spans.as_slice();
     if spans.is_empty() {
         return Ok(Parsed {
             hint: None,
@@ -150,27 +160,91 @@ pub fn parse(sql: &[u8]) -> Result<Parsed<'_>, HintError> {
     }
     Ok(Parsed {
         hint: Some(hint),
-        sql: strip(sql, &spans),
+        sql: strip(sql, spans),
     })
 }
 
-fn has_block_comment(sql: &[u8]) -> bool {
-    let mut from = 0;
-    while let Some(p) = sql[from..].iter().position(|b| *b == b'/') {
-        let at = from + p;
-        if sql.get(at + 1) == Some(&b'*') {
-            return true;
+/// Bytes that may start a quoted token or a comment.
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'\'' as usize] = true;
+    t[b'"' as usize] = true;
+    t[b'`' as usize] = true;
+    t[b'#' as usize] = true;
+    t[b'-' as usize] = true;
+    t[b'/' as usize] = true;
+    t
+};
+
+/// Index of the first byte at or after `from` that is one of `needles`, eight bytes at a time.
+///
+/// For each needle `n` the word `w ^ n·0x01…01` has a zero byte exactly where `w` has `n`; the
+/// classic `(x - 0x01…01) & !x & 0x80…80` marks zero bytes, and its lowest set bit is always a
+/// true match (false positives can only appear above a true one).
+#[inline]
+fn find_any(s: &[u8], from: usize, needles: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while i + 8 <= s.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&s[i..i + 8]);
+        let w = u64::from_le_bytes(word);
+        let mut mask = 0;
+        for &n in needles {
+            let x = w ^ (LO * n as u64);
+            mask |= x.wrapping_sub(LO) & !x & HI;
         }
-        from = at + 1;
+        if mask != 0 {
+            return Some(i + (mask.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
     }
-    false
+    s.get(i..)?
+        .iter()
+        .position(|b| needles.contains(b))
+        .map(|p| i + p)
+}
+
+fn has_block_comment(sql: &[u8]) -> bool {
+    // `contains` on bytes is core's word-at-a-time memchr: most statements have no `/` at all.
+    if !sql.contains(&b'/') {
+        return false;
+    }
+    // A `/` without `*` (division) is rare; the full scan sorts it out.
+    true
+}
+
+/// Keys already given in this statement (a repeated key is an error).
+#[derive(Default)]
+struct Seen(u8);
+
+impl Seen {
+    fn once(&mut self, bit: u8, name: &str) -> Result<(), HintErrorKind> {
+        if self.0 & bit != 0 {
+            return Err(HintErrorKind::DuplicateKey(name.to_string()));
+        }
+        self.0 |= bit;
+        Ok(())
+    }
 }
 
 /// Index just past the closing quote of the literal or identifier starting at `i`.
 fn skip_quoted(sql: &[u8], i: usize) -> usize {
     let q = sql[i];
     let mut j = i + 1;
+    let needles: &[u8] = if q == b'`' {
+        &[b'`']
+    } else if q == b'"' {
+        b"\"\\"
+    } else {
+        b"'\\"
+    };
     while j < sql.len() {
+        match find_any(sql, j, needles) {
+            Some(p) => j = p,
+            None => return sql.len(),
+        }
         let b = sql[j];
         if b == b'\\' && q != b'`' {
             j += 2;
@@ -197,13 +271,43 @@ fn skip_line(sql: &[u8], i: usize) -> usize {
 /// Index just past `*/`, searching from `from`; `None` if the comment never ends.
 fn find_comment_end(sql: &[u8], from: usize) -> Option<usize> {
     let mut j = from;
-    while j + 1 < sql.len() {
-        if sql[j] == b'*' && sql[j + 1] == b'/' {
-            return Some(j + 2);
+    while let Some(star) = find_any(sql, j, b"*") {
+        if sql.get(star + 1) == Some(&b'/') {
+            return Some(star + 2);
         }
-        j += 1;
+        j = star + 1;
     }
     None
+}
+
+/// The hint comments found, without a heap allocation for the usual one or two.
+#[derive(Default)]
+struct Spans {
+    inline: [(usize, usize); 4],
+    len: usize,
+    more: Vec<(usize, usize)>,
+}
+
+impl Spans {
+    fn push(&mut self, span: (usize, usize)) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = span;
+            self.len += 1;
+        } else {
+            if self.more.is_empty() {
+                self.more.extend_from_slice(&self.inline);
+            }
+            self.more.push(span);
+        }
+    }
+
+    fn as_slice(&self) -> &[(usize, usize)] {
+        if self.more.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.more
+        }
+    }
 }
 
 /// If a comment body is a hint: the length of its prefix (whitespace and the marker) and
@@ -232,7 +336,7 @@ fn parse_pairs(
     to: usize,
     shardingsphere: bool,
     hint: &mut Hint,
-    seen: &mut Vec<&'static str>,
+    seen: &mut Seen,
 ) -> Result<(), HintError> {
     let mut i = from;
     let err = |offset: usize, kind| HintError { offset, kind };
@@ -279,11 +383,12 @@ fn parse_pairs(
                 HintErrorKind::Syntax(lossy(&sql[value_start..(i + 1).min(to)])),
             ));
         }
-        let key_text = lossy(key);
+        // Keys are ASCII by construction (the loop above), so this never fails.
+        let key_text = std::str::from_utf8(key).unwrap_or_default();
         let apply = if shardingsphere {
-            apply_shardingsphere(hint, &key_text, &value, quoted, seen)
+            apply_shardingsphere(hint, key_text, &value, quoted, seen)
         } else {
-            apply_native(hint, &key_text, &value, quoted, seen)
+            apply_native(hint, key_text, &value, quoted, seen)
         };
         apply.map_err(|kind| {
             err(
@@ -303,12 +408,21 @@ fn parse_pairs(
 
 /// A value: quoted (with `\` escapes and doubled quotes) or a bare token. Returns the text,
 /// whether it was quoted, and the index after it.
-fn read_value(sql: &[u8], i: usize, to: usize) -> Result<(String, bool, usize), String> {
+fn read_value(sql: &[u8], i: usize, to: usize) -> Result<(Cow<'_, str>, bool, usize), String> {
     if i >= to {
         return Err("missing value".into());
     }
     let q = sql[i];
     if q == b'\'' || q == b'"' {
+        // Without escapes the value is a slice of the statement: no allocation.
+        if let Some(len) = sql[i + 1..to].iter().position(|b| *b == q || *b == b'\\') {
+            let end = i + 1 + len;
+            if sql[end] == q && sql.get(end + 1).is_none_or(|b| *b != q || end + 1 >= to) {
+                let s = std::str::from_utf8(&sql[i + 1..end])
+                    .map_err(|_| "the value is not UTF-8".to_string())?;
+                return Ok((Cow::Borrowed(s), true, end + 1));
+            }
+        }
         let mut out = Vec::new();
         let mut j = i + 1;
         while j < to {
@@ -332,7 +446,7 @@ fn read_value(sql: &[u8], i: usize, to: usize) -> Result<(String, bool, usize), 
                 } else {
                     let s =
                         String::from_utf8(out).map_err(|_| "the value is not UTF-8".to_string())?;
-                    return Ok((s, true, j + 1));
+                    return Ok((Cow::Owned(s), true, j + 1));
                 }
             } else {
                 out.push(b);
@@ -349,16 +463,16 @@ fn read_value(sql: &[u8], i: usize, to: usize) -> Result<(String, bool, usize), 
     if s.is_empty() {
         return Err("missing value".into());
     }
-    Ok((s.to_string(), false, j))
+    Ok((Cow::Borrowed(s), false, j))
 }
 
-fn once(seen: &mut Vec<&'static str>, key: &'static str) -> Result<(), HintErrorKind> {
-    if seen.contains(&key) {
-        return Err(HintErrorKind::DuplicateKey(key.to_string()));
-    }
-    seen.push(key);
-    Ok(())
-}
+const SHARDING_KEY: u8 = 1;
+const ROUTE_CODE: u8 = 1 << 1;
+const ROOM: u8 = 1 << 2;
+const NODE: u8 = 1 << 3;
+const TRACE: u8 = 1 << 4;
+const WRITE_ROUTE_ONLY: u8 = 1 << 5;
+const SKIP_SQL_REWRITE: u8 = 1 << 6;
 
 fn bad(key: &str, why: impl Into<String>) -> HintErrorKind {
     HintErrorKind::BadValue {
@@ -371,11 +485,8 @@ fn sharding_key(key: &str, value: &str, quoted: bool) -> Result<ShardingKey, Hin
     if quoted {
         return Ok(ShardingKey::Str(value.to_string()));
     }
-    if value.bytes().all(|b| b.is_ascii_digit())
-        || (value.starts_with('-')
-            && value.len() > 1
-            && value[1..].bytes().all(|b| b.is_ascii_digit()))
-    {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return value
             .parse::<i64>()
             .map(ShardingKey::Int)
@@ -393,21 +504,24 @@ fn sharding_key(key: &str, value: &str, quoted: bool) -> Result<ShardingKey, Hin
 }
 
 fn boolean(key: &str, value: &str) -> Result<bool, HintErrorKind> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" | "on" | "yes" => Ok(true),
-        "false" | "0" | "off" | "no" => Ok(false),
-        _ => Err(bad(key, format!("`{value}` is not a boolean (true/false)"))),
+    let is = |w: &str| value.eq_ignore_ascii_case(w);
+    if is("true") || is("1") || is("on") || is("yes") {
+        Ok(true)
+    } else if is("false") || is("0") || is("off") || is("no") {
+        Ok(false)
+    } else {
+        Err(bad(key, format!("`{value}` is not a boolean (true/false)")))
     }
 }
 
 fn name(key: &str, value: &str, allow_dot: bool) -> Result<String, HintErrorKind> {
-    let parts: Vec<&str> = value.split('.').collect();
     let ok_part = |p: &str| {
         !p.is_empty()
             && p.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'-'))
     };
-    if parts.len() > if allow_dot { 2 } else { 1 } || !parts.iter().all(|p| ok_part(p)) {
+    let parts = value.split('.').count();
+    if parts > if allow_dot { 2 } else { 1 } || !value.split('.').all(ok_part) {
         let shape = if allow_dot {
             "`ds` or `ds.table`"
         } else {
@@ -426,38 +540,47 @@ fn apply_native(
     key: &str,
     value: &str,
     quoted: bool,
-    seen: &mut Vec<&'static str>,
+    seen: &mut Seen,
 ) -> Result<(), HintErrorKind> {
-    match key.to_ascii_lowercase().as_str() {
-        "sharding_key" | "sk" => {
-            once(seen, "sharding_key")?;
-            h.sharding_key = Some(sharding_key(key, value, quoted)?);
+    let is = |k: &str| key.eq_ignore_ascii_case(k);
+    if is("sharding_key") || is("sk") {
+        seen.once(SHARDING_KEY, "sharding_key")?;
+        h.sharding_key = Some(sharding_key(key, value, quoted)?);
+    } else if is("route_code") {
+        seen.once(ROUTE_CODE, "route_code")?;
+        if quoted || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(key, format!("`{value}` is not a non-negative integer")));
         }
-        "route_code" => {
-            once(seen, "route_code")?;
-            if quoted || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad(key, format!("`{value}` is not a non-negative integer")));
-            }
-            h.route_code = Some(value.parse().map_err(|_| HintErrorKind::OutOfRange {
-                key: key.to_string(),
-                why: format!("{value} exceeds {}", u32::MAX),
-            })?);
-        }
-        "room" => {
-            once(seen, "room")?;
-            h.room = Some(name(key, value, false)?);
-        }
-        "node" => {
-            once(seen, "node")?;
-            h.node = Some(name(key, value, true)?);
-        }
-        "trace" => {
-            once(seen, "trace")?;
-            h.trace = Some(boolean(key, value)?);
-        }
-        _ => return Err(HintErrorKind::UnknownKey(key.to_string())),
+        h.route_code = Some(value.parse().map_err(|_| HintErrorKind::OutOfRange {
+            key: key.to_string(),
+            why: format!("{value} exceeds {}", u32::MAX),
+        })?);
+    } else if is("room") {
+        seen.once(ROOM, "room")?;
+        h.room = Some(name(key, value, false)?);
+    } else if is("node") {
+        seen.once(NODE, "node")?;
+        h.node = Some(name(key, value, true)?);
+    } else if is("trace") {
+        seen.once(TRACE, "trace")?;
+        h.trace = Some(boolean(key, value)?);
+    } else {
+        return Err(HintErrorKind::UnknownKey(key.to_string()));
     }
     Ok(())
+}
+
+/// Whether `key` is ShardingSphere's `name` in upper snake case or camelCase (any case).
+fn ss_key(key: &str, name: &str) -> bool {
+    let mut k = key.bytes().filter(|b| *b != b'_');
+    let mut n = name.bytes().filter(|b| *b != b'_');
+    loop {
+        match (k.next(), n.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a.eq_ignore_ascii_case(&b) => {}
+            _ => return false,
+        }
+    }
 }
 
 /// ShardingSphere keys, upper snake case or camelCase, case-insensitive.
@@ -466,48 +589,41 @@ fn apply_shardingsphere(
     key: &str,
     value: &str,
     quoted: bool,
-    seen: &mut Vec<&'static str>,
+    seen: &mut Seen,
 ) -> Result<(), HintErrorKind> {
     let (table, bare) = match key.rsplit_once('.') {
         Some((t, k)) => (Some(t), k),
         None => (None, key),
     };
-    let norm: String = bare
-        .chars()
-        .filter(|c| *c != '_')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    match (norm.as_str(), table) {
-        ("shardingdatabasevalue", None) => {
-            once(seen, "sharding_key")?;
-            h.sharding_key = Some(sharding_key(key, value, quoted)?);
+    if ss_key(bare, "SHARDING_DATABASE_VALUE") {
+        let v = sharding_key(key, value, quoted)?;
+        match table {
+            None => {
+                seen.once(SHARDING_KEY, "sharding_key")?;
+                h.sharding_key = Some(v);
+            }
+            Some(t) => h
+                .table_values
+                .push((name(key, t, false)?, ValueKind::Database, v)),
         }
-        ("shardingdatabasevalue", Some(t)) => h.table_values.push((
-            name(key, t, false)?,
-            ValueKind::Database,
-            sharding_key(key, value, quoted)?,
-        )),
-        ("shardingtablevalue", t) => {
-            let t = match t {
-                Some(t) => name(key, t, false)?,
-                None => String::new(),
-            };
-            h.table_values
-                .push((t, ValueKind::Table, sharding_key(key, value, quoted)?))
-        }
-        ("datasourcename", None) => {
-            once(seen, "node")?;
-            h.node = Some(name(key, value, true)?);
-        }
-        ("writerouteonly", None) => {
-            once(seen, "write_route_only")?;
-            h.write_route_only = Some(boolean(key, value)?);
-        }
-        ("skipsqlrewrite", None) => {
-            once(seen, "skip_sql_rewrite")?;
-            h.skip_sql_rewrite = Some(boolean(key, value)?);
-        }
-        _ => return Err(HintErrorKind::UnknownKey(key.to_string())),
+    } else if ss_key(bare, "SHARDING_TABLE_VALUE") {
+        let t = match table {
+            Some(t) => name(key, t, false)?,
+            None => String::new(),
+        };
+        h.table_values
+            .push((t, ValueKind::Table, sharding_key(key, value, quoted)?));
+    } else if table.is_none() && ss_key(bare, "DATA_SOURCE_NAME") {
+        seen.once(NODE, "node")?;
+        h.node = Some(name(key, value, true)?);
+    } else if table.is_none() && ss_key(bare, "WRITE_ROUTE_ONLY") {
+        seen.once(WRITE_ROUTE_ONLY, "write_route_only")?;
+        h.write_route_only = Some(boolean(key, value)?);
+    } else if table.is_none() && ss_key(bare, "SKIP_SQL_REWRITE") {
+        seen.once(SKIP_SQL_REWRITE, "skip_sql_rewrite")?;
+        h.skip_sql_rewrite = Some(boolean(key, value)?);
+    } else {
+        return Err(HintErrorKind::UnknownKey(key.to_string()));
     }
     if let Some((t, kind, _)) = h.table_values.last() {
         let dup = h
@@ -959,5 +1075,19 @@ mod properties {
             Just("t."), Just("/*!"), Just(" ")], 0..30)) {
             let _ = parse(parts.concat().as_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod many_hints {
+    use super::*;
+
+    #[test]
+    fn more_hints_than_the_inline_span_storage_are_all_stripped() {
+        let sql = "/* rb: sk=1 */ SELECT /* rb: trace=1 */ 1, /* rb: room=B */ 2, /* rb: node=ds */ 3, /* rb: route_code=4 */ 4 /* rb: */";
+        let p = parse(sql.as_bytes()).unwrap();
+        let h = p.hint.unwrap();
+        assert_eq!((h.route_code, h.node.as_deref()), (Some(4), Some("ds")));
+        assert_eq!(&*p.sql, b"SELECT 1, 2, 3, 4");
     }
 }
