@@ -681,7 +681,11 @@ fn strip<'a>(sql: &'a [u8], spans: &[(usize, usize)]) -> Cow<'a, [u8]> {
         out.extend_from_slice(&sql[at..a]);
         let left_ws = out.last().is_none_or(ws);
         at = b;
-        if left_ws {
+        if out.last() == Some(&b'-') {
+            // `1--/* hint */ 2` is `1 - -2`; dropping the comment would make `-- ` a line
+            // comment and change the statement. An empty comment keeps the tokens apart.
+            out.extend_from_slice(b"/**/");
+        } else if left_ws {
             // `x /* hint */ y` becomes `x y`, as if the hint had never been written.
             while sql.get(at).is_some_and(ws) && at < inner_to {
                 at += 1;
@@ -869,6 +873,13 @@ mod tests {
         let h = h.unwrap();
         assert_eq!(h.sharding_key, Some(ShardingKey::Str("買家".into())));
         assert_eq!(sql, "SELECT '雪' FROM 表");
+    }
+
+    #[test]
+    fn removing_a_hint_never_turns_a_double_minus_into_a_comment() {
+        let (h, sql) = ok("SELECT 1--/* rb: sk=1 */ 2");
+        assert_eq!(h.unwrap().sharding_key, key(1));
+        assert_eq!(sql, "SELECT 1--/**/ 2");
     }
 
     #[test]
@@ -1089,5 +1100,22 @@ mod many_hints {
         let h = p.hint.unwrap();
         assert_eq!((h.route_code, h.node.as_deref()), (Some(4), Some("ds")));
         assert_eq!(&*p.sql, b"SELECT 1, 2, 3, 4");
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    /// The first input cargo fuzz found (sql-hint/fuzz/regressions/): stripping a hint after
+    /// `--` turned it into a line comment and uncovered a hint that had been inside a string.
+    #[test]
+    fn crash_fd9cc963_strips_to_sql_without_hints() {
+        let input = include_bytes!("../fuzz/regressions/crash-fd9cc963");
+        if let Ok(p) = super::parse(input) {
+            if p.hint.is_some() {
+                if let Ok(again) = super::parse(&p.sql) {
+                    assert!(again.hint.is_none());
+                }
+            }
+        }
     }
 }
