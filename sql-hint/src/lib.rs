@@ -13,7 +13,9 @@
 //!
 //! Invariants: [`parse`] is total (any bytes give a result or a [`HintError`], never a panic);
 //! outside the hint comments (and the whitespace at their edges) the stripped SQL is the input.
-//! Measured cost (criterion, `cargo bench -p sql-hint`): see `benches/README.md`.
+//! Measured cost (criterion, `cargo bench -p sql-hint`, 2-vCPU machine): a 200-byte statement
+//! parses in 35 ns without a hint, 140 ns with a leading hint, 217 ns with a trailing one; 10 kB
+//! in 0.93 µs (`benches/README.md`).
 
 use std::borrow::Cow;
 use std::fmt;
