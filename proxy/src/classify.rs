@@ -135,9 +135,7 @@ impl<'a> Lexer<'a> {
             if b.is_ascii_whitespace() {
                 self.i += 1;
             } else if b == b'#'
-                || (b == b'-'
-                    && next == Some(b'-')
-                    && s.get(self.i + 2).is_none_or(|c| c.is_ascii_whitespace()))
+                || (b == b'-' && next == Some(b'-') && s.get(self.i + 2).is_none_or(|c| *c <= b' '))
             {
                 while self.i < s.len() && s[self.i] != b'\n' {
                     self.i += 1;

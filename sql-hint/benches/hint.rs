@@ -18,14 +18,30 @@ fn bench(c: &mut Criterion) {
         s.push_str("(2, 10086, 1.00, 'new', NOW())");
         s
     };
+    // A `/` (division) defeats the no-`/` shortcut: the whole statement is scanned.
+    let slash = BODY.replace("o.amount,", "o.amount / 100 AS amount,");
+    let big_trailing = {
+        let mut s = big
+            .trim_start_matches("/* rb: sharding_key=10086 */ ")
+            .to_string();
+        s.push_str(" /* rb: sharding_key=10086 */");
+        s
+    };
     assert!(sql_hint::parse(plain.as_bytes()).unwrap().hint.is_none());
+    assert!(sql_hint::parse(slash.as_bytes()).unwrap().hint.is_none());
+    assert!(sql_hint::parse(big_trailing.as_bytes())
+        .unwrap()
+        .hint
+        .is_some());
     assert!(sql_hint::parse(leading.as_bytes()).unwrap().hint.is_some());
     let mut g = c.benchmark_group("parse");
     for (name, sql) in [
         ("200B_no_hint", &plain),
+        ("200B_slash_no_hint", &slash),
         ("200B_leading_hint", &leading),
         ("200B_trailing_hint", &trailing),
         ("10kB_leading_hint", &big),
+        ("10kB_trailing_hint", &big_trailing),
     ] {
         g.throughput(Throughput::Bytes(sql.len() as u64));
         g.bench_function(name, |b| {
