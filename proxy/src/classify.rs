@@ -84,6 +84,15 @@ impl Statement {
             calc_found_rows: false,
         }
     }
+
+    /// A statement with no effect on session state (pings, field lists, USE, text the server
+    /// will refuse whole).
+    pub fn passive() -> Self {
+        Statement {
+            kind: Kind::Other,
+            ..Statement::new()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

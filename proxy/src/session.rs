@@ -795,17 +795,14 @@ impl Session {
         let Some(h) = self.held.as_mut() else {
             return Ok(());
         };
-        let default_schema = self
-            .shared
-            .pools
-            .target(&h.ds)
-            .map(|t| t.schema.clone())
-            .unwrap_or_default();
+        // Borrowed from the shared config: no allocation on this per-statement path.
+        let shared = &self.shared;
+        let default_schema = shared.pools.target(&h.ds).map_or("", |t| t.schema.as_str());
         let conn = &mut h.conn;
         let synced: Result<Result<(), Bytes>, crate::backend::BackendError> = async {
             // A session without a database still gets the data source's own schema, never the
             // one another session left on the connection.
-            let schema = self.schema.as_deref().unwrap_or(&default_schema);
+            let schema = self.schema.as_deref().unwrap_or(default_schema);
             if conn.schema != schema {
                 if let Err(p) = conn.init_db(schema).await? {
                     return Ok(Err(p));
@@ -1083,7 +1080,7 @@ impl Session {
                 stmt.types = Some(Bytes::copy_from_slice(types));
             }
         }
-        let info = stmt.info.clone();
+        let mut st = stmt.info.clone();
         let sql = stmt.sql.clone();
         let long_data = std::mem::take(&mut stmt.long_data);
         let long_bytes = std::mem::take(&mut stmt.long_data_bytes);
@@ -1092,7 +1089,6 @@ impl Session {
             return Err(ProxyError::PacketTooLarge(long_bytes, max).into());
         }
         let types = stmt.types.clone();
-        let mut st = info.clone();
         if flags & 0x07 != 0 {
             st.pins |= pin::CURSOR;
         }
@@ -1373,15 +1369,6 @@ impl Session {
         self.status = STATUS_AUTOCOMMIT;
         self.last_insert_id = 0;
         self.stmts.clear();
-    }
-}
-
-impl Statement {
-    /// A statement with no effect on session state (used for pings, field lists, USE).
-    pub fn passive() -> Statement {
-        classify::analyse(b"SELECT 1")
-            .pop()
-            .unwrap_or_else(|| unreachable!("SELECT 1 is one statement"))
     }
 }
 
