@@ -8,6 +8,8 @@ const BODY: &str = "SELECT o.order_id, o.buyer_id, o.amount, o.status, o.created
 
 fn bench(c: &mut Criterion) {
     let plain = BODY.to_string();
+    // The hint alone: what parsing the pairs costs, without any scanning around them.
+    let only = "/* rb: sharding_key=10086 */".to_string();
     let leading = format!("/* rb: sharding_key=10086 */ {BODY}");
     let trailing = format!("{BODY} /* rb: sharding_key=10086 */");
     let big = {
@@ -36,6 +38,7 @@ fn bench(c: &mut Criterion) {
     assert!(sql_hint::parse(leading.as_bytes()).unwrap().hint.is_some());
     let mut g = c.benchmark_group("parse");
     for (name, sql) in [
+        ("hint_only", &only),
         ("200B_no_hint", &plain),
         ("200B_slash_no_hint", &slash),
         ("200B_leading_hint", &leading),
