@@ -47,17 +47,19 @@ fn bench(c: &mut Criterion) {
         layout: id_gen::Layout::new(38, 3, 6, 16).unwrap(),
         ..SnowflakeConfig::default()
     };
-    let ours_wide = Generator::new(&wide, 1, 1).unwrap();
-    let theirs_wide = snowflake_me::Snowflake::builder()
-        .start_time(id_gen::DEFAULT_EPOCH_MS as i64)
-        .bit_len_time(38)
-        .bit_len_data_center_id(3)
-        .bit_len_machine_id(6)
-        .bit_len_sequence(16)
-        .data_center_id(&|| Ok(1))
-        .machine_id(&|| Ok(1))
-        .finalize()
-        .unwrap();
+    let ours_wide = Arc::new(Generator::new(&wide, 1, 1).unwrap());
+    let theirs_wide = Arc::new(
+        snowflake_me::Snowflake::builder()
+            .start_time(id_gen::DEFAULT_EPOCH_MS as i64)
+            .bit_len_time(38)
+            .bit_len_data_center_id(3)
+            .bit_len_machine_id(6)
+            .bit_len_sequence(16)
+            .data_center_id(&|| Ok(1))
+            .machine_id(&|| Ok(1))
+            .finalize()
+            .unwrap(),
+    );
     let mut g = c.benchmark_group("ids");
     g.throughput(Throughput::Elements(1));
     g.bench_function("uncapped/id-gen", |b| {
@@ -81,9 +83,18 @@ fn bench(c: &mut Criterion) {
             let s = theirs.clone();
             Arc::new(move || s.next_id().unwrap().as_u64() as i64) as Arc<_>
         }),
+        ("two_threads_uncapped/id-gen", {
+            let g = ours_wide.clone();
+            Arc::new(move || g.next_blocking().unwrap()) as Arc<_>
+        }),
+        ("two_threads_uncapped/snowflake_me", {
+            let s = theirs_wide.clone();
+            Arc::new(move || s.next_id().unwrap().as_u64() as i64) as Arc<_>
+        }),
     ] {
+        // Each thread makes half; an odd remainder is rounded up so every sample is ≥ `iters`.
         g.bench_function(name, |b| {
-            b.iter_custom(|iters| contended(2, iters.max(2), next.clone()))
+            b.iter_custom(|iters| contended(2, iters.div_ceil(2) * 2, next.clone()))
         });
     }
     g.finish();

@@ -14,9 +14,9 @@
 //!
 //! # Time going wrong
 //!
-//! - A clock step back of at most `clock_backwards_tolerance_ms` (default 10) is waited out; a
-//!   longer one is refused with [`IdError::ClockBackwards`] until the clock is back at the last
-//!   millisecond used. A duplicate is never handed out.
+//! - A clock step back of less than `clock_backwards_tolerance_ms` (default 10) is waited out; a
+//!   longer one is refused with [`IdError::ClockBackwards`] until the clock is back within the
+//!   tolerance of the last millisecond used. A duplicate is never handed out.
 //! - A used-up millisecond (4 096 IDs in the default layout) waits for the next one.
 //! - "Waiting" never blocks an async worker: [`Generator::try_next`] returns
 //!   [`Attempt::Wait`] and [`Generator::next_with`] sleeps with the runtime's sleep.
@@ -26,21 +26,17 @@
 //!
 //! # Why not `snowflake_me` (or another crate)
 //!
-//! The design names `snowflake_me` (houseme/snowflake-rs; read at 2.0.1). Its generator is the
-//! same algorithm (an `AtomicU64` of time and sequence, one CAS per ID), but it cannot meet three
-//! requirements here, and none of them can be added by wrapping it:
-//! - Its clock is not injectable per generator: with `std` it reads `jiff::Timestamp::now()`;
-//!   without `std`, one process-wide time source is shared by every generator. Tests could not
-//!   drive two generators (or parallel tests) independently.
-//! - On a used-up millisecond and with its `Wait` drift strategy it busy-spins inside
-//!   `next_id()`, which must not happen on a tokio worker; its `Error` strategy refuses every
-//!   step back (no tolerance to wait out), and `LastTimestamp` keeps issuing IDs on the old time.
-//! - It has no per-millisecond starting-sequence vibration.
-//!
-//! `ferroid` has an injectable clock and a non-blocking result, but its layouts are types fixed at
-//! compile time, and ours is configuration. So the generator is this crate's own (about 100
-//! lines); the criterion bench (`cargo bench -p id-gen`) measures it against `snowflake_me` in
-//! the same run.
+//! The design names `snowflake_me` (houseme/snowflake-rs). Version 2.2.0 (the one in
+//! `Cargo.lock`, a dev-dependency for the bench) has the same core (an `AtomicU64` of time and
+//! sequence, one compare-and-swap per ID), a per-generator clock (`Builder::clock_source`), a
+//! `Wait` drift strategy bounded by `max_clock_drift_ms`, and `wait_timeout(0)` for callers that
+//! must not spin. It cannot do one thing the issue asks for: the starting-sequence vibration —
+//! each millisecond's sequence always starts at 0, inside the crate, so no wrapper can change it.
+//! It also reports a wait only as `WaitTimeout`, without how long to sleep, so an async caller
+//! would have to poll. So the generator is this crate's own (about 100 lines); the criterion
+//! bench (`cargo bench -p id-gen`) measures it against `snowflake_me` in the same run. `ferroid`
+//! has an injectable clock and non-blocking results too, but its layouts are types fixed at
+//! compile time, and ours is configuration.
 
 mod layout;
 mod segment;
@@ -51,6 +47,6 @@ pub use segment::{
     Block, SegmentAllocator, SegmentConfig, SegmentError, SegmentSource, SourceError, TagStatus,
 };
 pub use snowflake::{
-    Attempt, Clock, ConfigError, Generator, IdError, ManualClock, SnowflakeConfig, SystemClock,
-    WaitReason, DEFAULT_EPOCH_MS,
+    Attempt, Clock, ConfigError, Decoded, Generator, IdError, ManualClock, SnowflakeConfig,
+    SystemClock, WaitReason, DEFAULT_EPOCH_MS,
 };

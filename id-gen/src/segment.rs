@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// IDs `start..end` (end excluded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +44,16 @@ pub enum SegmentError {
     Source { tag: String, cause: String },
     #[error("ID segment source did not answer for tag `{tag}` within {ms} ms")]
     Timeout { tag: String, ms: u128 },
-    #[error("ID segment source returned an empty block {start}..{end} for tag `{tag}`")]
+    #[error("ID segments for tag `{tag}` need a tokio runtime to fetch blocks")]
+    NoRuntime { tag: String },
+    #[error(
+        "ID segment source returned block {start}..{end} for tag `{tag}`: empty, or not \
+         positive (IDs start at 1)"
+    )]
     EmptyBlock { tag: String, start: i64, end: i64 },
     #[error(
-        "ID segment source returned block {start}..{end} for tag `{tag}`, which overlaps IDs \
-         already handed out (up to {high_water}): refused, it would duplicate IDs"
+        "ID segment source returned block {start}..{end} for tag `{tag}`, which overlaps the \
+         blocks already taken (up to {high_water}): refused, it would duplicate IDs"
     )]
     Overlap {
         tag: String,
@@ -114,20 +120,22 @@ struct Buffers {
     failure: Option<(u64, SegmentError)>,
     /// End of the last block accepted: a new block must start at or after it.
     high_water: Option<i64>,
+    /// After a failed fetch: no background prefetch before this time.
+    retry_at: Option<Instant>,
 }
 
 /// Status of one tag, for operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagStatus {
-    pub remaining: i64,
+    pub remaining: u64,
     pub next_ready: bool,
     pub fetching: bool,
     pub last_failure: Option<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave the buffers half-updated in a way that hands
-    // out an ID twice (every update is a single assignment), so a poisoned lock is still usable.
+    // No code that can panic runs while the lock is held (no spawn, no source call), so a
+    // poisoned lock can only come from a bug elsewhere; the buffers are still consistent.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -156,7 +164,8 @@ impl<S: SegmentSource> SegmentAllocator<S> {
         t
     }
 
-    /// The next ID of `tag`.
+    /// The next ID of `tag`. Must be called inside a tokio runtime (the fetches are tasks);
+    /// outside one it fails with [`SegmentError::NoRuntime`] rather than hang.
     pub async fn next_id(&self, tag: &str) -> Result<i64, SegmentError> {
         let t = self.tag(tag);
         // The fetch this call waited for, if any: its failure is this call's error.
@@ -164,7 +173,7 @@ impl<S: SegmentSource> SegmentAllocator<S> {
         loop {
             let notified = t.fetched.notified();
             tokio::pin!(notified);
-            {
+            let fetch = {
                 let mut b = lock(&t.buffers);
                 if b.cursor >= b.end {
                     if let Some(next) = b.next.take() {
@@ -174,8 +183,16 @@ impl<S: SegmentSource> SegmentAllocator<S> {
                 if b.cursor < b.end {
                     let id = b.cursor;
                     b.cursor += 1;
-                    if b.cursor >= b.prefetch_from && b.next.is_none() && !b.fetching {
-                        self.start_fetch(&t, &mut b);
+                    let fetch = b.cursor >= b.prefetch_from
+                        && b.next.is_none()
+                        && !b.fetching
+                        && b.retry_at.is_none_or(|at| Instant::now() >= at);
+                    let fetch = fetch.then(|| b.begin_fetch());
+                    drop(b);
+                    if let Some(generation) = fetch {
+                        // A background prefetch: if it cannot start, the caller that finds
+                        // the buffers empty will say why.
+                        let _ = self.spawn_fetch(&t, generation);
                     }
                     return Ok(id);
                 }
@@ -184,76 +201,111 @@ impl<S: SegmentSource> SegmentAllocator<S> {
                         return Err(e.clone());
                     }
                 }
-                if !b.fetching {
-                    self.start_fetch(&t, &mut b);
-                }
+                let fetch = (!b.fetching).then(|| b.begin_fetch());
                 waited = Some(b.generation);
-                // Registered before the lock is released, so the fetch's wake-up cannot be missed.
+                // Registered before the lock is released, so the fetch's wake-up cannot be
+                // missed.
                 notified.as_mut().enable();
+                fetch
+            };
+            // Spawned outside the lock: a task dropped at once (runtime shutting down) ends
+            // its fetch in its guard, which takes the lock.
+            if let Some(generation) = fetch {
+                self.spawn_fetch(&t, generation)?;
             }
             notified.await;
         }
     }
 
-    /// What `tag`'s buffers hold now.
-    pub fn status(&self, tag: &str) -> TagStatus {
-        let t = self.tag(tag);
+    /// What `tag`'s buffers hold now (`None` for a tag never used).
+    pub fn status(&self, tag: &str) -> Option<TagStatus> {
+        let t = lock(&self.inner.tags).get(tag).cloned()?;
         let b = lock(&t.buffers);
-        TagStatus {
-            remaining: (b.end - b.cursor).max(0),
+        Some(TagStatus {
+            remaining: (i128::from(b.end) - i128::from(b.cursor)).max(0) as u64,
             next_ready: b.next.is_some(),
             fetching: b.fetching,
             last_failure: b.failure.as_ref().map(|(_, e)| e.to_string()),
-        }
+        })
     }
 
-    fn start_fetch(&self, t: &Arc<Tag>, b: &mut Buffers) {
-        b.fetching = true;
-        b.generation += 1;
-        let generation = b.generation;
+    /// Starts fetch number `generation` as a task. The guard that ends it (and wakes the
+    /// waiters) exists before the task does, so a task that never runs still ends its fetch.
+    fn spawn_fetch(&self, t: &Arc<Tag>, generation: u64) -> Result<(), SegmentError> {
+        let mut done = FetchDone {
+            tag: t.clone(),
+            generation,
+            result: None,
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            done.result = Some(Err(SegmentError::NoRuntime {
+                tag: t.name.clone(),
+            }));
+            drop(done);
+            return Err(SegmentError::NoRuntime {
+                tag: t.name.clone(),
+            });
+        };
         let inner = self.inner.clone();
-        let t = t.clone();
-        tokio::spawn(async move {
-            // Ends the fetch even if the source panics, so no caller waits forever.
-            let mut done = FetchDone {
-                tag: &t,
-                generation,
-                result: None,
-            };
+        runtime.spawn(async move {
+            let tag = done.tag.name.clone();
             let timeout = inner.config.fetch_timeout;
-            let result = match tokio::time::timeout(timeout, inner.source.next_block(&t.name)).await
-            {
+            let result = match tokio::time::timeout(timeout, inner.source.next_block(&tag)).await {
                 Ok(Ok(block)) => Ok(block),
                 Ok(Err(e)) => Err(SegmentError::Source {
-                    tag: t.name.clone(),
-                    cause: e.to_string(),
+                    tag,
+                    cause: chain(e.as_ref()),
                 }),
                 Err(_) => Err(SegmentError::Timeout {
-                    tag: t.name.clone(),
+                    tag,
                     ms: timeout.as_millis(),
                 }),
             };
             done.result = Some(result);
+            drop(done); // stores the result and wakes the waiters
         });
+        Ok(())
     }
+}
+
+/// An error and its causes: `outer: inner: root`.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 impl Buffers {
+    fn begin_fetch(&mut self) -> u64 {
+        self.fetching = true;
+        self.generation += 1;
+        self.generation
+    }
+
     fn install(&mut self, block: Block, prefetch_at: f64) {
         self.cursor = block.start;
         self.end = block.end;
-        let len = (block.end - block.start) as f64;
-        self.prefetch_from = block.start + (len * prefetch_at.clamp(0.0, 1.0)) as i64;
+        let len = (i128::from(block.end) - i128::from(block.start)) as f64;
+        self.prefetch_from = block
+            .start
+            .saturating_add((len * prefetch_at.clamp(0.0, 1.0)) as i64);
     }
 }
 
-struct FetchDone<'a> {
-    tag: &'a Tag,
+/// Ends a fetch: stores its block or failure, clears `fetching`, wakes the waiters. Runs when
+/// the fetch task finishes, panics, or is dropped without running.
+struct FetchDone {
+    tag: Arc<Tag>,
     generation: u64,
     result: Option<Result<Block, SegmentError>>,
 }
 
-impl Drop for FetchDone<'_> {
+impl Drop for FetchDone {
     fn drop(&mut self) {
         let result = self.result.take().unwrap_or_else(|| {
             Err(SegmentError::Source {
@@ -271,16 +323,25 @@ impl Drop for FetchDone<'_> {
                     b.high_water = Some(block.end);
                     b.next = Some(block);
                     b.failure = None;
+                    b.retry_at = None;
                 }
-                Err(e) => b.failure = Some((self.generation, e)),
+                Err(e) => {
+                    b.failure = Some((self.generation, e));
+                    // No background retry for a while: a source that is down is not asked again
+                    // on every ID; a caller who finds the buffers empty still asks at once.
+                    b.retry_at = Some(Instant::now() + RETRY_BACKOFF);
+                }
             }
         }
         self.tag.fetched.notify_waiters();
     }
 }
 
+/// How long a failed background prefetch waits before the next one.
+const RETRY_BACKOFF: Duration = Duration::from_secs(1);
+
 fn check(tag: &str, block: Block, high_water: Option<i64>) -> Result<Block, SegmentError> {
-    if block.start >= block.end {
+    if block.start >= block.end || block.start < 1 {
         return Err(SegmentError::EmptyBlock {
             tag: tag.to_string(),
             start: block.start,

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{Layout, Parts};
+use crate::layout::Layout;
 
 /// Where the generator reads the time: milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync {
@@ -69,12 +69,15 @@ pub struct SnowflakeConfig {
     /// Time zero of the time field, in milliseconds since the Unix epoch. Default 2024-01-01.
     /// Every generator whose IDs share a table must use the same epoch and layout.
     pub epoch_ms: u64,
-    /// A clock step back of at most this many milliseconds is waited out; a longer one is
-    /// refused with [`IdError::ClockBackwards`]. Default 10.
+    /// A clock step back of less than this many milliseconds is waited out; one as long or
+    /// longer is refused with [`IdError::ClockBackwards`]. Default 10; 0 refuses every step
+    /// back.
     pub clock_backwards_tolerance_ms: u64,
-    /// `0` (default): each millisecond's sequence starts at 0. `n > 0`: it starts at one of `0..n`,
-    /// picked by a hash of the millisecond, so that at low rates `id % n` spreads evenly instead
-    /// of always being 0. At most half the sequence space (2048 in the default layout).
+    /// `0` (default): each millisecond's sequence starts at 0. `n` (a power of two, at most half
+    /// the sequence space: 2048 in the default layout): it starts at one of `0..n`, picked by a
+    /// hash of the millisecond, room and worker, so that at low rates `id % k` spreads over
+    /// the `k` shards instead of always being 0, for any power of two `k <= n`. Use `n` at least
+    /// the number of shards.
     pub vibration: u32,
 }
 
@@ -96,10 +99,26 @@ pub enum ConfigError {
     Room { room: u32, bits: u8, max: u32 },
     #[error("worker {worker} does not fit the layout's {bits} worker bits (workers 0–{max})")]
     Worker { worker: u32, bits: u8, max: u32 },
-    #[error("vibration {vibration} is more than half the sequence space ({max})")]
+    #[error(
+        "vibration {vibration} is not 0 or a power of two up to half the sequence space ({max})"
+    )]
     Vibration { vibration: u32, max: u32 },
     #[error("clock_backwards_tolerance_ms {0} is more than 1000")]
     Tolerance(u64),
+    #[error("epoch_ms {epoch_ms} is not before the clock ({now_ms} ms since 1970)")]
+    EpochInFuture { epoch_ms: u64, now_ms: u64 },
+    #[error("epoch_ms {epoch_ms} is so old that the {bits}-bit time field has already run out")]
+    EpochTooOld { epoch_ms: u64, bits: u8 },
+}
+
+/// An ID taken apart by [`Generator::decode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Decoded {
+    /// When the ID was made, in milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    pub room: u32,
+    pub worker: u32,
+    pub sequence: u32,
 }
 
 /// Why no ID can be generated now.
@@ -113,8 +132,8 @@ pub enum IdError {
     )]
     TimeOverflow { bits: u8, max_ms: u64 },
     #[error(
-        "the clock went back {by_ms} ms, more than the {tolerance_ms} ms tolerance: no ID until \
-         it is back at the last millisecond used"
+        "the clock went back {by_ms} ms, not less than the {tolerance_ms} ms tolerance: no ID \
+         until it is back within the tolerance of the last millisecond used"
     )]
     ClockBackwards { by_ms: u64, tolerance_ms: u64 },
 }
@@ -183,7 +202,8 @@ impl<C: Clock> Generator<C> {
             });
         }
         let half = 1u32 << (layout.sequence_bits() - 1);
-        if config.vibration > half {
+        if config.vibration > half || (config.vibration != 0 && !config.vibration.is_power_of_two())
+        {
             return Err(ConfigError::Vibration {
                 vibration: config.vibration,
                 max: half,
@@ -191,6 +211,19 @@ impl<C: Clock> Generator<C> {
         }
         if config.clock_backwards_tolerance_ms > 1000 {
             return Err(ConfigError::Tolerance(config.clock_backwards_tolerance_ms));
+        }
+        let now = clock.now_ms();
+        if now <= config.epoch_ms {
+            return Err(ConfigError::EpochInFuture {
+                epoch_ms: config.epoch_ms,
+                now_ms: now,
+            });
+        }
+        if now - config.epoch_ms > layout.max_time() {
+            return Err(ConfigError::EpochTooOld {
+                epoch_ms: config.epoch_ms,
+                bits: layout.time_bits(),
+            });
         }
         Ok(Generator {
             clock,
@@ -212,20 +245,31 @@ impl<C: Clock> Generator<C> {
         self.epoch_ms
     }
 
-    /// The parts of an ID made with this generator's layout.
-    pub fn decode(&self, id: i64) -> Parts {
-        self.layout.decode(id)
+    /// The parts of an ID made with this generator's epoch and layout, with its time as a Unix
+    /// timestamp.
+    pub fn decode(&self, id: i64) -> Decoded {
+        let p = self.layout.decode(id);
+        Decoded {
+            timestamp_ms: self.epoch_ms + p.time,
+            room: p.room,
+            worker: p.worker,
+            sequence: p.sequence,
+        }
     }
 
-    /// The first sequence of millisecond `time`.
+    /// The first sequence of millisecond `time`: 0, or with vibration `n` (a power of two) the
+    /// SplitMix64 finalizer of `time ^ room << 56 ^ worker << 40`, mod `n`, so that consecutive
+    /// or periodic milliseconds, and different workers in one millisecond, start at different
+    /// sequences. Computed once per millisecond.
     #[inline]
     fn start_sequence(&self, time: u64) -> u64 {
         if self.vibration == 0 {
-            0
-        } else {
-            // Fibonacci hashing: consecutive or periodic milliseconds land far apart.
-            (time.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % self.vibration
+            return 0;
         }
+        let mut z = time ^ (self.room << 56) ^ (self.worker << 40);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % self.vibration
     }
 
     /// One attempt, never blocking: an ID, a wait (sequence used up, or the clock stepped back
@@ -234,6 +278,12 @@ impl<C: Clock> Generator<C> {
         let seq_bits = self.layout.sequence_bits();
         let seq_max = u64::from(self.layout.max_sequence());
         loop {
+            // The state first, then the clock: a thread paused between the two then still reads
+            // a time at or after the state's (other threads only move the state to times they
+            // read earlier), so a pause is never mistaken for the clock going back.
+            // Relaxed is enough: every ID comes from the value this thread swapped in, and all
+            // swaps of one atomic are totally ordered.
+            let current = self.state.load(Ordering::Relaxed);
             let now = self.clock.now_ms();
             if now <= self.epoch_ms {
                 return Err(IdError::BeforeEpoch {
@@ -248,9 +298,6 @@ impl<C: Clock> Generator<C> {
                     max_ms: self.layout.max_time(),
                 });
             }
-            // Relaxed is enough: every ID comes from the value this thread swapped in, and all
-            // swaps of one atomic are totally ordered.
-            let current = self.state.load(Ordering::Relaxed);
             let (last, seq) = (current >> seq_bits, current & seq_max);
             let (time, seq) = if time > last {
                 (time, self.start_sequence(time))
@@ -264,7 +311,7 @@ impl<C: Clock> Generator<C> {
                 (time, seq + 1)
             } else {
                 let by_ms = last - time;
-                if by_ms > self.tolerance_ms {
+                if by_ms >= self.tolerance_ms {
                     return Err(IdError::ClockBackwards {
                         by_ms,
                         tolerance_ms: self.tolerance_ms,
@@ -291,16 +338,20 @@ impl<C: Clock> Generator<C> {
         }
     }
 
-    /// The next ID, spinning (then yielding the thread) through waits. For threads that may
-    /// block; inside an async runtime use [`Generator::next_with`]. With a [`ManualClock`] that
-    /// nobody advances, a wait never ends: tests use [`Generator::try_next`].
+    /// The next ID, blocking the thread through waits: a used-up millisecond is spun (then
+    /// yielded) through, a longer wait slept. For threads that may block; inside an async
+    /// runtime use [`Generator::next_with`]. With a [`ManualClock`] that nobody advances, a
+    /// wait never ends: tests use [`Generator::try_next`].
     pub fn next_blocking(&self) -> Result<i64, IdError> {
         let mut spins = 0u32;
         loop {
             match self.try_next()? {
                 Attempt::Id(id) => return Ok(id),
+                Attempt::Wait { ms, .. } if ms > 1 => {
+                    std::thread::sleep(Duration::from_millis(ms - 1));
+                }
                 Attempt::Wait { .. } => {
-                    spins += 1;
+                    spins = spins.saturating_add(1);
                     if spins < 64 {
                         std::hint::spin_loop();
                     } else {

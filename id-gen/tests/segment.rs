@@ -1,6 +1,7 @@
 //! The segment allocator against an in-memory block source whose failures the tests control.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,7 +98,7 @@ async fn the_next_block_is_fetched_before_the_current_one_runs_out() {
     }
     settle().await;
     assert_eq!(source.calls.load(Ordering::SeqCst), 2);
-    let status = a.status("order");
+    let status = a.status("order").unwrap();
     assert!(status.next_ready && !status.fetching, "{status:?}");
     assert_eq!(status.remaining, 89);
     // Switching to the buffered block needs no fetch on the caller's path.
@@ -133,6 +134,7 @@ async fn buffered_ids_keep_coming_while_the_source_is_down() {
     settle().await;
     assert!(a
         .status("order")
+        .unwrap()
         .last_failure
         .unwrap()
         .contains("unreachable"));
@@ -187,7 +189,11 @@ async fn blocks_that_would_repeat_ids_are_refused() {
     source.repeat.store(false, Ordering::SeqCst);
     source.empty.store(true, Ordering::SeqCst);
     let err = a.next_id("order").await.unwrap_err();
-    assert!(err.to_string().contains("empty block 5..5"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("returned block 5..5 for tag `order`: empty"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -223,7 +229,156 @@ async fn concurrent_callers_get_distinct_ids() {
             assert!(all.insert(id), "duplicate {id}");
         }
     }
-    assert_eq!(all.len(), 8000);
-    // Dense: nothing skipped except what is still buffered.
-    assert!(*all.iter().max().unwrap() <= 8000 + 2 * 7);
+    // Dense: exactly the first 8000 IDs, none lost, none skipped.
+    assert_eq!(all, (1..=8000).collect::<HashSet<i64>>());
+}
+
+/// A source that takes a while and fails when told to: many callers wait on one fetch.
+struct Slow {
+    inner: Arc<Source>,
+    /// Fetches started (counted before the delay).
+    started: AtomicUsize,
+}
+
+impl SegmentSource for Slow {
+    async fn next_block(&self, tag: &str) -> Result<Block, SourceError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.inner.next_block(tag).await
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn callers_waiting_on_one_fetch_all_get_its_block_or_its_error() {
+    let source = Source::new(50);
+    let slow = Arc::new(Slow {
+        inner: source.clone(),
+        started: AtomicUsize::new(0),
+    });
+    let a = SegmentAllocator::new(slow.clone(), SegmentConfig::default());
+    let callers: Vec<_> = (0..20)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.next_id("order").await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for c in callers {
+        ids.push(c.await.unwrap().unwrap());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=20).collect::<Vec<i64>>());
+    // One fetch served all twenty waiters; the twentieth ID is past 10 % of the block, so
+    // the prefetch of the next block has started too.
+    assert_eq!(source.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(slow.started.load(Ordering::SeqCst), 2);
+
+    // Now the source fails while 10 callers wait with empty buffers: each gets the error.
+    let source = Source::new(50);
+    source.fail.store(true, Ordering::SeqCst);
+    let a = SegmentAllocator::new(
+        Arc::new(Slow {
+            inner: source.clone(),
+            started: AtomicUsize::new(0),
+        }),
+        SegmentConfig::default(),
+    );
+    let callers: Vec<_> = (0..10)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.next_id("order").await })
+        })
+        .collect();
+    for c in callers {
+        let err = c.await.unwrap().unwrap_err();
+        assert!(matches!(err, SegmentError::Source { .. }), "{err}");
+    }
+    assert_eq!(
+        source.calls.load(Ordering::SeqCst),
+        1,
+        "one failed fetch for all ten"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_failed_prefetch_is_not_retried_on_every_id() {
+    let source = Source::new(100);
+    let a = allocator(&source);
+    a.next_id("order").await.unwrap();
+    source.fail.store(true, Ordering::SeqCst);
+    for _ in 0..20 {
+        a.next_id("order").await.unwrap();
+        settle().await;
+    }
+    // The initial fetch, then one failed prefetch: the backoff holds the next attempt.
+    assert_eq!(source.calls.load(Ordering::SeqCst), 2);
+    source.fail.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_millis(1100)).await;
+    a.next_id("order").await.unwrap();
+    settle().await;
+    assert_eq!(source.calls.load(Ordering::SeqCst), 3);
+    let status = a.status("order").unwrap();
+    assert!(
+        status.next_ready && status.last_failure.is_none(),
+        "{status:?}"
+    );
+    assert!(a.status("never-used").is_none());
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_timed_out_source_is_asked_again_and_recovers() {
+    let source = Source::new(10);
+    source.hang.store(true, Ordering::SeqCst);
+    let a = allocator(&source);
+    assert!(matches!(
+        a.next_id("order").await,
+        Err(SegmentError::Timeout { .. })
+    ));
+    source.hang.store(false, Ordering::SeqCst);
+    assert_eq!(a.next_id("order").await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn non_positive_blocks_are_refused() {
+    struct Negative;
+    impl SegmentSource for Negative {
+        async fn next_block(&self, _: &str) -> Result<Block, SourceError> {
+            Ok(Block { start: -5, end: 5 })
+        }
+    }
+    let a = SegmentAllocator::new(Negative, SegmentConfig::default());
+    let err = a.next_id("order").await.unwrap_err();
+    assert_eq!(
+        err,
+        SegmentError::EmptyBlock {
+            tag: "order".into(),
+            start: -5,
+            end: 5
+        }
+    );
+}
+
+#[test]
+fn outside_a_runtime_the_allocator_says_so_instead_of_hanging() {
+    let source = Source::new(10);
+    let a = allocator(&source);
+    let mut fut = std::pin::pin!(a.next_id("order"));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Err(e)) => {
+            assert_eq!(
+                e,
+                SegmentError::NoRuntime {
+                    tag: "order".into()
+                }
+            )
+        }
+        other => panic!("expected an error at once, got {other:?}"),
+    }
+    // The failed start left nothing half-done: a later call fails the same way, at once.
+    let mut fut = std::pin::pin!(a.next_id("order"));
+    assert!(matches!(
+        fut.as_mut().poll(&mut cx),
+        std::task::Poll::Ready(Err(_))
+    ));
 }

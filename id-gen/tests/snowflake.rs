@@ -2,30 +2,42 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use id_gen::{
-    Attempt, ConfigError, Generator, IdError, Layout, LayoutError, ManualClock, Parts,
+    Attempt, ConfigError, Decoded, Generator, IdError, Layout, LayoutError, ManualClock, Parts,
     SnowflakeConfig, WaitReason, DEFAULT_EPOCH_MS,
 };
 use proptest::prelude::*;
 
 const E: u64 = DEFAULT_EPOCH_MS;
 
+type Manual = Generator<Arc<ManualClock>>;
+
 fn generator(
     config: SnowflakeConfig,
     room: u32,
     worker: u32,
     now: u64,
-) -> (Generator<Arc<ManualClock>>, Arc<ManualClock>) {
+) -> (Manual, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(now));
     let g = Generator::with_clock(&config, room, worker, clock.clone()).unwrap();
     (g, clock)
 }
 
-fn id(g: &Generator<Arc<ManualClock>>) -> i64 {
+fn id(g: &Manual) -> i64 {
     match g.try_next().unwrap() {
         Attempt::Id(id) => id,
         other => panic!("expected an ID, got {other:?}"),
+    }
+}
+
+fn decoded(ms: u64, room: u32, worker: u32, sequence: u32) -> Decoded {
+    Decoded {
+        timestamp_ms: E + ms,
+        room,
+        worker,
+        sequence,
     }
 }
 
@@ -35,8 +47,9 @@ fn the_default_layout_puts_each_field_in_its_place() {
     // time 1000 << 22 | room 2 << 19 | worker 5 << 12 | sequence 0
     assert_eq!(id(&g), 4_195_373_056);
     assert_eq!(id(&g), 4_195_373_057);
+    assert_eq!(g.decode(4_195_373_057), decoded(1000, 2, 5, 1));
     assert_eq!(
-        g.decode(4_195_373_057),
+        Layout::DEFAULT.decode(4_195_373_057),
         Parts {
             time: 1000,
             room: 2,
@@ -71,25 +84,9 @@ fn a_new_millisecond_starts_the_sequence_again() {
     let b = id(&g);
     clock.advance(1);
     let c = id(&g);
-    assert_eq!(
-        g.decode(a),
-        Parts {
-            time: 7,
-            room: 0,
-            worker: 1,
-            sequence: 0
-        }
-    );
-    assert_eq!(g.decode(b).sequence, 1);
-    assert_eq!(
-        g.decode(c),
-        Parts {
-            time: 8,
-            room: 0,
-            worker: 1,
-            sequence: 0
-        }
-    );
+    assert_eq!(g.decode(a), decoded(7, 0, 1, 0));
+    assert_eq!(g.decode(b), decoded(7, 0, 1, 1));
+    assert_eq!(g.decode(c), decoded(8, 0, 1, 0));
     assert!(a < b && b < c);
 }
 
@@ -112,19 +109,11 @@ fn a_used_up_millisecond_waits_for_the_next() {
     // Still the same millisecond: still waiting, nothing handed out.
     assert!(matches!(g.try_next().unwrap(), Attempt::Wait { .. }));
     clock.advance(1);
-    assert_eq!(
-        g.decode(id(&g)),
-        Parts {
-            time: 51,
-            room: 1,
-            worker: 1,
-            sequence: 0
-        }
-    );
+    assert_eq!(g.decode(id(&g)), decoded(51, 1, 1, 0));
 }
 
 #[test]
-fn a_clock_step_back_within_the_tolerance_is_waited_out_without_a_duplicate() {
+fn a_clock_step_back_under_the_tolerance_is_waited_out_without_a_duplicate() {
     let (g, clock) = generator(SnowflakeConfig::default(), 0, 0, E + 100);
     let first = id(&g);
     clock.set(E + 96);
@@ -135,17 +124,22 @@ fn a_clock_step_back_within_the_tolerance_is_waited_out_without_a_duplicate() {
             why: WaitReason::ClockBackwards { by_ms: 4 }
         }
     );
-    clock.set(E + 90); // exactly the tolerance (10 ms): still a wait
-    assert!(matches!(
-        g.try_next().unwrap(),
-        Attempt::Wait { ms: 10, .. }
-    ));
+    clock.set(E + 91); // 9 ms, just under the 10 ms tolerance: still a wait
+    assert!(matches!(g.try_next().unwrap(), Attempt::Wait { ms: 9, .. }));
+    clock.set(E + 90); // exactly the tolerance: refused
+    assert_eq!(
+        g.try_next().unwrap_err(),
+        IdError::ClockBackwards {
+            by_ms: 10,
+            tolerance_ms: 10
+        }
+    );
     clock.set(E + 100); // back at the last millisecond used: the sequence goes on
     assert_eq!(id(&g), first + 1);
 }
 
 #[test]
-fn a_clock_step_back_beyond_the_tolerance_is_refused_until_it_catches_up() {
+fn a_clock_step_back_beyond_the_tolerance_is_refused_until_it_is_back_within_it() {
     let config = SnowflakeConfig {
         clock_backwards_tolerance_ms: 3,
         ..SnowflakeConfig::default()
@@ -163,18 +157,41 @@ fn a_clock_step_back_beyond_the_tolerance_is_refused_until_it_catches_up() {
     );
     assert!(
         err.to_string()
-            .contains("went back 4 ms, more than the 3 ms tolerance"),
+            .contains("went back 4 ms, not less than the 3 ms tolerance"),
         "{err}"
     );
+    clock.set(E + 98); // back within the tolerance: a wait again
+    assert!(matches!(g.try_next().unwrap(), Attempt::Wait { ms: 2, .. }));
+    clock.set(E + 100); // the last millisecond used: the sequence goes on
+    assert_eq!(id(&g), first + 1);
     clock.set(E + 101);
-    let next = id(&g);
-    assert!(next > first);
-    assert_eq!(g.decode(next).time, 101);
+    assert_eq!(g.decode(id(&g)), decoded(101, 0, 0, 0));
 }
 
 #[test]
 fn the_epoch_and_the_end_of_the_time_field_are_enforced() {
-    let (g, clock) = generator(SnowflakeConfig::default(), 0, 0, E);
+    // An epoch not in the past, or so old that the time field has run out, is refused at once.
+    let c = SnowflakeConfig::default();
+    let err = Generator::with_clock(&c, 0, 0, Arc::new(ManualClock::new(E))).unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::EpochInFuture {
+            epoch_ms: E,
+            now_ms: E
+        }
+    );
+    let late = E + Layout::DEFAULT.max_time() + 1;
+    let err = Generator::with_clock(&c, 0, 0, Arc::new(ManualClock::new(late))).unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::EpochTooOld {
+            epoch_ms: E,
+            bits: 41
+        }
+    );
+    // A clock that moves there later gives errors, not IDs.
+    let (g, clock) = generator(SnowflakeConfig::default(), 0, 0, E + 1);
+    clock.set(E);
     assert_eq!(
         g.try_next().unwrap_err(),
         IdError::BeforeEpoch {
@@ -192,7 +209,7 @@ fn the_epoch_and_the_end_of_the_time_field_are_enforced() {
     assert_eq!(id(&g), 1 << 22);
     let max_time = Layout::DEFAULT.max_time();
     clock.set(E + max_time);
-    assert_eq!(g.decode(id(&g)).time, max_time);
+    assert_eq!(g.decode(id(&g)).timestamp_ms, E + max_time);
     clock.set(E + max_time + 1);
     let err = g.try_next().unwrap_err();
     assert_eq!(
@@ -235,10 +252,51 @@ fn vibration_spreads_the_low_bits_at_low_rates() {
             "one ID every {step} ms: {per_shard:?}"
         );
     }
-    // Within one millisecond the sequence still counts up from the start.
-    let (g, _) = generator(config, 0, 0, E + 1);
-    let (a, b) = (id(&g), id(&g));
-    assert_eq!(b, a + 1);
+    // Exact starting sequences (the documented hash) for room 0 / worker 0 and room 2 /
+    // worker 5 in the same milliseconds: other workers start elsewhere.
+    let starts = |room, worker| {
+        let (g, clock) = generator(config.clone(), room, worker, E + 1);
+        (0..8)
+            .map(|_| {
+                let s = g.decode(id(&g)).sequence;
+                clock.advance(1);
+                s
+            })
+            .collect::<Vec<u32>>()
+    };
+    let a = starts(0, 0);
+    let b = starts(2, 5);
+    // Computed independently (Python) from the formula in the docs.
+    assert_eq!(a, [5, 2, 0, 4, 4, 4, 4, 0]);
+    assert_eq!(b, [1, 5, 2, 4, 4, 6, 2, 3]);
+    // Within one millisecond the sequence counts up from its start, and runs out after
+    // 4096 - start IDs.
+    let (g, _) = generator(config.clone(), 0, 0, E + 1);
+    let first = id(&g);
+    let start = g.decode(first).sequence;
+    assert_eq!(start, a[0]);
+    for k in 1..(4096 - start) {
+        assert_eq!(id(&g), first + i64::from(k));
+    }
+    assert!(matches!(
+        g.try_next().unwrap(),
+        Attempt::Wait {
+            why: WaitReason::SequenceExhausted,
+            ..
+        }
+    ));
+    // Vibration must be a power of two.
+    let bad = SnowflakeConfig {
+        vibration: 6,
+        ..config
+    };
+    assert!(matches!(
+        Generator::with_clock(&bad, 0, 0, Arc::new(ManualClock::new(E + 1))),
+        Err(ConfigError::Vibration {
+            vibration: 6,
+            max: 2048
+        })
+    ));
 }
 
 #[test]
@@ -260,7 +318,7 @@ fn bad_rooms_workers_and_settings_are_refused() {
         "worker 128 does not fit the layout's 7 worker bits (workers 0–127)"
     );
     let v = SnowflakeConfig {
-        vibration: 2049,
+        vibration: 4096,
         ..c.clone()
     };
     assert!(matches!(
@@ -321,21 +379,30 @@ fn layouts_are_validated_in_code_and_in_toml() {
 fn generators_of_the_same_worker_in_different_rooms_never_collide() {
     let clock = Arc::new(ManualClock::new(E + 1));
     let c = SnowflakeConfig::default();
-    let a = Generator::with_clock(&c, 0, 9, clock.clone()).unwrap();
-    let b = Generator::with_clock(&c, 1, 9, clock.clone()).unwrap();
+    let gens: Vec<(u32, Manual)> = [0u32, 1, 7]
+        .into_iter()
+        .map(|room| {
+            (
+                room,
+                Generator::with_clock(&c, room, 127, clock.clone()).unwrap(),
+            )
+        })
+        .collect();
     let mut seen = HashSet::new();
-    for round in 0..20_000 {
-        for g in [&a, &b] {
-            match g.try_next().unwrap() {
-                Attempt::Id(id) => assert!(seen.insert(id), "duplicate {id} in round {round}"),
-                Attempt::Wait { .. } => {}
+    // 3 rooms × every sequence of 5 milliseconds, the same worker number everywhere.
+    for _ in 0..5 {
+        for (room, g) in &gens {
+            for _ in 0..4096 {
+                let id = id(g);
+                assert!(seen.insert(id), "duplicate {id}");
+                let d = g.decode(id);
+                assert_eq!((d.room, d.worker), (*room, 127));
             }
+            assert!(matches!(g.try_next().unwrap(), Attempt::Wait { .. }));
         }
-        if round % 1000 == 999 {
-            clock.advance(1);
-        }
+        clock.advance(1);
     }
-    assert_eq!(seen.len(), 40_000);
+    assert_eq!(seen.len(), 3 * 5 * 4096);
 }
 
 #[test]
@@ -394,17 +461,31 @@ async fn the_async_path_sleeps_through_a_used_up_millisecond() {
         })
         .await
         .unwrap();
+    assert_eq!(*slept.lock().unwrap(), vec![Duration::from_millis(1)]);
+    assert_eq!(g.decode(next), decoded(11, 0, 0, 0));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_async_path_sleeps_through_a_small_clock_step_back_and_fails_on_a_large_one() {
+    let (g, clock) = generator(SnowflakeConfig::default(), 0, 0, E + 100);
+    let first = id(&g);
+    clock.set(E + 94);
+    // The runtime's own sleep; meanwhile the clock comes back to the last millisecond.
+    let c = clock.clone();
+    let mover = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        c.set(E + 100);
+    });
+    let next = g.next_with(tokio::time::sleep).await.unwrap();
+    mover.await.unwrap();
+    assert_eq!(next, first + 1);
+    clock.set(E + 50);
+    let err = g.next_with(tokio::time::sleep).await.unwrap_err();
     assert_eq!(
-        *slept.lock().unwrap(),
-        vec![std::time::Duration::from_millis(1)]
-    );
-    assert_eq!(
-        g.decode(next),
-        Parts {
-            time: 11,
-            room: 0,
-            worker: 0,
-            sequence: 0
+        err,
+        IdError::ClockBackwards {
+            by_ms: 50,
+            tolerance_ms: 10
         }
     );
 }
@@ -433,9 +514,22 @@ proptest! {
     }
 
     #[test]
-    fn compose_refuses_a_part_too_wide(l in layout(), extra in 1u32..1000) {
-        let too_wide = Parts { time: 0, room: l.max_room() + extra, worker: 0, sequence: 0 };
-        let err = l.compose(too_wide).unwrap_err();
-        prop_assert_eq!(err.field, "room");
+    fn every_field_at_its_maximum_round_trips(l in layout()) {
+        let max = Parts { time: l.max_time(), room: l.max_room(), worker: l.max_worker(), sequence: l.max_sequence() };
+        prop_assert_eq!(l.compose(max).unwrap(), i64::MAX);
+        prop_assert_eq!(l.decode(i64::MAX), max);
+    }
+
+    #[test]
+    fn compose_refuses_a_part_too_wide(l in layout(), extra in 1u32..1000, which in 0usize..4) {
+        let mut p = Parts { time: 0, room: 0, worker: 0, sequence: 0 };
+        let field = match which {
+            0 => { p.time = l.max_time() + u64::from(extra); "time" }
+            1 => { p.room = l.max_room() + extra; "room" }
+            2 => { p.worker = l.max_worker() + extra; "worker" }
+            _ => { p.sequence = l.max_sequence() + extra; "sequence" }
+        };
+        let err = l.compose(p).unwrap_err();
+        prop_assert_eq!(err.field, field);
     }
 }

@@ -234,6 +234,15 @@ pub struct ConfigProblem {
     pub reason: String,
 }
 
+/// Problems, one per line, as `  - at: field `f`: reason`.
+pub(crate) fn list(problems: &[ConfigProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: field `{}`: {}", self.at, self.field, self.reason)
@@ -247,7 +256,7 @@ pub enum ConfigError {
     #[error("config is not valid TOML for this schema: {0}")]
     Syntax(#[from] toml::de::Error),
     /// The file parsed but failed validation.
-    #[error("config has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("config has {} problem(s):\n{}", .0.len(), list(.0))]
     Invalid(Vec<ConfigProblem>),
 }
 
@@ -455,7 +464,7 @@ impl Config {
     }
 }
 
-fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')

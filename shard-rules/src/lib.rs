@@ -1,9 +1,18 @@
-//! Rainbow Bridge's rule model: the configuration DBAs and operators edit, validated as a whole.
+//! Rainbow Bridge's rules: the model DBAs edit, validated as a whole and compiled into fast,
+//! immutable routing decisions. Pure code, no I/O.
 //!
-//! Pure code, no I/O. In the spine this holds the proxy configuration (instance, rooms, data
-//! sources, logical databases, users, pools). Traffic rules, write-bans and table rules are
-//! issue 5.
+//! - [`config`]: the proxy instance's own configuration (listen address, room, pools).
+//! - [`rules`]: the rules file as written (rooms, route codes, traffic, write-ban, data sources,
+//!   logical databases with table rules, users); [`RuleSet`] its compiled form.
+//! - [`route`]: ShardingKey → route code; [`algorithm`] and [`inline`]: sharding algorithms.
 
+pub mod algorithm;
 pub mod config;
+pub mod inline;
+pub mod route;
+pub mod rules;
+pub mod ruleset;
 
 pub use config::{Config, ConfigError, ConfigProblem};
+pub use route::{CodeSet, KeyType, RouteFn, ShardingKey};
+pub use ruleset::{Database, DataNode, RoomId, RuleSet, RulesError, TableKind, TableRule};
