@@ -7,7 +7,9 @@
 //! - [`route`]: ShardingKey → route code; [`algorithm`] and [`inline`]: sharding algorithms.
 
 pub mod algorithm;
+pub mod analyze;
 pub mod config;
+pub mod decide;
 pub mod inline;
 pub mod route;
 pub mod rules;

@@ -1,0 +1,988 @@
+//! The routing decision for one statement: ShardingKey → route code → owner room, the checks
+//! of DESIGN.md (room ownership, write-ban, connection mode, database type), the data nodes of
+//! every table, and the keys to generate. Pure: the same facts, hint, session, rules and
+//! parameters always give the same decision.
+//!
+//! The rules for writes (DESIGN.md, vocabulary):
+//! - a `center` connection is served only in the center room; a center database likewise;
+//! - center-unit databases are written only in the center room;
+//! - unit databases: every write needs a ShardingKey (hint `route_code` or `sharding_key`, else
+//!   the table's ShardingKey column in the statement, else the session's key); each key's route
+//!   code must be owned by this room and not under the write-ban.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use sql_hint::{Hint, ValueKind};
+
+use crate::algorithm::{Pick, Strategy, Value};
+use crate::analyze::{ColumnRef, Cond, Facts, Kind, Operand, TableRef, WriteKind};
+use crate::config::{ConnectionMode, DatabaseType, RoomRole};
+use crate::route::ShardingKey;
+use crate::ruleset::{Database, KeyGenerator, RoomId, RuleSet, TableKind, TableRule};
+
+/// Who is asking: this proxy's room and the session's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionCtx<'a> {
+    pub room: RoomId,
+    pub mode: ConnectionMode,
+    pub database: &'a str,
+    /// Set with `SET @@rb_sharding_key = …` for clients that strip comments.
+    pub session_key: Option<&'a ShardingKey>,
+    /// May use the `room` hint.
+    pub privileged: bool,
+}
+
+/// Where the ShardingKey came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    HintRouteCode,
+    HintKey,
+    Column,
+    Session,
+}
+
+/// The multi-active route of a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `None` when the hint gave the route code directly.
+    pub key: Option<ShardingKey>,
+    pub code: u32,
+    pub owner: RoomId,
+    pub banned: bool,
+    pub source: KeySource,
+}
+
+/// How a table is laid out, in a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Sharded,
+    Broadcast,
+    Single,
+}
+
+/// `data_source.table` with the logical data source's name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeRef {
+    pub data_source: String,
+    pub table: String,
+}
+
+impl fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.data_source, self.table)
+    }
+}
+
+/// The data nodes one logical table of the statement reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRoute {
+    /// As written in the statement.
+    pub table: String,
+    pub layout: Layout,
+    /// Sorted. Empty when no row can match (e.g. `id IN ()` of no shard).
+    pub nodes: Vec<NodeRef>,
+    /// For an INSERT into a sharded table: the node of each row, in row order.
+    pub rows: Vec<NodeRef>,
+}
+
+/// Values the proxy generated for a key column left out of an INSERT, one per row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    pub table: String,
+    pub generator: KeyGenerator,
+    pub values: Vec<i64>,
+}
+
+/// The decision for one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub kind: Kind,
+    pub rule_version: u64,
+    /// Set when a ShardingKey or route code is known.
+    pub route: Option<Route>,
+    /// A read whose ShardingKey belongs to another room (served locally, counted).
+    pub foreign_read: bool,
+    pub tables: Vec<TableRoute>,
+    pub generated: Vec<Generated>,
+    /// The hint asked to log this decision.
+    pub trace: bool,
+}
+
+impl Decision {
+    /// The distinct logical data sources the statement reaches.
+    pub fn data_sources(&self) -> BTreeSet<&str> {
+        self.tables
+            .iter()
+            .flat_map(|t| t.nodes.iter().map(|n| n.data_source.as_str()))
+            .collect()
+    }
+}
+
+/// Why a statement is refused. Every variant names what a developer needs to act on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("unknown database `{0}`")]
+    UnknownDatabase(String),
+    #[error(
+        "`center` connections are served only by proxies in the center room `{center}`; this \
+         proxy is in room `{room}`"
+    )]
+    CenterModeOutsideCenter { room: String, center: String },
+    #[error(
+        "database `{database}` is a center database, served only in the center room `{center}`; \
+         this proxy is in room `{room}`"
+    )]
+    CenterDatabaseOutsideCenter {
+        database: String,
+        room: String,
+        center: String,
+    },
+    #[error(
+        "database `{database}` is center-unit: writable only in the center room `{center}`, \
+         read-only in room `{room}` (rules version {version})"
+    )]
+    ReadOnlyRoom {
+        database: String,
+        room: String,
+        center: String,
+        version: u64,
+    },
+    #[error(
+        "write to `{table}` in unit database `{database}` has no ShardingKey: {how} (rules \
+         version {version})"
+    )]
+    NoShardingKey {
+        database: String,
+        table: String,
+        /// What would give it one.
+        how: String,
+        version: u64,
+    },
+    #[error(
+        "write to `{table}` with route code {code} belongs to room `{owner}`, not this proxy's \
+         room `{room}` (traffic rule version {traffic_version}): send it to room `{owner}`"
+    )]
+    WrongRoom {
+        table: String,
+        code: u32,
+        owner: String,
+        room: String,
+        traffic_version: u64,
+    },
+    #[error(
+        "write to `{table}` with route code {code} is banned during a cut-over (write-ban \
+         version {ban_version}, owner room `{owner}`); retry later"
+    )]
+    Banned {
+        table: String,
+        code: u32,
+        owner: String,
+        ban_version: u64,
+    },
+    #[error("ShardingKey of `{table}`: {detail}")]
+    BadShardingKey { table: String, detail: String },
+    #[error("UPDATE of `{table}` changes its sharding column `{column}`; delete and re-insert the row instead")]
+    ChangesShardingColumn { table: String, column: String },
+    #[error("`{table}`: {detail}")]
+    NoDataNode { table: String, detail: String },
+    #[error("the statement has {given} parameter values but uses parameter {index}")]
+    MissingParameter { index: usize, given: usize },
+    #[error("the `{key}` hint is for privileged users only")]
+    HintNotAllowed { key: String },
+    #[error("the `room` hint names room `{hinted}`, but this proxy serves room `{room}`")]
+    HintRoom { hinted: String, room: String },
+    #[error("the `node` hint `{node}` names no data source or data node of `{database}`")]
+    HintNode { node: String, database: String },
+    #[error("statement names database `{schema}` (in `{schema}.{table}`); a statement may use only the session's database `{database}`")]
+    OtherDatabase {
+        schema: String,
+        table: String,
+        database: String,
+    },
+    #[error("{what} in unit database `{database}`: the proxy cannot check its rows against room ownership")]
+    Unsupported { what: String, database: String },
+    #[error("key generator for `{table}`.`{column}`: {detail}")]
+    KeyGeneration {
+        table: String,
+        column: String,
+        detail: String,
+    },
+}
+
+impl RouteError {
+    /// Worth retrying the same statement later (a write-ban ends).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RouteError::Banned { .. })
+    }
+}
+
+/// A source of generated keys: called once per row and generated column.
+pub type NextKey<'a> = &'a mut dyn FnMut(&KeyGenerator) -> Result<i64, String>;
+
+/// Decides one statement. `params` are the bound values of `?` parameters (text order);
+/// `next_key` makes a key for a generated column.
+pub fn decide(
+    rules: &RuleSet,
+    facts: &Facts,
+    hint: Option<&Hint>,
+    session: &SessionCtx<'_>,
+    params: &[Value],
+    next_key: NextKey<'_>,
+) -> Result<Decision, RouteError> {
+    let d = Decider {
+        rules,
+        facts,
+        hint,
+        session,
+        params,
+    };
+    d.run(next_key)
+}
+
+struct Decider<'a> {
+    rules: &'a RuleSet,
+    facts: &'a Facts,
+    hint: Option<&'a Hint>,
+    session: &'a SessionCtx<'a>,
+    params: &'a [Value],
+}
+
+impl Decider<'_> {
+    fn room_name(&self, id: RoomId) -> String {
+        self.rules.room_name(id).to_string()
+    }
+
+    fn value(&self, op: &Operand) -> Result<Option<Value>, RouteError> {
+        match op {
+            Operand::Value(v) => Ok(Some(v.clone())),
+            Operand::Param(i) => match self.params.get(*i) {
+                Some(v) => Ok(Some(v.clone())),
+                None => Err(RouteError::MissingParameter {
+                    index: i + 1,
+                    given: self.params.len(),
+                }),
+            },
+            Operand::Other(_) => Ok(None),
+        }
+    }
+
+    fn run(&self, next_key: NextKey<'_>) -> Result<Decision, RouteError> {
+        let rules = self.rules;
+        let s = self.session;
+        let db = rules
+            .database(s.database)
+            .ok_or_else(|| RouteError::UnknownDatabase(s.database.to_string()))?;
+        let local_role = rules.room_role(s.room);
+        let center = self.room_name(rules.center());
+        if s.mode == ConnectionMode::Center && local_role != RoomRole::Center {
+            return Err(RouteError::CenterModeOutsideCenter {
+                room: self.room_name(s.room),
+                center,
+            });
+        }
+        if db.db_type == DatabaseType::Center && local_role != RoomRole::Center {
+            return Err(RouteError::CenterDatabaseOutsideCenter {
+                database: db.name.clone(),
+                room: self.room_name(s.room),
+                center,
+            });
+        }
+        if let Some(room) = self.hint.and_then(|h| h.room.as_deref()) {
+            if !s.privileged {
+                return Err(RouteError::HintNotAllowed { key: "room".into() });
+            }
+            if room != rules.room_name(s.room) {
+                return Err(RouteError::HintRoom {
+                    hinted: room.to_string(),
+                    room: self.room_name(s.room),
+                });
+            }
+        }
+        for t in &self.facts.tables {
+            if let Some(schema) = &t.schema {
+                if schema != s.database {
+                    return Err(RouteError::OtherDatabase {
+                        schema: schema.clone(),
+                        table: t.name.clone(),
+                        database: s.database.to_string(),
+                    });
+                }
+            }
+        }
+
+        let kind = self.facts.kind;
+        let write = matches!(kind, Kind::Write(_));
+        if write && db.db_type == DatabaseType::CenterUnit && local_role != RoomRole::Center {
+            return Err(RouteError::ReadOnlyRoom {
+                database: db.name.clone(),
+                room: self.room_name(s.room),
+                center,
+                version: rules.version(),
+            });
+        }
+
+        // Keys to generate (INSERT into a table whose generated column is left out).
+        let mut generated = Vec::new();
+        if let (Kind::Write(WriteKind::Insert | WriteKind::Replace), Some(ins)) =
+            (kind, &self.facts.insert)
+        {
+            if let TableKind::Sharded(t) = db.table(&ins.table) {
+                if let Some(g) = &t.key_generator {
+                    if !ins.columns.contains(&g.column) && !ins.columns.is_empty() {
+                        let mut values = Vec::with_capacity(ins.rows.len());
+                        for _ in &ins.rows {
+                            values.push(next_key(g).map_err(|detail| RouteError::KeyGeneration {
+                                table: t.name.clone(),
+                                column: g.column.clone(),
+                                detail,
+                            })?);
+                        }
+                        generated.push(Generated {
+                            table: t.name.clone(),
+                            generator: g.clone(),
+                            values,
+                        });
+                    }
+                }
+            }
+        }
+
+        let route = self.route(db, write, &generated)?;
+        let foreign_read = !write && route.as_ref().is_some_and(|r| r.owner != s.room);
+
+        // Data nodes of every table.
+        let mut tables = Vec::new();
+        for t in &self.facts.tables {
+            tables.push(self.table_route(db, t, write, &generated)?);
+        }
+        bind(db, &mut tables);
+        if let Some(node) = self.hint.and_then(|h| h.node.as_deref()) {
+            self.apply_node_hint(db, node, &mut tables)?;
+        }
+
+        Ok(Decision {
+            kind,
+            rule_version: rules.version(),
+            route,
+            foreign_read,
+            tables,
+            generated,
+            trace: self.hint.and_then(|h| h.trace).unwrap_or(false),
+        })
+    }
+
+    /// The ShardingKey route, and the room and ban checks for writes to unit databases.
+    fn route(
+        &self,
+        db: &Database,
+        write: bool,
+        generated: &[Generated],
+    ) -> Result<Option<Route>, RouteError> {
+        let rules = self.rules;
+        let target = self.write_target(db);
+        let table_name = target
+            .map(|(t, _)| t.name.clone())
+            .or_else(|| self.facts.tables.first().map(|t| t.name.clone()))
+            .unwrap_or_default();
+        let key_column = target.and_then(|(_, r)| r.and_then(|r| r.sharding_key.clone()));
+
+        // Every key the statement carries, best source first. The hint's key routes the
+        // statement, but the keys in its own rows or WHERE are checked too: a hint that names
+        // another user's key must not let rows of this one be written in the wrong room.
+        let mut keys: Vec<(Option<ShardingKey>, u32, KeySource)> = Vec::new();
+        let code_of = |k: &ShardingKey| {
+            rules
+                .route()
+                .route_code(k)
+                .map_err(|e| RouteError::BadShardingKey {
+                    table: table_name.clone(),
+                    detail: e.to_string(),
+                })
+        };
+        if let Some(code) = self.hint.and_then(|h| h.route_code) {
+            if code >= rules.route().count {
+                return Err(RouteError::BadShardingKey {
+                    table: table_name,
+                    detail: format!(
+                        "hint route_code {code} is outside the route codes 0-{}",
+                        rules.route().count - 1
+                    ),
+                });
+            }
+            keys.push((None, code, KeySource::HintRouteCode));
+        } else if let Some(k) = self.hint.and_then(|h| h.sharding_key.as_ref()) {
+            keys.push((Some(k.clone()), code_of(k)?, KeySource::HintKey));
+        }
+        if let (Some((t, Some(rule))), Some(col)) = (target, key_column.as_deref()) {
+            for v in self.key_values(t, rule, col, generated)? {
+                let k = match v {
+                    Value::Int(i) => ShardingKey::Int(i),
+                    Value::Str(s) => ShardingKey::Str(s),
+                    Value::Null => {
+                        return Err(RouteError::BadShardingKey {
+                            table: t.name.clone(),
+                            detail: format!("`{col}` is NULL"),
+                        })
+                    }
+                };
+                let code = code_of(&k)?;
+                keys.push((Some(k), code, KeySource::Column));
+            }
+        }
+        if keys.is_empty() {
+            if let Some(k) = self.session.session_key {
+                keys.push((Some(k.clone()), code_of(k)?, KeySource::Session));
+            }
+        }
+
+        if write && db.db_type == DatabaseType::Unit {
+            if matches!(self.facts.kind, Kind::Write(WriteKind::LoadData)) {
+                return Err(RouteError::Unsupported {
+                    what: "LOAD DATA".into(),
+                    database: db.name.clone(),
+                });
+            }
+            if keys.is_empty() {
+                let how = match &key_column {
+                    Some(c) => format!(
+                        "give `{c}` a value in the statement (INSERT column, or `{c} = …` in \
+                         WHERE), add a hint /* rb: sharding_key=… */, or SET @@rb_sharding_key"
+                    ),
+                    None => "the table has no ShardingKey column in the rules: add a hint \
+                             /* rb: sharding_key=… */ or SET @@rb_sharding_key"
+                        .to_string(),
+                };
+                return Err(RouteError::NoShardingKey {
+                    database: db.name.clone(),
+                    table: table_name,
+                    how,
+                    version: rules.version(),
+                });
+            }
+            for (_, code, _) in &keys {
+                let owner = rules.owner(*code);
+                if owner != self.session.room {
+                    return Err(RouteError::WrongRoom {
+                        table: table_name,
+                        code: *code,
+                        owner: self.room_name(owner),
+                        room: self.room_name(self.session.room),
+                        traffic_version: rules.traffic_version(),
+                    });
+                }
+                if rules.is_banned(*code) {
+                    return Err(RouteError::Banned {
+                        table: table_name,
+                        code: *code,
+                        owner: self.room_name(owner),
+                        ban_version: rules.ban_version(),
+                    });
+                }
+            }
+        }
+        Ok(keys.into_iter().next().map(|(key, code, source)| Route {
+            key,
+            code,
+            owner: rules.owner(code),
+            banned: rules.is_banned(code),
+            source,
+        }))
+    }
+
+    /// The table a write goes to (INSERT target, or the first table of UPDATE/DELETE), with its
+    /// rule if it is sharded; for reads, the first table with a ShardingKey column.
+    fn write_target<'d>(&self, db: &'d Database) -> Option<(&TableRef, Option<&'d TableRule>)> {
+        let rule = |t: &TableRef| match db.table(&t.name) {
+            TableKind::Sharded(r) => Some(r),
+            _ => None,
+        };
+        match self.facts.kind {
+            Kind::Write(_) => self.facts.tables.first().map(|t| (t, rule(t))),
+            _ => self
+                .facts
+                .tables
+                .iter()
+                .find(|t| rule(t).is_some_and(|r| r.sharding_key.is_some()))
+                .map(|t| (t, rule(t))),
+        }
+    }
+
+    /// The ShardingKey column's values: every INSERT row's, or the values the WHERE pins it to.
+    fn key_values(
+        &self,
+        t: &TableRef,
+        rule: &TableRule,
+        col: &str,
+        generated: &[Generated],
+    ) -> Result<Vec<Value>, RouteError> {
+        if let Some(ins) = &self.facts.insert {
+            if let Some(i) = ins.columns.iter().position(|c| c == col) {
+                let mut out = Vec::new();
+                for row in &ins.rows {
+                    match row.get(i).map(|op| self.value(op)).transpose()?.flatten() {
+                        Some(v) => out.push(v),
+                        None => return Ok(Vec::new()),
+                    }
+                }
+                return Ok(dedup(out));
+            }
+            if let Some(g) = generated
+                .iter()
+                .find(|g| g.table == rule.name && g.generator.column == col)
+            {
+                return Ok(dedup(g.values.iter().map(|v| Value::Int(*v)).collect()));
+            }
+            return Ok(Vec::new());
+        }
+        let Some(cond) = &self.facts.condition else {
+            return Ok(Vec::new());
+        };
+        Ok(self.pinned(cond, t, col)?.map(dedup).unwrap_or_default())
+    }
+
+    /// The finite set of values `cond` allows for `t.col`, if it pins one.
+    fn pinned(&self, cond: &Cond, t: &TableRef, col: &str) -> Result<Option<Vec<Value>>, RouteError> {
+        Ok(match cond {
+            Cond::In { column, values } if applies(column, t) && column.name == col => {
+                let mut out = Vec::new();
+                for v in values {
+                    match self.value(v)? {
+                        Some(v) => out.push(v),
+                        None => return Ok(None),
+                    }
+                }
+                Some(out)
+            }
+            Cond::And(parts) => {
+                for p in parts {
+                    if let Some(v) = self.pinned(p, t, col)? {
+                        return Ok(Some(v));
+                    }
+                }
+                None
+            }
+            Cond::Or(parts) => {
+                let mut out = Vec::new();
+                for p in parts {
+                    match self.pinned(p, t, col)? {
+                        Some(v) => out.extend(v),
+                        None => return Ok(None),
+                    }
+                }
+                Some(out)
+            }
+            _ => None,
+        })
+    }
+
+    fn table_route(
+        &self,
+        db: &Database,
+        t: &TableRef,
+        write: bool,
+        generated: &[Generated],
+    ) -> Result<TableRoute, RouteError> {
+        let node = |ds: usize, table: &str| NodeRef {
+            data_source: db.data_source_name(ds).to_string(),
+            table: table.to_string(),
+        };
+        match db.table(&t.name) {
+            TableKind::Single => Ok(TableRoute {
+                table: t.name.clone(),
+                layout: Layout::Single,
+                nodes: vec![node(db.default_data_source, &t.name)],
+                rows: Vec::new(),
+            }),
+            TableKind::Broadcast => {
+                // Writes reach every copy; reads one (the default data source).
+                let nodes = if write {
+                    (0..db.data_sources.len()).map(|i| node(i, &t.name)).collect()
+                } else {
+                    vec![node(db.default_data_source, &t.name)]
+                };
+                Ok(TableRoute {
+                    table: t.name.clone(),
+                    layout: Layout::Broadcast,
+                    nodes,
+                    rows: Vec::new(),
+                })
+            }
+            TableKind::Sharded(rule) => {
+                if let Kind::Write(WriteKind::Update) = self.facts.kind {
+                    for c in &self.facts.assigned {
+                        if applies(c, t) && sharding_columns(rule).contains(&c.name.as_str()) {
+                            return Err(RouteError::ChangesShardingColumn {
+                                table: rule.name.clone(),
+                                column: c.name.clone(),
+                            });
+                        }
+                    }
+                }
+                let mut rows = Vec::new();
+                let set: Option<BTreeSet<usize>> = match &self.facts.insert {
+                    Some(ins) if ins.table.eq_ignore_ascii_case(&t.name) => {
+                        let mut all = BTreeSet::new();
+                        for (r, row) in ins.rows.iter().enumerate() {
+                            let n = self.row_node(rule, db, &ins.columns, row, r, generated)?;
+                            rows.push(node(rule.nodes[n].data_source, &rule.nodes[n].table));
+                            all.insert(n);
+                        }
+                        Some(all)
+                    }
+                    _ => match self.hinted_nodes(rule, db, t)? {
+                        Some(s) => Some(s),
+                        None => match &self.facts.condition {
+                            Some(c) => self.cond_nodes(rule, db, t, c)?,
+                            None => None,
+                        },
+                    },
+                };
+                let idx: Vec<usize> = match set {
+                    Some(s) => s.into_iter().collect(),
+                    None => (0..rule.nodes.len()).collect(),
+                };
+                let mut nodes: Vec<NodeRef> = idx
+                    .iter()
+                    .map(|i| node(rule.nodes[*i].data_source, &rule.nodes[*i].table))
+                    .collect();
+                nodes.sort();
+                Ok(TableRoute {
+                    table: t.name.clone(),
+                    layout: Layout::Sharded,
+                    nodes,
+                    rows,
+                })
+            }
+        }
+    }
+
+    /// The node of one INSERT row.
+    fn row_node(
+        &self,
+        rule: &TableRule,
+        db: &Database,
+        columns: &[String],
+        row: &[Operand],
+        r: usize,
+        generated: &[Generated],
+    ) -> Result<usize, RouteError> {
+        let value_of = |col: &str| -> Result<Value, RouteError> {
+            if let Some(i) = columns.iter().position(|c| c == col) {
+                return match row.get(i).map(|op| self.value(op)).transpose()?.flatten() {
+                    Some(v) => Ok(v),
+                    None => Err(RouteError::NoDataNode {
+                        table: rule.name.clone(),
+                        detail: format!(
+                            "row {}: sharding column `{col}` is an expression the proxy does not evaluate",
+                            r + 1
+                        ),
+                    }),
+                };
+            }
+            if let Some(g) = generated
+                .iter()
+                .find(|g| g.table == rule.name && g.generator.column == col)
+            {
+                return Ok(Value::Int(g.values[r]));
+            }
+            Err(RouteError::NoDataNode {
+                table: rule.name.clone(),
+                detail: format!("row {}: the INSERT gives no value for sharding column `{col}`", r + 1),
+            })
+        };
+        let mut candidates: BTreeSet<usize> = (0..rule.nodes.len()).collect();
+        for (strategy, tables) in [(&rule.database, false), (&rule.table, true)] {
+            let Some(s) = strategy else { continue };
+            let v = value_of(&s.column)?;
+            let pick = s.pick(&v).map_err(|e| RouteError::NoDataNode {
+                table: rule.name.clone(),
+                detail: format!("row {}: {e}", r + 1),
+            })?;
+            let picked: BTreeSet<usize> = pick_nodes(rule, db, &pick, tables);
+            candidates = candidates.intersection(&picked).copied().collect();
+        }
+        if candidates.len() != 1 {
+            return Err(RouteError::NoDataNode {
+                table: rule.name.clone(),
+                detail: format!(
+                    "row {} maps to {} data nodes; an INSERT row needs exactly one",
+                    r + 1,
+                    candidates.len()
+                ),
+            });
+        }
+        Ok(candidates.into_iter().next().unwrap_or_default())
+    }
+
+    /// Nodes chosen by ShardingSphere-style table values in the hint.
+    fn hinted_nodes(
+        &self,
+        rule: &TableRule,
+        db: &Database,
+        t: &TableRef,
+    ) -> Result<Option<BTreeSet<usize>>, RouteError> {
+        let Some(h) = self.hint else { return Ok(None) };
+        let mut set: Option<BTreeSet<usize>> = None;
+        for (table, kind, key) in &h.table_values {
+            if !(table.is_empty() || table.eq_ignore_ascii_case(&t.name)) {
+                continue;
+            }
+            let (strategy, tables) = match kind {
+                ValueKind::Database => (&rule.database, false),
+                ValueKind::Table => (&rule.table, true),
+            };
+            let Some(s) = strategy else { continue };
+            let v = match key {
+                ShardingKey::Int(i) => Value::Int(*i),
+                ShardingKey::Str(s) => Value::Str(s.clone()),
+            };
+            let picked = match s.pick(&v) {
+                Ok(p) => pick_nodes(rule, db, &p, tables),
+                Err(_) => BTreeSet::new(),
+            };
+            set = Some(match set {
+                None => picked,
+                Some(prev) => prev.intersection(&picked).copied().collect(),
+            });
+        }
+        Ok(set)
+    }
+
+    /// Nodes a WHERE condition allows; `None` for all.
+    fn cond_nodes(
+        &self,
+        rule: &TableRule,
+        db: &Database,
+        t: &TableRef,
+        cond: &Cond,
+    ) -> Result<Option<BTreeSet<usize>>, RouteError> {
+        Ok(match cond {
+            Cond::And(parts) => {
+                let mut acc: Option<BTreeSet<usize>> = None;
+                for p in parts {
+                    if let Some(s) = self.cond_nodes(rule, db, t, p)? {
+                        acc = Some(match acc {
+                            None => s,
+                            Some(a) => a.intersection(&s).copied().collect(),
+                        });
+                    }
+                }
+                acc
+            }
+            Cond::Or(parts) => {
+                let mut acc = BTreeSet::new();
+                for p in parts {
+                    match self.cond_nodes(rule, db, t, p)? {
+                        Some(s) => acc.extend(s),
+                        None => return Ok(None),
+                    }
+                }
+                Some(acc)
+            }
+            Cond::In { column, values } if applies(column, t) => {
+                let strategies = strategies_on(rule, &column.name);
+                if strategies.is_empty() {
+                    return Ok(None);
+                }
+                let mut acc = BTreeSet::new();
+                for v in values {
+                    let Some(v) = self.value(v)? else {
+                        return Ok(None);
+                    };
+                    let mut one: BTreeSet<usize> = (0..rule.nodes.len()).collect();
+                    for (s, tables) in &strategies {
+                        // A value no target holds reaches no node (like MySQL finding no row).
+                        let picked = match s.pick(&v) {
+                            Ok(p) => pick_nodes(rule, db, &p, *tables),
+                            Err(_) => BTreeSet::new(),
+                        };
+                        one = one.intersection(&picked).copied().collect();
+                    }
+                    acc.extend(one);
+                }
+                Some(acc)
+            }
+            Cond::Range { column, low, high } if applies(column, t) => {
+                let strategies = strategies_on(rule, &column.name);
+                if strategies.is_empty() {
+                    return Ok(None);
+                }
+                let low = match low {
+                    Some(op) => match self.value(op)? {
+                        Some(v) => Some(v),
+                        None => return Ok(None),
+                    },
+                    None => None,
+                };
+                let high = match high {
+                    Some(op) => match self.value(op)? {
+                        Some(v) => Some(v),
+                        None => return Ok(None),
+                    },
+                    None => None,
+                };
+                let mut one: BTreeSet<usize> = (0..rule.nodes.len()).collect();
+                for (s, tables) in &strategies {
+                    if let Some(picks) = s.pick_range(low.as_ref(), high.as_ref()) {
+                        let mut picked = BTreeSet::new();
+                        for p in &picks {
+                            picked.extend(pick_nodes(rule, db, p, *tables));
+                        }
+                        one = one.intersection(&picked).copied().collect();
+                    }
+                }
+                Some(one)
+            }
+            _ => None,
+        })
+    }
+
+    fn apply_node_hint(
+        &self,
+        db: &Database,
+        node: &str,
+        tables: &mut [TableRoute],
+    ) -> Result<(), RouteError> {
+        let (ds, table) = match node.split_once('.') {
+            Some((d, t)) => (d, Some(t)),
+            None => (node, None),
+        };
+        let bad = || RouteError::HintNode {
+            node: node.to_string(),
+            database: db.name.clone(),
+        };
+        if !db.data_sources.iter().any(|d| d.name == ds) {
+            return Err(bad());
+        }
+        for t in tables.iter_mut() {
+            let keep: Vec<NodeRef> = match table {
+                // A whole node: only for the sharded table it belongs to.
+                Some(phys) => t
+                    .nodes
+                    .iter()
+                    .filter(|n| n.data_source == ds && n.table.eq_ignore_ascii_case(phys))
+                    .cloned()
+                    .collect(),
+                None => t
+                    .nodes
+                    .iter()
+                    .filter(|n| n.data_source == ds)
+                    .cloned()
+                    .collect(),
+            };
+            if keep.is_empty() && t.layout == Layout::Sharded {
+                return Err(bad());
+            }
+            if t.layout == Layout::Sharded {
+                t.nodes = keep;
+            } else {
+                t.nodes = vec![NodeRef {
+                    data_source: ds.to_string(),
+                    table: t.table.clone(),
+                }];
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tables of one binding group shard alike and join on one node: each keeps only the node
+/// positions (data source, table number) that every member of its group in the statement
+/// reaches. Their node lists have the same shape (validated), so positions line up.
+fn bind(db: &Database, tables: &mut [TableRoute]) {
+    let position = |t: &TableRoute, n: &NodeRef| -> Option<usize> {
+        let TableKind::Sharded(rule) = db.table(&t.table) else {
+            return None;
+        };
+        rule.nodes.iter().position(|x| {
+            db.data_source_name(x.data_source) == n.data_source && x.table == n.table
+        })
+    };
+    let groups: BTreeSet<usize> = tables
+        .iter()
+        .filter_map(|t| db.binding_group(&t.table))
+        .collect();
+    for g in groups {
+        let members: Vec<usize> = (0..tables.len())
+            .filter(|i| db.binding_group(&tables[*i].table) == Some(g))
+            .collect();
+        if members.len() < 2 {
+            continue;
+        }
+        let mut common: Option<BTreeSet<usize>> = None;
+        for &i in &members {
+            let set: BTreeSet<usize> = tables[i]
+                .nodes
+                .iter()
+                .filter_map(|n| position(&tables[i], n))
+                .collect();
+            common = Some(match common {
+                None => set,
+                Some(c) => c.intersection(&set).copied().collect(),
+            });
+        }
+        let common = common.unwrap_or_default();
+        for &i in &members {
+            let t = &tables[i];
+            let keep: Vec<NodeRef> = t
+                .nodes
+                .iter()
+                .filter(|n| position(t, n).is_some_and(|p| common.contains(&p)))
+                .cloned()
+                .collect();
+            tables[i].nodes = keep;
+        }
+    }
+}
+
+/// Whether a column reference can mean a column of table `t`.
+fn applies(c: &ColumnRef, t: &TableRef) -> bool {
+    match &c.qualifier {
+        None => true,
+        Some(q) => {
+            q.eq_ignore_ascii_case(&t.name)
+                || t.alias.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(q))
+        }
+    }
+}
+
+fn sharding_columns(rule: &TableRule) -> Vec<&str> {
+    let mut v = Vec::new();
+    if let Some(k) = &rule.sharding_key {
+        v.push(k.as_str());
+    }
+    for s in [&rule.database, &rule.table].into_iter().flatten() {
+        v.push(s.column.as_str());
+    }
+    v
+}
+
+fn strategies_on<'r>(rule: &'r TableRule, column: &str) -> Vec<(&'r Strategy, bool)> {
+    let mut v = Vec::new();
+    if let Some(s) = &rule.database {
+        if s.column == column {
+            v.push((s, false));
+        }
+    }
+    if let Some(s) = &rule.table {
+        if s.column == column {
+            v.push((s, true));
+        }
+    }
+    v
+}
+
+fn pick_nodes(rule: &TableRule, db: &Database, pick: &Pick, tables: bool) -> BTreeSet<usize> {
+    if tables {
+        rule.nodes_of_table(pick).into_iter().collect()
+    } else {
+        rule.nodes_of_data_source(pick, db).into_iter().collect()
+    }
+}
+
+fn dedup(mut v: Vec<Value>) -> Vec<Value> {
+    v.sort();
+    v.dedup();
+    v
+}
