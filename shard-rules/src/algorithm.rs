@@ -67,7 +67,10 @@ pub enum StrategySpec {
     },
     /// Target `i` holds `boundaries[i-1] <= value < boundaries[i]`: `len + 1` targets.
     #[serde(alias = "BOUNDARY_RANGE")]
-    BoundaryRange { column: String, boundaries: Vec<i64> },
+    BoundaryRange {
+        column: String,
+        boundaries: Vec<i64>,
+    },
     /// Date/time values (`'YYYY-MM-DD[ HH:MM:SS]'`) from `lower` to `upper`, in steps of `amount`
     /// `unit`s; the target table is `<logical table>_<suffix>` with the step's first day
     /// formatted by `suffix` (`yyyy`, `MM`, `dd`; e.g. `yyyyMM` → `t_order_202403`). Tables only.
@@ -146,22 +149,18 @@ impl Strategy {
         logical: &str,
         tables: bool,
     ) -> Result<Strategy, (&'static str, String)> {
-        let count_matches = |count: Option<u32>, needed: usize, what: &str| {
-            match count {
-                Some(c) if c as usize != targets => Err((
-                    "count",
-                    format!(
-                        "{what} count {c} does not match the {targets} targets the data nodes list"
-                    ),
-                )),
-                _ if needed != targets => Err((
-                    "data_nodes",
-                    format!(
-                        "the algorithm needs {needed} targets; the data nodes list {targets}"
-                    ),
-                )),
-                _ => Ok(()),
-            }
+        let count_matches = |count: Option<u32>, needed: usize, what: &str| match count {
+            Some(c) if c as usize != targets => Err((
+                "count",
+                format!(
+                    "{what} count {c} does not match the {targets} targets the data nodes list"
+                ),
+            )),
+            _ if needed != targets => Err((
+                "data_nodes",
+                format!("the algorithm needs {needed} targets; the data nodes list {targets}"),
+            )),
+            _ => Ok(()),
         };
         let lower = |c: &str| c.trim().to_ascii_lowercase();
         Ok(match spec {
@@ -399,7 +398,12 @@ impl Strategy {
                 };
                 let lo = d(low).unwrap_or(iv.lower).max(iv.lower);
                 let hi = d(high)?.min(iv.upper);
-                Some(iv.names_between(lo, hi).into_iter().map(Pick::Name).collect())
+                Some(
+                    iv.names_between(lo, hi)
+                        .into_iter()
+                        .map(Pick::Name)
+                        .collect(),
+                )
             }
             // A short integer range is listed value by value; anything else reaches every target.
             _ => {
@@ -494,7 +498,9 @@ impl Date {
         }
         let num = |r: std::ops::Range<usize>| -> Option<u32> {
             let t = date.get(r)?;
-            t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+            t.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| t.parse().ok())?
         };
         let (y, m, d) = (num(0..4)? as i32, num(5..7)?, num(8..10)?);
         if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
@@ -577,7 +583,10 @@ impl Interval {
             IntervalUnit::Day => Date::from_days(self.lower.days() + k),
             IntervalUnit::Month => {
                 let total = i64::from(self.lower.y) * 12 + i64::from(self.lower.m) - 1 + k;
-                let (y, m) = (total.div_euclid(12) as i32, (total.rem_euclid(12) + 1) as u32);
+                let (y, m) = (
+                    total.div_euclid(12) as i32,
+                    (total.rem_euclid(12) + 1) as u32,
+                );
                 Date {
                     y,
                     m,
@@ -687,7 +696,9 @@ mod tests {
             .map(|x| idx(&b, Value::Int(*x)))
             .collect();
         assert_eq!(got, [0, 1, 1, 2, 2, 3, 3]);
-        let r = b.pick_range(Some(&Value::Int(2)), Some(&Value::Int(7))).unwrap();
+        let r = b
+            .pick_range(Some(&Value::Int(2)), Some(&Value::Int(7)))
+            .unwrap();
         assert_eq!(r, [Pick::Index(1), Pick::Index(2)]);
         assert!(compile(
             "algorithm = 'boundary_range'\ncolumn = 'a'\nboundaries = [5, 1]",
@@ -725,8 +736,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             r,
-            ["t_order_202402", "t_order_202403", "t_order_202404"]
-                .map(|s| Pick::Name(s.into()))
+            ["t_order_202402", "t_order_202403", "t_order_202404"].map(|s| Pick::Name(s.into()))
         );
         // Every two days, across a leap day.
         let d = compile(
@@ -748,7 +758,10 @@ mod tests {
             Pick::Name("t_order_20240229".into())
         );
         assert!(Date::parse("2023-02-29").is_none());
-        assert_eq!(Date::from_days(Date::parse("2000-03-01").unwrap().days()).d, 1);
+        assert_eq!(
+            Date::from_days(Date::parse("2000-03-01").unwrap().days()).d,
+            1
+        );
     }
 
     #[test]
@@ -765,6 +778,10 @@ mod tests {
         );
         let e = compile("algorithm = 'inline'\nexpression = 't_${a + b}'", 8).unwrap_err();
         assert_eq!(e.0, "expression");
-        assert!(e.1.contains("exactly one column (it reads a, b)"), "{}", e.1);
+        assert!(
+            e.1.contains("exactly one column (it reads a, b)"),
+            "{}",
+            e.1
+        );
     }
 }

@@ -64,7 +64,10 @@ pub enum Cond {
     And(Vec<Cond>),
     Or(Vec<Cond>),
     /// `column = v` or `column IN (v, …)`.
-    In { column: ColumnRef, values: Vec<Operand> },
+    In {
+        column: ColumnRef,
+        values: Vec<Operand>,
+    },
     /// `column BETWEEN low AND high`, `column >= low`, `column < high`… (bounds inclusive: a
     /// superset of the rows).
     Range {
@@ -183,7 +186,10 @@ fn last_part(name: &ObjectName) -> (Option<String>, String) {
     let parts: Vec<String> = name
         .0
         .iter()
-        .map(|p| p.as_ident().map_or_else(|| p.to_string(), |i| i.value.clone()))
+        .map(|p| {
+            p.as_ident()
+                .map_or_else(|| p.to_string(), |i| i.value.clone())
+        })
         .collect();
     match parts.as_slice() {
         [] => (None, String::new()),
@@ -380,11 +386,7 @@ impl Analyzer {
         };
         self.table(&name, None);
         let (_, table) = last_part(&name);
-        let mut columns: Vec<String> = ins
-            .columns
-            .iter()
-            .map(|c| lower(&last_part(c).1))
-            .collect();
+        let mut columns: Vec<String> = ins.columns.iter().map(|c| lower(&last_part(c).1)).collect();
         let mut rows = Vec::new();
         if !ins.assignments.is_empty() {
             // INSERT … SET a = 1, b = 2
@@ -521,8 +523,8 @@ impl Analyzer {
                         _ => return Cond::Other,
                     };
                     // `col > v` and `v < col` bound the column from below.
-                    let below = matches!(op, BinaryOperator::Gt | BinaryOperator::GtEq)
-                        == col_is_left;
+                    let below =
+                        matches!(op, BinaryOperator::Gt | BinaryOperator::GtEq) == col_is_left;
                     if below {
                         Cond::Range {
                             column: col,
@@ -603,10 +605,19 @@ mod tests {
         let k = |sql: &str| analyze(sql).unwrap().kind;
         assert_eq!(k("SELECT 1"), Kind::Read);
         assert_eq!(k("SHOW TABLES"), Kind::Read);
-        assert_eq!(k("INSERT INTO t (a) VALUES (1)"), Kind::Write(WriteKind::Insert));
-        assert_eq!(k("REPLACE INTO t (a) VALUES (1)"), Kind::Write(WriteKind::Replace));
+        assert_eq!(
+            k("INSERT INTO t (a) VALUES (1)"),
+            Kind::Write(WriteKind::Insert)
+        );
+        assert_eq!(
+            k("REPLACE INTO t (a) VALUES (1)"),
+            Kind::Write(WriteKind::Replace)
+        );
         assert_eq!(k("UPDATE t SET a = 1"), Kind::Write(WriteKind::Update));
-        assert_eq!(k("DELETE FROM t WHERE a = 1"), Kind::Write(WriteKind::Delete));
+        assert_eq!(
+            k("DELETE FROM t WHERE a = 1"),
+            Kind::Write(WriteKind::Delete)
+        );
         assert_eq!(k("CREATE TABLE t (a INT)"), Kind::Ddl);
         assert_eq!(k("TRUNCATE TABLE t"), Kind::Ddl);
         assert_eq!(k("BEGIN"), Kind::Transaction);

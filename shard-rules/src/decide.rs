@@ -12,12 +12,14 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use sql_hint::{Hint, ValueKind};
 
 use crate::algorithm::{Pick, Strategy, Value};
 use crate::analyze::{ColumnRef, Cond, Facts, Kind, Operand, TableRef, WriteKind};
 use crate::config::{ConnectionMode, DatabaseType, RoomRole};
+use crate::nodeset::NodeSet;
 use crate::route::ShardingKey;
 use crate::ruleset::{Database, KeyGenerator, RoomId, RuleSet, TableKind, TableRule};
 
@@ -64,8 +66,8 @@ pub enum Layout {
 /// `data_source.table` with the logical data source's name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeRef {
-    pub data_source: String,
-    pub table: String,
+    pub data_source: Arc<str>,
+    pub table: Arc<str>,
 }
 
 impl fmt::Display for NodeRef {
@@ -114,7 +116,7 @@ impl Decision {
     pub fn data_sources(&self) -> BTreeSet<&str> {
         self.tables
             .iter()
-            .flat_map(|t| t.nodes.iter().map(|n| n.data_source.as_str()))
+            .flat_map(|t| t.nodes.iter().map(|n| &*n.data_source))
             .collect()
     }
 }
@@ -332,10 +334,12 @@ impl Decider<'_> {
                     if !ins.columns.contains(&g.column) && !ins.columns.is_empty() {
                         let mut values = Vec::with_capacity(ins.rows.len());
                         for _ in &ins.rows {
-                            values.push(next_key(g).map_err(|detail| RouteError::KeyGeneration {
-                                table: t.name.clone(),
-                                column: g.column.clone(),
-                                detail,
+                            values.push(next_key(g).map_err(|detail| {
+                                RouteError::KeyGeneration {
+                                    table: t.name.clone(),
+                                    column: g.column.clone(),
+                                    detail,
+                                }
                             })?);
                         }
                         generated.push(Generated {
@@ -381,11 +385,11 @@ impl Decider<'_> {
     ) -> Result<Option<Route>, RouteError> {
         let rules = self.rules;
         let target = self.write_target(db);
-        let table_name = target
-            .map(|(t, _)| t.name.clone())
-            .or_else(|| self.facts.tables.first().map(|t| t.name.clone()))
+        let table_name: &str = target
+            .map(|(t, _)| t.name.as_str())
+            .or_else(|| self.facts.tables.first().map(|t| t.name.as_str()))
             .unwrap_or_default();
-        let key_column = target.and_then(|(_, r)| r.and_then(|r| r.sharding_key.clone()));
+        let key_column = target.and_then(|(_, r)| r.and_then(|r| r.sharding_key.as_deref()));
 
         // Every key the statement carries, best source first. The hint's key routes the
         // statement, but the keys in its own rows or WHERE are checked too: a hint that names
@@ -396,14 +400,14 @@ impl Decider<'_> {
                 .route()
                 .route_code(k)
                 .map_err(|e| RouteError::BadShardingKey {
-                    table: table_name.clone(),
+                    table: table_name.to_string(),
                     detail: e.to_string(),
                 })
         };
         if let Some(code) = self.hint.and_then(|h| h.route_code) {
             if code >= rules.route().count {
                 return Err(RouteError::BadShardingKey {
-                    table: table_name,
+                    table: table_name.to_string(),
                     detail: format!(
                         "hint route_code {code} is outside the route codes 0-{}",
                         rules.route().count - 1
@@ -414,7 +418,7 @@ impl Decider<'_> {
         } else if let Some(k) = self.hint.and_then(|h| h.sharding_key.as_ref()) {
             keys.push((Some(k.clone()), code_of(k)?, KeySource::HintKey));
         }
-        if let (Some((t, Some(rule))), Some(col)) = (target, key_column.as_deref()) {
+        if let (Some((t, Some(rule))), Some(col)) = (target, key_column) {
             for v in self.key_values(t, rule, col, generated)? {
                 let k = match v {
                     Value::Int(i) => ShardingKey::Int(i),
@@ -455,7 +459,7 @@ impl Decider<'_> {
                 };
                 return Err(RouteError::NoShardingKey {
                     database: db.name.clone(),
-                    table: table_name,
+                    table: table_name.to_string(),
                     how,
                     version: rules.version(),
                 });
@@ -464,7 +468,7 @@ impl Decider<'_> {
                 let owner = rules.owner(*code);
                 if owner != self.session.room {
                     return Err(RouteError::WrongRoom {
-                        table: table_name,
+                        table: table_name.to_string(),
                         code: *code,
                         owner: self.room_name(owner),
                         room: self.room_name(self.session.room),
@@ -473,7 +477,7 @@ impl Decider<'_> {
                 }
                 if rules.is_banned(*code) {
                     return Err(RouteError::Banned {
-                        table: table_name,
+                        table: table_name.to_string(),
                         code: *code,
                         owner: self.room_name(owner),
                         ban_version: rules.ban_version(),
@@ -542,7 +546,12 @@ impl Decider<'_> {
     }
 
     /// The finite set of values `cond` allows for `t.col`, if it pins one.
-    fn pinned(&self, cond: &Cond, t: &TableRef, col: &str) -> Result<Option<Vec<Value>>, RouteError> {
+    fn pinned(
+        &self,
+        cond: &Cond,
+        t: &TableRef,
+        col: &str,
+    ) -> Result<Option<Vec<Value>>, RouteError> {
         Ok(match cond {
             Cond::In { column, values } if applies(column, t) && column.name == col => {
                 let mut out = Vec::new();
@@ -583,23 +592,26 @@ impl Decider<'_> {
         write: bool,
         generated: &[Generated],
     ) -> Result<TableRoute, RouteError> {
-        let node = |ds: usize, table: &str| NodeRef {
-            data_source: db.data_source_name(ds).to_string(),
-            table: table.to_string(),
+        let node = |ds: usize, table: &Arc<str>| NodeRef {
+            data_source: db.data_source_arc(ds),
+            table: table.clone(),
         };
+        let written: Arc<str> = Arc::from(t.name.as_str());
         match db.table(&t.name) {
             TableKind::Single => Ok(TableRoute {
                 table: t.name.clone(),
                 layout: Layout::Single,
-                nodes: vec![node(db.default_data_source, &t.name)],
+                nodes: vec![node(db.default_data_source, &written)],
                 rows: Vec::new(),
             }),
             TableKind::Broadcast => {
                 // Writes reach every copy; reads one (the default data source).
                 let nodes = if write {
-                    (0..db.data_sources.len()).map(|i| node(i, &t.name)).collect()
+                    (0..db.data_sources.len())
+                        .map(|i| node(i, &written))
+                        .collect()
                 } else {
-                    vec![node(db.default_data_source, &t.name)]
+                    vec![node(db.default_data_source, &written)]
                 };
                 Ok(TableRoute {
                     table: t.name.clone(),
@@ -611,7 +623,7 @@ impl Decider<'_> {
             TableKind::Sharded(rule) => {
                 if let Kind::Write(WriteKind::Update) = self.facts.kind {
                     for c in &self.facts.assigned {
-                        if applies(c, t) && sharding_columns(rule).contains(&c.name.as_str()) {
+                        if applies(c, t) && is_sharding_column(rule, &c.name) {
                             return Err(RouteError::ChangesShardingColumn {
                                 table: rule.name.clone(),
                                 column: c.name.clone(),
@@ -620,9 +632,9 @@ impl Decider<'_> {
                     }
                 }
                 let mut rows = Vec::new();
-                let set: Option<BTreeSet<usize>> = match &self.facts.insert {
+                let set: Option<NodeSet> = match &self.facts.insert {
                     Some(ins) if ins.table.eq_ignore_ascii_case(&t.name) => {
-                        let mut all = BTreeSet::new();
+                        let mut all = NodeSet::empty(rule.nodes.len());
                         for (r, row) in ins.rows.iter().enumerate() {
                             let n = self.row_node(rule, db, &ins.columns, row, r, generated)?;
                             rows.push(node(rule.nodes[n].data_source, &rule.nodes[n].table));
@@ -639,7 +651,7 @@ impl Decider<'_> {
                     },
                 };
                 let idx: Vec<usize> = match set {
-                    Some(s) => s.into_iter().collect(),
+                    Some(s) => s.iter().collect(),
                     None => (0..rule.nodes.len()).collect(),
                 };
                 let mut nodes: Vec<NodeRef> = idx
@@ -688,10 +700,13 @@ impl Decider<'_> {
             }
             Err(RouteError::NoDataNode {
                 table: rule.name.clone(),
-                detail: format!("row {}: the INSERT gives no value for sharding column `{col}`", r + 1),
+                detail: format!(
+                    "row {}: the INSERT gives no value for sharding column `{col}`",
+                    r + 1
+                ),
             })
         };
-        let mut candidates: BTreeSet<usize> = (0..rule.nodes.len()).collect();
+        let mut candidates = NodeSet::full(rule.nodes.len());
         for (strategy, tables) in [(&rule.database, false), (&rule.table, true)] {
             let Some(s) = strategy else { continue };
             let v = value_of(&s.column)?;
@@ -699,8 +714,7 @@ impl Decider<'_> {
                 table: rule.name.clone(),
                 detail: format!("row {}: {e}", r + 1),
             })?;
-            let picked: BTreeSet<usize> = pick_nodes(rule, db, &pick, tables);
-            candidates = candidates.intersection(&picked).copied().collect();
+            candidates.intersect(&pick_nodes(rule, db, &pick, tables));
         }
         if candidates.len() != 1 {
             return Err(RouteError::NoDataNode {
@@ -712,7 +726,7 @@ impl Decider<'_> {
                 ),
             });
         }
-        Ok(candidates.into_iter().next().unwrap_or_default())
+        Ok(candidates.first().unwrap_or_default())
     }
 
     /// Nodes chosen by ShardingSphere-style table values in the hint.
@@ -721,9 +735,9 @@ impl Decider<'_> {
         rule: &TableRule,
         db: &Database,
         t: &TableRef,
-    ) -> Result<Option<BTreeSet<usize>>, RouteError> {
+    ) -> Result<Option<NodeSet>, RouteError> {
         let Some(h) = self.hint else { return Ok(None) };
-        let mut set: Option<BTreeSet<usize>> = None;
+        let mut set: Option<NodeSet> = None;
         for (table, kind, key) in &h.table_values {
             if !(table.is_empty() || table.eq_ignore_ascii_case(&t.name)) {
                 continue;
@@ -739,11 +753,14 @@ impl Decider<'_> {
             };
             let picked = match s.pick(&v) {
                 Ok(p) => pick_nodes(rule, db, &p, tables),
-                Err(_) => BTreeSet::new(),
+                Err(_) => NodeSet::empty(rule.nodes.len()),
             };
             set = Some(match set {
                 None => picked,
-                Some(prev) => prev.intersection(&picked).copied().collect(),
+                Some(mut prev) => {
+                    prev.intersect(&picked);
+                    prev
+                }
             });
         }
         Ok(set)
@@ -756,25 +773,29 @@ impl Decider<'_> {
         db: &Database,
         t: &TableRef,
         cond: &Cond,
-    ) -> Result<Option<BTreeSet<usize>>, RouteError> {
+    ) -> Result<Option<NodeSet>, RouteError> {
+        let n = rule.nodes.len();
         Ok(match cond {
             Cond::And(parts) => {
-                let mut acc: Option<BTreeSet<usize>> = None;
+                let mut acc: Option<NodeSet> = None;
                 for p in parts {
                     if let Some(s) = self.cond_nodes(rule, db, t, p)? {
                         acc = Some(match acc {
                             None => s,
-                            Some(a) => a.intersection(&s).copied().collect(),
+                            Some(mut a) => {
+                                a.intersect(&s);
+                                a
+                            }
                         });
                     }
                 }
                 acc
             }
             Cond::Or(parts) => {
-                let mut acc = BTreeSet::new();
+                let mut acc = NodeSet::empty(n);
                 for p in parts {
                     match self.cond_nodes(rule, db, t, p)? {
-                        Some(s) => acc.extend(s),
+                        Some(s) => acc.union(&s),
                         None => return Ok(None),
                     }
                 }
@@ -782,30 +803,29 @@ impl Decider<'_> {
             }
             Cond::In { column, values } if applies(column, t) => {
                 let strategies = strategies_on(rule, &column.name);
-                if strategies.is_empty() {
+                if strategies.clone().next().is_none() {
                     return Ok(None);
                 }
-                let mut acc = BTreeSet::new();
+                let mut acc = NodeSet::empty(n);
                 for v in values {
                     let Some(v) = self.value(v)? else {
                         return Ok(None);
                     };
-                    let mut one: BTreeSet<usize> = (0..rule.nodes.len()).collect();
-                    for (s, tables) in &strategies {
+                    let mut one = NodeSet::full(n);
+                    for (s, tables) in strategies.clone() {
                         // A value no target holds reaches no node (like MySQL finding no row).
-                        let picked = match s.pick(&v) {
-                            Ok(p) => pick_nodes(rule, db, &p, *tables),
-                            Err(_) => BTreeSet::new(),
-                        };
-                        one = one.intersection(&picked).copied().collect();
+                        match s.pick(&v) {
+                            Ok(p) => one.intersect(&pick_nodes(rule, db, &p, tables)),
+                            Err(_) => one = NodeSet::empty(n),
+                        }
                     }
-                    acc.extend(one);
+                    acc.union(&one);
                 }
                 Some(acc)
             }
             Cond::Range { column, low, high } if applies(column, t) => {
                 let strategies = strategies_on(rule, &column.name);
-                if strategies.is_empty() {
+                if strategies.clone().next().is_none() {
                     return Ok(None);
                 }
                 let low = match low {
@@ -822,14 +842,14 @@ impl Decider<'_> {
                     },
                     None => None,
                 };
-                let mut one: BTreeSet<usize> = (0..rule.nodes.len()).collect();
-                for (s, tables) in &strategies {
+                let mut one = NodeSet::full(n);
+                for (s, tables) in strategies.clone() {
                     if let Some(picks) = s.pick_range(low.as_ref(), high.as_ref()) {
-                        let mut picked = BTreeSet::new();
+                        let mut picked = NodeSet::empty(n);
                         for p in &picks {
-                            picked.extend(pick_nodes(rule, db, p, *tables));
+                            picked.union(&pick_nodes(rule, db, p, tables));
                         }
-                        one = one.intersection(&picked).copied().collect();
+                        one.intersect(&picked);
                     }
                 }
                 Some(one)
@@ -852,7 +872,7 @@ impl Decider<'_> {
             node: node.to_string(),
             database: db.name.clone(),
         };
-        if !db.data_sources.iter().any(|d| d.name == ds) {
+        if !db.data_sources.iter().any(|d| &*d.name == ds) {
             return Err(bad());
         }
         for t in tables.iter_mut() {
@@ -861,13 +881,13 @@ impl Decider<'_> {
                 Some(phys) => t
                     .nodes
                     .iter()
-                    .filter(|n| n.data_source == ds && n.table.eq_ignore_ascii_case(phys))
+                    .filter(|n| &*n.data_source == ds && n.table.eq_ignore_ascii_case(phys))
                     .cloned()
                     .collect(),
                 None => t
                     .nodes
                     .iter()
-                    .filter(|n| n.data_source == ds)
+                    .filter(|n| &*n.data_source == ds)
                     .cloned()
                     .collect(),
             };
@@ -878,8 +898,8 @@ impl Decider<'_> {
                 t.nodes = keep;
             } else {
                 t.nodes = vec![NodeRef {
-                    data_source: ds.to_string(),
-                    table: t.table.clone(),
+                    data_source: Arc::from(ds),
+                    table: Arc::from(t.table.as_str()),
                 }];
             }
         }
@@ -891,12 +911,15 @@ impl Decider<'_> {
 /// positions (data source, table number) that every member of its group in the statement
 /// reaches. Their node lists have the same shape (validated), so positions line up.
 fn bind(db: &Database, tables: &mut [TableRoute]) {
+    if tables.len() < 2 {
+        return;
+    }
     let position = |t: &TableRoute, n: &NodeRef| -> Option<usize> {
         let TableKind::Sharded(rule) = db.table(&t.table) else {
             return None;
         };
         rule.nodes.iter().position(|x| {
-            db.data_source_name(x.data_source) == n.data_source && x.table == n.table
+            db.data_source_name(x.data_source) == &*n.data_source && x.table == n.table
         })
     };
     let groups: BTreeSet<usize> = tables
@@ -942,42 +965,40 @@ fn applies(c: &ColumnRef, t: &TableRef) -> bool {
         None => true,
         Some(q) => {
             q.eq_ignore_ascii_case(&t.name)
-                || t.alias.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(q))
+                || t.alias
+                    .as_deref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(q))
         }
     }
 }
 
-fn sharding_columns(rule: &TableRule) -> Vec<&str> {
-    let mut v = Vec::new();
-    if let Some(k) = &rule.sharding_key {
-        v.push(k.as_str());
-    }
-    for s in [&rule.database, &rule.table].into_iter().flatten() {
-        v.push(s.column.as_str());
-    }
-    v
+fn is_sharding_column(rule: &TableRule, column: &str) -> bool {
+    rule.sharding_key.as_deref() == Some(column)
+        || [&rule.database, &rule.table]
+            .into_iter()
+            .flatten()
+            .any(|s| s.column == column)
 }
 
-fn strategies_on<'r>(rule: &'r TableRule, column: &str) -> Vec<(&'r Strategy, bool)> {
-    let mut v = Vec::new();
-    if let Some(s) = &rule.database {
-        if s.column == column {
-            v.push((s, false));
-        }
-    }
-    if let Some(s) = &rule.table {
-        if s.column == column {
-            v.push((s, true));
-        }
-    }
-    v
+/// The strategies of `rule` that read `column` (database first), without allocating.
+fn strategies_on<'r>(
+    rule: &'r TableRule,
+    column: &'r str,
+) -> impl Iterator<Item = (&'r Strategy, bool)> + Clone + 'r {
+    [(&rule.database, false), (&rule.table, true)]
+        .into_iter()
+        .filter_map(move |(s, tables)| {
+            s.as_ref()
+                .filter(|s| s.column == column)
+                .map(|s| (s, tables))
+        })
 }
 
-fn pick_nodes(rule: &TableRule, db: &Database, pick: &Pick, tables: bool) -> BTreeSet<usize> {
+fn pick_nodes(rule: &TableRule, db: &Database, pick: &Pick, tables: bool) -> NodeSet {
     if tables {
-        rule.nodes_of_table(pick).into_iter().collect()
+        rule.nodes_of_table(pick)
     } else {
-        rule.nodes_of_data_source(pick, db).into_iter().collect()
+        rule.nodes_of_data_source(pick, db)
     }
 }
 

@@ -103,7 +103,9 @@ impl Template {
                 s: source.as_bytes(),
                 i: start,
             };
-            let e = p.segment().map_err(|r| err(format!("{r} at byte {}", p.i)))?;
+            let e = p
+                .segment()
+                .map_err(|r| err(format!("{r} at byte {}", p.i)))?;
             p.ws();
             if p.peek() != Some(b'}') {
                 return Err(err(match p.peek() {
@@ -181,7 +183,11 @@ impl Template {
         for p in &self.parts {
             let choices: Vec<String> = match p {
                 Part::Text(t) => vec![t.clone()],
-                Part::Expr(e) => self.choices(e)?.into_iter().map(|v| v.to_string()).collect(),
+                Part::Expr(e) => self
+                    .choices(e)?
+                    .into_iter()
+                    .map(|v| v.to_string())
+                    .collect(),
             };
             if out.len().saturating_mul(choices.len()) > MAX_NODES {
                 return Err(self.err(format!("lists more than {MAX_NODES} names")));
@@ -218,7 +224,9 @@ impl Template {
 
     fn eval_const(&self, e: &Expr) -> Result<Value, InlineError> {
         self.eval_expr(e, &|c: &str| {
-            Err(format!("column `{c}` cannot be used where nodes are listed"))
+            Err(format!(
+                "column `{c}` cannot be used where nodes are listed"
+            ))
         })
     }
 
@@ -227,13 +235,14 @@ impl Template {
         &self,
         lookup: &dyn Fn(&str) -> Result<Value, String>,
     ) -> Result<String, InlineError> {
-        let mut out = String::new();
+        use std::fmt::Write;
+        let mut out = String::with_capacity(self.source.len() + 8);
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
                 Part::Expr(e) => {
                     let v = self.eval_expr(e, lookup)?;
-                    out.push_str(&v.to_string());
+                    let _ = write!(out, "{v}");
                 }
             }
         }
@@ -492,10 +501,7 @@ mod tests {
             eval("t_${(ORDER_ID / 2) % 4}", "order_id", Value::Int(13)).unwrap(),
             "t_2"
         );
-        assert_eq!(
-            eval("t_${id % 8}", "id", Value::Int(-3)).unwrap(),
-            "t_-3"
-        );
+        assert_eq!(eval("t_${id % 8}", "id", Value::Int(-3)).unwrap(), "t_-3");
         assert_eq!(
             eval("t_${region}", "region", Value::Str("eu".into())).unwrap(),
             "t_eu"

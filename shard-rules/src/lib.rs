@@ -11,10 +11,11 @@ pub mod analyze;
 pub mod config;
 pub mod decide;
 pub mod inline;
+mod nodeset;
 pub mod route;
 pub mod rules;
 pub mod ruleset;
 
 pub use config::{Config, ConfigError, ConfigProblem};
 pub use route::{CodeSet, KeyType, RouteFn, ShardingKey};
-pub use ruleset::{Database, DataNode, RoomId, RuleSet, RulesError, TableKind, TableRule};
+pub use ruleset::{DataNode, Database, RoomId, RuleSet, RulesError, TableKind, TableRule};

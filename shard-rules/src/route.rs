@@ -43,7 +43,9 @@ impl RouteFn {
             (KeyType::Integer, ShardingKey::Int(v)) => Ok(v.rem_euclid(count) as u32),
             (KeyType::Integer, ShardingKey::Str(s)) => match parse_decimal(s) {
                 Some(v) => Ok(v.rem_euclid(count) as u32),
-                None => Err(NotAnInteger { key: key.to_string() }),
+                None => Err(NotAnInteger {
+                    key: key.to_string(),
+                }),
             },
             (KeyType::String, ShardingKey::Str(s)) => Ok(crc32(s.as_bytes()) % self.count),
             (KeyType::String, ShardingKey::Int(v)) => {
@@ -140,10 +142,7 @@ impl CodeSet {
     }
 
     pub fn len(&self) -> u64 {
-        self.ranges
-            .iter()
-            .map(|(a, b)| u64::from(b - a) + 1)
-            .sum()
+        self.ranges.iter().map(|(a, b)| u64::from(b - a) + 1).sum()
     }
 
     pub fn contains(&self, code: u32) -> bool {
@@ -197,7 +196,10 @@ mod tests {
         assert_eq!(f.route_code(&ShardingKey::Int(10086)).unwrap(), 86);
         assert_eq!(f.route_code(&ShardingKey::Int(-1)).unwrap(), 9999);
         assert_eq!(f.route_code(&ShardingKey::Int(i64::MIN)).unwrap(), 4192);
-        assert_eq!(f.route_code(&ShardingKey::Str(" 10086".into())).unwrap(), 86);
+        assert_eq!(
+            f.route_code(&ShardingKey::Str(" 10086".into())).unwrap(),
+            86
+        );
         let err = f.route_code(&ShardingKey::Str("alice".into())).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -213,7 +215,10 @@ mod tests {
         };
         // MariaDB 10.11: SELECT CRC32('alice'), CRC32('10086') → 663665735, 1443254904.
         assert_eq!(crc32(b"alice"), 663_665_735);
-        assert_eq!(f.route_code(&ShardingKey::Str("alice".into())).unwrap(), 5735);
+        assert_eq!(
+            f.route_code(&ShardingKey::Str("alice".into())).unwrap(),
+            5735
+        );
         assert_eq!(f.route_code(&ShardingKey::Int(10086)).unwrap(), 4904);
     }
 

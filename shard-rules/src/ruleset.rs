@@ -1,7 +1,7 @@
 //! The compiled, immutable rule set: every lookup the proxy makes per statement, with no
 //! allocation (route code → room is a dense table, the write-ban a bit set).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -10,6 +10,11 @@ use crate::config::{
     is_identifier, parse_password_hash, ConfigProblem, DataSource, DatabaseType, RoomRole, User,
 };
 use crate::inline::{split_top_level, Template};
+use crate::nodeset::NodeSet;
+
+/// The rule set's lookup maps: foldhash, much cheaper than SipHash for short names; the keys
+/// come from the DBA's file, not from clients.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use crate::route::{CodeSet, RouteFn};
 use crate::rules::{KeyGeneratorKind, RulesFile, TableRuleSpec};
 
@@ -63,7 +68,7 @@ pub struct Database {
 /// A logical data source and its physical data source in each room.
 #[derive(Debug)]
 pub struct LogicalDataSource {
-    pub name: String,
+    pub name: Arc<str>,
     /// Physical data source name, by [`RoomId`].
     pub physical: Vec<Option<String>>,
 }
@@ -73,7 +78,7 @@ pub struct LogicalDataSource {
 pub struct DataNode {
     /// Index into the database's `data_sources`.
     pub data_source: usize,
-    pub table: String,
+    pub table: Arc<str>,
 }
 
 /// A sharded table, compiled.
@@ -87,6 +92,8 @@ pub struct TableRule {
     pub node_data_sources: Vec<usize>,
     /// For each entry of `node_data_sources`, the indices of its nodes in `nodes`.
     pub tables_in: Vec<Vec<usize>>,
+    /// Lower-case physical table name → its nodes (name picks: inline, interval).
+    by_table_name: HashMap<String, NodeSet>,
     pub database: Option<Strategy>,
     pub table: Option<Strategy>,
     pub key_generator: Option<KeyGenerator>,
@@ -114,10 +121,10 @@ pub enum TableKind<'a> {
 impl Database {
     /// How `table` (any case) is laid out.
     pub fn table(&self, table: &str) -> TableKind<'_> {
-        let key = table.to_ascii_lowercase();
-        if let Some(t) = self.tables.get(&key) {
+        let key = lower_key(table);
+        if let Some(t) = self.tables.get(key.as_ref()) {
             TableKind::Sharded(t)
-        } else if self.broadcast.contains_key(&key) {
+        } else if self.broadcast.contains_key(key.as_ref()) {
             TableKind::Broadcast
         } else {
             TableKind::Single
@@ -126,7 +133,10 @@ impl Database {
 
     /// The binding group of a sharded table, if any.
     pub fn binding_group(&self, table: &str) -> Option<usize> {
-        self.binding.get(&table.to_ascii_lowercase()).copied()
+        if self.binding.is_empty() {
+            return None;
+        }
+        self.binding.get(lower_key(table).as_ref()).copied()
     }
 
     pub fn sharded_tables(&self) -> impl Iterator<Item = &TableRule> {
@@ -138,15 +148,30 @@ impl Database {
     }
 
     pub fn data_source_name(&self, index: usize) -> &str {
+        self.data_sources.get(index).map_or("?", |d| &d.name)
+    }
+
+    /// The shared name of a logical data source (cloning it does not allocate).
+    pub fn data_source_arc(&self, index: usize) -> Arc<str> {
         self.data_sources
             .get(index)
-            .map_or("?", |d| d.name.as_str())
+            .map_or_else(|| Arc::from("?"), |d| d.name.clone())
+    }
+}
+
+/// `s` in lower case, without allocating when it already is (the usual case).
+fn lower_key(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
     }
 }
 
 impl TableRule {
-    /// Node indices that `pick` selects among the data sources (database strategy).
-    pub(crate) fn nodes_of_data_source(&self, pick: &Pick, db: &Database) -> Vec<usize> {
+    /// Nodes that `pick` selects among the data sources (database strategy).
+    pub(crate) fn nodes_of_data_source(&self, pick: &Pick, db: &Database) -> NodeSet {
+        let mut out = NodeSet::empty(self.nodes.len());
         let pos = match pick {
             Pick::Index(i) => (*i < self.node_data_sources.len()).then_some(*i),
             Pick::Name(n) => self
@@ -154,21 +179,31 @@ impl TableRule {
                 .iter()
                 .position(|d| db.data_sources[*d].name.eq_ignore_ascii_case(n)),
         };
-        pos.map(|p| self.tables_in[p].clone()).unwrap_or_default()
+        if let Some(p) = pos {
+            for k in &self.tables_in[p] {
+                out.insert(*k);
+            }
+        }
+        out
     }
 
-    /// Node indices that `pick` selects among the tables of each data source (table strategy).
-    pub(crate) fn nodes_of_table(&self, pick: &Pick) -> Vec<usize> {
-        let mut out = Vec::new();
+    /// Nodes that `pick` selects among the tables of each data source (table strategy).
+    pub(crate) fn nodes_of_table(&self, pick: &Pick) -> NodeSet {
+        let mut out = NodeSet::empty(self.nodes.len());
         for nodes in &self.tables_in {
             match pick {
-                Pick::Index(i) => out.extend(nodes.get(*i).copied()),
-                Pick::Name(n) => out.extend(
-                    nodes
-                        .iter()
-                        .copied()
-                        .filter(|k| self.nodes[*k].table.eq_ignore_ascii_case(n)),
-                ),
+                Pick::Index(i) => {
+                    if let Some(k) = nodes.get(*i) {
+                        out.insert(*k);
+                    }
+                }
+                Pick::Name(n) => {
+                    return self
+                        .by_table_name
+                        .get(lower_key(n).as_ref())
+                        .cloned()
+                        .unwrap_or(out);
+                }
             }
         }
         out
@@ -218,7 +253,10 @@ impl RuleSet {
     /// an out-of-range code belongs to no room and reads as the center).
     #[inline]
     pub fn owner(&self, code: u32) -> RoomId {
-        self.owner.get(code as usize).copied().unwrap_or(self.center)
+        self.owner
+            .get(code as usize)
+            .copied()
+            .unwrap_or(self.center)
     }
     /// The route codes `room` owns.
     pub fn owned_codes(&self, room: RoomId) -> &CodeSet {
@@ -330,7 +368,11 @@ impl RuleSet {
         for (room, items) in &file.traffic.owners {
             let at = format!("traffic.owners.{room}");
             let Some(id) = room_id(room) else {
-                problems.add(at, "room", format!("room `{room}` is not defined in [rooms]"));
+                problems.add(
+                    at,
+                    "room",
+                    format!("room `{room}` is not defined in [rooms]"),
+                );
                 continue;
             };
             match CodeSet::parse(items, count) {
@@ -397,7 +439,11 @@ impl RuleSet {
                     format!("room `{}` is not defined in [rooms]", ds.room),
                 );
             }
-            for (field, v) in [("host", &ds.host), ("schema", &ds.schema), ("user", &ds.user)] {
+            for (field, v) in [
+                ("host", &ds.host),
+                ("schema", &ds.schema),
+                ("user", &ds.user),
+            ] {
                 if v.is_empty() {
                     problems.add(&at, field, "must not be empty");
                 }
@@ -405,7 +451,7 @@ impl RuleSet {
         }
 
         // Databases.
-        let mut databases = HashMap::new();
+        let mut databases = HashMap::default();
         for (name, spec) in &file.databases {
             if let Some(db) = compile_database(name, spec, file, &rooms, &mut problems) {
                 databases.insert(name.clone(), Arc::new(db));
@@ -547,11 +593,11 @@ fn compile_database(
             }
         }
         logical.push(LogicalDataSource {
-            name: lname.clone(),
+            name: Arc::from(lname.as_str()),
             physical: by_room,
         });
     }
-    let ds_index = |n: &str| logical.iter().position(|l| l.name == n);
+    let ds_index = |n: &str| logical.iter().position(|l| &*l.name == n);
     let default_data_source = match &spec.default_data_source {
         Some(d) => ds_index(d).unwrap_or_else(|| {
             problems.add(
@@ -572,22 +618,29 @@ fn compile_database(
         None => 0,
     };
 
-    let mut tables = HashMap::new();
+    let mut tables = HashMap::default();
     for (tname, tspec) in &spec.tables {
         let tat = format!("{at}.tables.{tname}");
         if let Some(t) = compile_table(tname, tspec, &tat, &logical, default_data_source, problems)
         {
-            if tables.insert(tname.to_ascii_lowercase(), Arc::new(t)).is_some() {
+            if tables
+                .insert(tname.to_ascii_lowercase(), Arc::new(t))
+                .is_some()
+            {
                 problems.add(&tat, "name", "another table differs only in letter case");
             }
         }
     }
-    let mut broadcast = HashMap::new();
+    let mut broadcast = HashMap::default();
     for t in &spec.broadcast_tables {
         if !is_identifier(t) {
-            problems.add(&at, "broadcast_tables", format!("`{t}` is not a table name"));
+            problems.add(
+                &at,
+                "broadcast_tables",
+                format!("`{t}` is not a table name"),
+            );
         }
-        if tables.contains_key(&t.to_ascii_lowercase()) {
+        if spec.tables.keys().any(|k| k.eq_ignore_ascii_case(t)) {
             problems.add(
                 &at,
                 "broadcast_tables",
@@ -596,20 +649,29 @@ fn compile_database(
         }
         broadcast.insert(t.to_ascii_lowercase(), t.clone());
     }
-    let mut binding = HashMap::new();
+    let mut binding = HashMap::default();
     for (g, group) in spec.binding_groups.iter().enumerate() {
         let field = "binding_groups";
         if group.len() < 2 {
-            problems.add(&at, field, format!("group {group:?} needs at least two tables"));
+            problems.add(
+                &at,
+                field,
+                format!("group {group:?} needs at least two tables"),
+            );
         }
         let mut first: Option<&Arc<TableRule>> = None;
         for member in group {
             let key = member.to_ascii_lowercase();
             let Some(t) = tables.get(&key) else {
+                if spec.tables.keys().any(|k| k.eq_ignore_ascii_case(member)) {
+                    continue; // its own rule failed: already reported
+                }
                 problems.add(
                     &at,
                     field,
-                    format!("`{member}` in group {group:?} is not a sharded table of this database"),
+                    format!(
+                        "`{member}` in group {group:?} is not a sharded table of this database"
+                    ),
                 );
                 continue;
             };
@@ -690,10 +752,11 @@ fn compile_table(
     }
     // Data nodes.
     let mut nodes = Vec::new();
+    let mut unknown_ds: BTreeSet<String> = BTreeSet::new();
     match &spec.data_nodes {
         None => nodes.push(DataNode {
             data_source: default_ds,
-            table: name.to_string(),
+            table: Arc::from(name),
         }),
         Some(expr) => {
             for item in split_top_level(expr) {
@@ -714,21 +777,27 @@ fn compile_table(
                         );
                         continue;
                     };
-                    let Some(d) = logical.iter().position(|l| l.name == ds) else {
-                        problems.add(
-                            at,
-                            "data_nodes",
-                            format!("`{n}`: `{ds}` is not one of this database's data sources"),
-                        );
+                    let Some(d) = logical.iter().position(|l| &*l.name == ds) else {
+                        if unknown_ds.insert(ds.to_string()) {
+                            problems.add(
+                                at,
+                                "data_nodes",
+                                format!("`{n}`: `{ds}` is not one of this database's data sources"),
+                            );
+                        }
                         continue;
                     };
                     if !is_identifier(table) {
-                        problems.add(at, "data_nodes", format!("`{n}`: `{table}` is not a table name"));
+                        problems.add(
+                            at,
+                            "data_nodes",
+                            format!("`{n}`: `{table}` is not a table name"),
+                        );
                         continue;
                     }
                     let node = DataNode {
                         data_source: d,
-                        table: table.to_string(),
+                        table: Arc::from(table),
                     };
                     if nodes.contains(&node) {
                         problems.add(at, "data_nodes", format!("`{n}` is listed twice"));
@@ -753,7 +822,11 @@ fn compile_table(
             }
         }
     }
-    let compile = |field: &str, spec: &StrategySpec, targets: usize, tables: bool, problems: &mut Problems| {
+    let compile = |field: &str,
+                   spec: &StrategySpec,
+                   targets: usize,
+                   tables: bool,
+                   problems: &mut Problems| {
         match Strategy::compile(spec, targets, name, tables) {
             Ok(s) => {
                 if !is_identifier(&s.column) {
@@ -768,7 +841,13 @@ fn compile_table(
         }
     };
     let database = spec.database_sharding.as_ref().and_then(|s| {
-        compile("database_sharding", s, node_data_sources.len(), false, problems)
+        compile(
+            "database_sharding",
+            s,
+            node_data_sources.len(),
+            false,
+            problems,
+        )
     });
     let per_ds: BTreeSet<usize> = tables_in.iter().map(|v| v.len()).collect();
     let table = spec.table_sharding.as_ref().and_then(|s| {
@@ -821,7 +900,11 @@ fn compile_table(
         }
         let tag = k.tag.clone().unwrap_or_else(|| name.to_string());
         if k.kind == KeyGeneratorKind::Snowflake && k.tag.is_some() {
-            problems.add(at, "key_generator.tag", "only a segment generator has a tag");
+            problems.add(
+                at,
+                "key_generator.tag",
+                "only a segment generator has a tag",
+            );
         }
         KeyGenerator {
             column: lower(&k.column),
@@ -832,9 +915,17 @@ fn compile_table(
     if problems.0.len() != before {
         return None;
     }
+    let mut by_table_name: HashMap<String, NodeSet> = HashMap::default();
+    for (i, n) in nodes.iter().enumerate() {
+        by_table_name
+            .entry(n.table.to_ascii_lowercase())
+            .or_insert_with(|| NodeSet::empty(nodes.len()))
+            .insert(i);
+    }
     Some(TableRule {
         name: name.to_string(),
         sharding_key: spec.sharding_key.as_deref().map(lower),
+        by_table_name,
         nodes,
         node_data_sources,
         tables_in,

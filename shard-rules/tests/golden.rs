@@ -49,19 +49,34 @@ pub fn render(rules: &RuleSet, r: &Result<Decision, String>) -> String {
             if route.banned { " banned" } else { "" },
             if d.foreign_read { " foreign" } else { "" },
             route.source,
-            route.key.as_ref().map(|k| format!(" {k}")).unwrap_or_default()
+            route
+                .key
+                .as_ref()
+                .map(|k| format!(" {k}"))
+                .unwrap_or_default()
         );
     }
     for t in &d.tables {
         let nodes: Vec<String> = t.nodes.iter().map(|n| n.to_string()).collect();
-        out += &format!(" | {}: {}", t.table, if nodes.is_empty() { "none".into() } else { nodes.join(",") });
+        out += &format!(
+            " | {}: {}",
+            t.table,
+            if nodes.is_empty() {
+                "none".into()
+            } else {
+                nodes.join(",")
+            }
+        );
         if t.rows.len() > 1 {
             let rows: Vec<String> = t.rows.iter().map(|n| n.to_string()).collect();
             out += &format!(" rows={}", rows.join(","));
         }
     }
     for g in &d.generated {
-        out += &format!(" | generated {}.{}={:?}", g.table, g.generator.column, g.values);
+        out += &format!(
+            " | generated {}.{}={:?}",
+            g.table, g.generator.column, g.values
+        );
     }
     out
 }
@@ -86,13 +101,27 @@ fn run(rules: &RuleSet, header: &str, params: &[Value], sql: &str) -> Result<Dec
     let parsed = sql_hint::parse(sql.as_bytes()).map_err(|e| e.to_string())?;
     let stripped = String::from_utf8(parsed.sql.into_owned()).unwrap();
     let facts = analyze(&stripped).map_err(|e| e.to_string())?;
-    let session = SessionCtx { room, mode, database: &database, session_key: session_key.as_ref(), privileged };
+    let session = SessionCtx {
+        room,
+        mode,
+        database: &database,
+        session_key: session_key.as_ref(),
+        privileged,
+    };
     let mut next = 1_000_000i64;
     let mut ids = |_: &shard_rules::ruleset::KeyGenerator| {
         next += 1;
         Ok(next)
     };
-    decide(rules, &facts, parsed.hint.as_ref(), &session, params, &mut ids).map_err(|e| e.to_string())
+    decide(
+        rules,
+        &facts,
+        parsed.hint.as_ref(),
+        &session,
+        params,
+        &mut ids,
+    )
+    .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -105,12 +134,17 @@ fn golden_routes() {
         .filter(|p| p.extension().is_some_and(|e| e == "routes"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no golden route files in {}", dir.display());
+    assert!(
+        !files.is_empty(),
+        "no golden route files in {}",
+        dir.display()
+    );
     let mut failures = Vec::new();
     let mut cases = 0;
     for file in files {
         let stem = file.file_stem().unwrap().to_str().unwrap().to_string();
-        let rules_text = std::fs::read_to_string(root().join(format!("fixtures/rules/{stem}.toml"))).unwrap();
+        let rules_text =
+            std::fs::read_to_string(root().join(format!("fixtures/rules/{stem}.toml"))).unwrap();
         let rules = RuleSet::parse(&rules_text).unwrap_or_else(|e| panic!("{stem}: {e}"));
         let text = std::fs::read_to_string(&file).unwrap();
         let mut out = String::new();
@@ -151,6 +185,11 @@ fn golden_routes() {
     }
     assert!(cases > 0);
     if !bless {
-        assert!(failures.is_empty(), "{} of {cases} golden routes differ (RB_BLESS=1 to accept):\n{}", failures.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{} of {cases} golden routes differ (RB_BLESS=1 to accept):\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
 }
