@@ -30,6 +30,27 @@ struct Cli {
 enum Command {
     /// Validate a configuration file and print every problem found.
     CheckConfig { file: PathBuf },
+    /// Validate a rules file (rooms, route codes, traffic, write-ban, databases, table rules,
+    /// users) and print every problem found.
+    CheckRules { file: PathBuf },
+    /// Show how a statement routes under a rules file: ShardingKey, route code, owner room,
+    /// ban, data nodes, or the refusal.
+    Route {
+        /// The rules file.
+        #[arg(long)]
+        rules: PathBuf,
+        /// The proxy's room.
+        #[arg(long)]
+        room: String,
+        /// The session's logical database.
+        #[arg(long)]
+        database: String,
+        /// Connection mode, `unit` or `center`.
+        #[arg(long, default_value = "unit")]
+        mode: String,
+        /// The statement (hints included).
+        sql: String,
+    },
     /// Print the mysql_native_password hash of a password (read from stdin if not given),
     /// for `users.<name>.password_hash`.
     HashPassword { password: Option<String> },
@@ -59,6 +80,96 @@ fn load(path: &PathBuf) -> anyhow::Result<Config> {
     Config::parse(&text).with_context(|| format!("{} refused", path.display()))
 }
 
+/// `rainbow-bridge route`: one statement's decision, printed for a person.
+fn route_preview(
+    rules_path: &PathBuf,
+    room: &str,
+    database: &str,
+    mode: &str,
+    sql: &str,
+) -> anyhow::Result<std::process::ExitCode> {
+    use shard_rules::config::ConnectionMode;
+    use shard_rules::decide::{decide, SessionCtx};
+    let text = std::fs::read_to_string(rules_path)
+        .with_context(|| format!("cannot read {}", rules_path.display()))?;
+    let rules = shard_rules::RuleSet::parse(&text)
+        .with_context(|| format!("{} refused", rules_path.display()))?;
+    let room_id = rules
+        .room_id(room)
+        .with_context(|| format!("room `{room}` is not in the rules"))?;
+    let mode = match mode {
+        "unit" => ConnectionMode::Unit,
+        "center" => ConnectionMode::Center,
+        other => anyhow::bail!("mode `{other}` is neither `unit` nor `center`"),
+    };
+    let parsed = sql_hint::parse(sql.as_bytes())?;
+    let stripped = String::from_utf8_lossy(&parsed.sql).into_owned();
+    println!(
+        "hint:        {}",
+        parsed
+            .hint
+            .as_ref()
+            .map_or("none".to_string(), |h| h.to_string())
+    );
+    let facts = shard_rules::analyze::analyze(&stripped)?;
+    let session = SessionCtx {
+        room: room_id,
+        mode,
+        database,
+        session_key: None,
+        privileged: false,
+    };
+    let mut next = 0i64;
+    let decision = decide(
+        &rules,
+        &facts,
+        parsed.hint.as_ref(),
+        &session,
+        &[],
+        &mut |_| {
+            next += 1;
+            Ok(next)
+        },
+    );
+    println!("kind:        {:?}", facts.kind);
+    match decision {
+        Err(e) => {
+            println!("refused:     {e}");
+            if e.is_retryable() {
+                println!("retryable:   yes");
+            }
+            Ok(std::process::ExitCode::from(1))
+        }
+        Ok(d) => {
+            match &d.route {
+                Some(r) => println!(
+                    "route code:  {} (ShardingKey {}, from {:?}), owner room {}{}",
+                    r.code,
+                    r.key.as_ref().map_or("-".to_string(), |k| k.to_string()),
+                    r.source,
+                    rules.room_name(r.owner),
+                    if r.banned { ", banned" } else { "" }
+                ),
+                None => println!("route code:  none"),
+            }
+            if d.foreign_read {
+                println!("note:        a read of another room's data, served locally");
+            }
+            for t in &d.tables {
+                let nodes: Vec<String> = t.nodes.iter().map(|n| n.to_string()).collect();
+                println!("table {}:  {:?} -> {}", t.table, t.layout, nodes.join(", "));
+            }
+            for g in &d.generated {
+                println!(
+                    "generated:   {}.{} ({:?}), one per row (sample values here)",
+                    g.table, g.generator.column, g.generator.kind
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Some(Command::CheckConfig { file }) => {
@@ -82,6 +193,40 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
+        Some(Command::CheckRules { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            match shard_rules::RuleSet::parse(&text) {
+                Ok(r) => {
+                    let tables: usize = r.databases().map(|d| d.sharded_tables().count()).sum();
+                    println!(
+                        "{}: ok (version {}, traffic version {}, write-ban version {} on {}, {} \
+                         rooms, {} databases, {} sharded tables, {} users)",
+                        file.display(),
+                        r.version(),
+                        r.traffic_version(),
+                        r.ban_version(),
+                        r.banned_codes(),
+                        r.rooms().len(),
+                        r.databases().count(),
+                        tables,
+                        r.users().len()
+                    );
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("{}: {e}", file.display());
+                    Ok(std::process::ExitCode::from(2))
+                }
+            }
+        }
+        Some(Command::Route {
+            rules,
+            room,
+            database,
+            mode,
+            sql,
+        }) => route_preview(&rules, &room, &database, &mode, &sql),
         Some(Command::HashPassword { password }) => {
             let pw = match password {
                 Some(p) => p,

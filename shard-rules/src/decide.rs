@@ -447,6 +447,13 @@ impl Decider<'_> {
                     database: db.name.clone(),
                 });
             }
+            // Rows the analysis cannot see cannot be checked: refused, never guessed.
+            if let Some(unknown) = self.facts.unknowns.first() {
+                return Err(RouteError::Unsupported {
+                    what: unknown.clone(),
+                    database: db.name.clone(),
+                });
+            }
             if keys.is_empty() {
                 let how = match &key_column {
                     Some(c) => format!(
