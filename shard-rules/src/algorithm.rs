@@ -354,12 +354,15 @@ impl Strategy {
                 })?)
             }
             Algorithm::Inline(t) => {
+                // A string stays a string (`'01'` names `t_01`) unless the template computes with
+                // it, as MySQL would convert it for an integer column.
                 let v = match value {
                     Value::Int(i) => InlineValue::Int(*i),
-                    Value::Str(s) => match parse_decimal(s) {
+                    Value::Str(s) if t.computes() => match parse_decimal(s) {
                         Some(i) => InlineValue::Int(i),
                         None => InlineValue::Str(s.clone()),
                     },
+                    Value::Str(s) => InlineValue::Str(s.clone()),
                     Value::Null => InlineValue::Str(String::new()),
                 };
                 Pick::Name(
@@ -411,7 +414,7 @@ impl Strategy {
                 if b < a {
                     return Some(Vec::new());
                 }
-                if b - a > 64 {
+                if a.abs_diff(b) > 64 {
                     return None;
                 }
                 let mut picks: Vec<Pick> = (a..=b)
@@ -469,8 +472,9 @@ impl Strategy {
             (Algorithm::Interval(a), Algorithm::Interval(b)) => {
                 (a.lower, a.upper, a.unit, a.amount, &a.suffix)
                     == (b.lower, b.upper, b.unit, b.amount, &b.suffix)
+                    && self.column == other.column
             }
-            (a, b) => a == b,
+            (a, b) => a == b && self.column == other.column,
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct TableRef {
     pub schema: Option<String>,
     pub name: String,
     pub alias: Option<String>,
+    /// In the statement's own FROM / JOIN / target: the top-level WHERE can narrow it. Tables
+    /// of subqueries and CTEs are reached in full.
+    pub top: bool,
 }
 
 /// An INSERT's columns and rows.
@@ -114,6 +117,9 @@ pub struct Facts {
     pub unknowns: Vec<String>,
     /// `SELECT … FOR UPDATE / LOCK IN SHARE MODE`.
     pub locks: bool,
+    /// `SET @@rb_sharding_key = v` (`Some(Some(v))`) or `= DEFAULT` / `NULL` (`Some(None)`): the
+    /// session ShardingKey for clients that strip comments. The proxy answers it itself.
+    pub session_key: Option<Option<Operand>>,
 }
 
 /// Why a statement could not be analysed.
@@ -151,6 +157,7 @@ pub fn analyze_statement(stmt: &Statement) -> Facts {
             params: 0,
             unknowns: Vec::new(),
             locks: false,
+            session_key: None,
         },
     };
     a.facts.params = a.params.len();
@@ -202,9 +209,37 @@ impl Analyzer {
     fn statement(&mut self, stmt: &Statement) {
         use Statement as S;
         self.facts.kind = match stmt {
-            S::Query(q) => {
-                self.query(q, true);
-                Kind::Read
+            S::Query(q) => match q.body.as_ref() {
+                // `WITH … UPDATE/DELETE/INSERT`: a write, whose rows the CTE may feed.
+                SetExpr::Insert(inner) | SetExpr::Update(inner) | SetExpr::Delete(inner) => {
+                    self.statement(inner);
+                    self.facts
+                        .unknowns
+                        .push("a data-changing statement inside WITH".into());
+                    self.facts.kind
+                }
+                SetExpr::Merge(_) => {
+                    self.facts.unknowns.push("MERGE".into());
+                    Kind::Write(WriteKind::Update)
+                }
+                _ => {
+                    self.query(q, true);
+                    Kind::Read
+                }
+            },
+            S::Explain {
+                analyze: true,
+                statement,
+                ..
+            } => {
+                // EXPLAIN ANALYZE runs the statement.
+                self.statement(statement);
+                if matches!(self.facts.kind, Kind::Write(_)) {
+                    self.facts
+                        .unknowns
+                        .push("EXPLAIN ANALYZE of a write".into());
+                }
+                self.facts.kind
             }
             S::Insert(ins) => {
                 self.insert(ins);
@@ -215,7 +250,10 @@ impl Analyzer {
                 })
             }
             S::Update(u) => {
-                self.from(std::slice::from_ref(&u.table));
+                self.from(std::slice::from_ref(&u.table), true);
+                if !u.table.joins.is_empty() {
+                    self.facts.unknowns.push("multi-table UPDATE".into());
+                }
                 for asg in &u.assignments {
                     self.assigned(&asg.target);
                 }
@@ -226,20 +264,25 @@ impl Analyzer {
                 Kind::Write(WriteKind::Update)
             }
             S::Delete(d) => {
-                match &d.from {
-                    FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => self.from(t),
-                }
+                let from = match &d.from {
+                    FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+                };
+                self.from(from, true);
                 if let Some(using) = &d.using {
-                    self.from(using);
+                    self.from(using, true);
                 }
-                if !d.tables.is_empty() {
+                if !d.tables.is_empty()
+                    || d.using.is_some()
+                    || from.len() > 1
+                    || from.iter().any(|t| !t.joins.is_empty())
+                {
                     self.facts.unknowns.push("multi-table DELETE".into());
                 }
                 self.facts.condition = d.selection.as_ref().map(|e| self.cond(e));
                 Kind::Write(WriteKind::Delete)
             }
             S::LoadData { table_name, .. } => {
-                self.table(table_name, None);
+                self.table(table_name, None, true);
                 self.facts.unknowns.push("LOAD DATA rows".into());
                 Kind::Write(WriteKind::LoadData)
             }
@@ -260,7 +303,11 @@ impl Analyzer {
             | S::Rollback { .. }
             | S::Savepoint { .. }
             | S::ReleaseSavepoint { .. } => Kind::Transaction,
-            S::Set(_) | S::Use(_) => Kind::Session,
+            S::Set(set) => {
+                self.session_key(set);
+                Kind::Session
+            }
+            S::Use(_) => Kind::Session,
             S::ShowTables { .. }
             | S::ShowColumns { .. }
             | S::ShowCreate { .. }
@@ -277,11 +324,48 @@ impl Analyzer {
                 self.relations(stmt);
                 Kind::Read
             }
-            _ => {
+            other => {
                 self.relations(stmt);
-                Kind::Other
+                // Any other SHOW / DESCRIBE form reads; everything else may write.
+                let text = other.to_string();
+                let first = text.split_whitespace().next().unwrap_or_default();
+                if ["SHOW", "DESCRIBE", "DESC", "EXPLAIN"]
+                    .iter()
+                    .any(|k| first.eq_ignore_ascii_case(k))
+                {
+                    Kind::Read
+                } else {
+                    Kind::Other
+                }
             }
         };
+        // Tables anywhere (subqueries in ON, SET, HAVING…) count too, so that no database or
+        // table escapes the checks; conditions apply only to the top level's own tables.
+        self.relations(stmt);
+    }
+
+    /// `SET [@@[session.]]rb_sharding_key = value | DEFAULT | NULL`.
+    fn session_key(&mut self, set: &ast::Set) {
+        if let ast::Set::SingleAssignment {
+            variable, values, ..
+        } = set
+        {
+            let name = variable.to_string().to_ascii_lowercase();
+            let bare = name
+                .trim_start_matches("@@")
+                .trim_start_matches("session.")
+                .trim_start_matches("local.");
+            if bare == "rb_sharding_key" {
+                self.facts.session_key = Some(match values.as_slice() {
+                    [Expr::Identifier(i)] if i.value.eq_ignore_ascii_case("default") => None,
+                    [e] => match self.operand(e) {
+                        Operand::Value(Value::Null) => None,
+                        op => Some(op),
+                    },
+                    _ => None,
+                });
+            }
+        }
     }
 
     /// Every relation anywhere in the statement.
@@ -292,40 +376,48 @@ impl Analyzer {
             ControlFlow::<()>::Continue(())
         });
         for n in names {
-            self.table(&n, None);
+            self.table(&n, None, false);
         }
     }
 
-    fn table(&mut self, name: &ObjectName, alias: Option<String>) {
+    fn table(&mut self, name: &ObjectName, alias: Option<String>, top: bool) {
         let (schema, name) = last_part(name);
-        let t = TableRef {
+        let same = |t: &TableRef| t.schema == schema && t.name == name;
+        if let Some(t) = self
+            .facts
+            .tables
+            .iter_mut()
+            .find(|t| same(t) && (t.alias == alias || alias.is_none()))
+        {
+            t.top |= top;
+            return;
+        }
+        self.facts.tables.push(TableRef {
             schema,
             name,
             alias,
-        };
-        if !self.facts.tables.contains(&t) {
-            self.facts.tables.push(t);
-        }
+            top,
+        });
     }
 
-    fn from(&mut self, items: &[TableWithJoins]) {
+    fn from(&mut self, items: &[TableWithJoins], top: bool) {
         for twj in items {
-            self.factor(&twj.relation);
+            self.factor(&twj.relation, top);
             for j in &twj.joins {
-                self.factor(&j.relation);
+                self.factor(&j.relation, top);
             }
         }
     }
 
-    fn factor(&mut self, f: &TableFactor) {
+    fn factor(&mut self, f: &TableFactor, top: bool) {
         match f {
             TableFactor::Table { name, alias, .. } => {
-                self.table(name, alias.as_ref().map(|a| a.name.value.clone()))
+                self.table(name, alias.as_ref().map(|a| a.name.value.clone()), top)
             }
             TableFactor::Derived { subquery, .. } => self.query(subquery, false),
             TableFactor::NestedJoin {
                 table_with_joins, ..
-            } => self.from(std::slice::from_ref(table_with_joins)),
+            } => self.from(std::slice::from_ref(table_with_joins), top),
             other => self.facts.unknowns.push(format!("table factor `{other}`")),
         }
     }
@@ -345,7 +437,7 @@ impl Analyzer {
     fn set_expr(&mut self, body: &SetExpr, top: bool) {
         match body {
             SetExpr::Select(s) => {
-                self.from(&s.from);
+                self.from(&s.from, top);
                 if top {
                     self.facts.condition = s.selection.as_ref().map(|e| self.cond(e));
                 }
@@ -362,7 +454,7 @@ impl Analyzer {
                     });
                 }
                 for n in names {
-                    self.table(&n, None);
+                    self.table(&n, None, false);
                 }
             }
             SetExpr::Query(q) => self.query(q, top),
@@ -384,7 +476,7 @@ impl Analyzer {
                 return;
             }
         };
-        self.table(&name, None);
+        self.table(&name, None, true);
         let (_, table) = last_part(&name);
         let mut columns: Vec<String> = ins.columns.iter().map(|c| lower(&last_part(c).1)).collect();
         let mut rows = Vec::new();
@@ -640,7 +732,8 @@ mod tests {
             [TableRef {
                 schema: None,
                 name: "t_order".into(),
-                alias: Some("o".into())
+                alias: Some("o".into()),
+                top: true,
             }]
         );
         assert_eq!(f.params, 1);

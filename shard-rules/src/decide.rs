@@ -142,24 +142,19 @@ pub enum RouteError {
     },
     #[error(
         "database `{database}` is center-unit: writable only in the center room `{center}`, \
-         read-only in room `{room}` (rules version {version})"
+         read-only in room `{room}`"
     )]
     ReadOnlyRoom {
         database: String,
         room: String,
         center: String,
-        version: u64,
     },
-    #[error(
-        "write to `{table}` in unit database `{database}` has no ShardingKey: {how} (rules \
-         version {version})"
-    )]
+    #[error("write to `{table}` in unit database `{database}` has no ShardingKey: {how}")]
     NoShardingKey {
         database: String,
         table: String,
         /// What would give it one.
         how: String,
-        version: u64,
     },
     #[error(
         "write to `{table}` with route code {code} belongs to room `{owner}`, not this proxy's \
@@ -184,7 +179,7 @@ pub enum RouteError {
     },
     #[error("ShardingKey of `{table}`: {detail}")]
     BadShardingKey { table: String, detail: String },
-    #[error("UPDATE of `{table}` changes its sharding column `{column}`; delete and re-insert the row instead")]
+    #[error("the statement changes `{column}`, a sharding column of `{table}`; delete and re-insert the row instead")]
     ChangesShardingColumn { table: String, column: String },
     #[error("`{table}`: {detail}")]
     NoDataNode { table: String, detail: String },
@@ -194,13 +189,22 @@ pub enum RouteError {
     HintNotAllowed { key: String },
     #[error("the `room` hint names room `{hinted}`, but this proxy serves room `{room}`")]
     HintRoom { hinted: String, room: String },
-    #[error("the `node` hint `{node}` names no data source or data node of `{database}`")]
-    HintNode { node: String, database: String },
+    #[error("the `node` hint `{node}`: {why}")]
+    HintNode { node: String, why: String },
     #[error("statement names database `{schema}` (in `{schema}.{table}`); a statement may use only the session's database `{database}`")]
     OtherDatabase {
         schema: String,
         table: String,
         database: String,
+    },
+    #[error(
+        "{what} on {db_type} database `{database}` may change rows of every room: it needs a \
+         `center` connection (served in the center room only)"
+    )]
+    NeedsCenterConnection {
+        what: String,
+        database: String,
+        db_type: String,
     },
     #[error("{what} in unit database `{database}`: the proxy cannot check its rows against room ownership")]
     Unsupported { what: String, database: String },
@@ -219,6 +223,26 @@ impl RouteError {
     }
 }
 
+/// A refused statement: why, under which rules, and the table, route code and owner room when
+/// they are known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} (rules version {rule_version})")]
+pub struct Refusal {
+    pub reason: RouteError,
+    pub rule_version: u64,
+    /// The table written, or the first one read.
+    pub table: Option<String>,
+    pub route_code: Option<u32>,
+    pub owner_room: Option<String>,
+}
+
+impl Refusal {
+    /// Worth retrying the same statement later (a write-ban ends).
+    pub fn is_retryable(&self) -> bool {
+        self.reason.is_retryable()
+    }
+}
+
 /// A source of generated keys: called once per row and generated column.
 pub type NextKey<'a> = &'a mut dyn FnMut(&KeyGenerator) -> Result<i64, String>;
 
@@ -231,7 +255,7 @@ pub fn decide(
     session: &SessionCtx<'_>,
     params: &[Value],
     next_key: NextKey<'_>,
-) -> Result<Decision, RouteError> {
+) -> Result<Decision, Box<Refusal>> {
     let d = Decider {
         rules,
         facts,
@@ -239,7 +263,31 @@ pub fn decide(
         session,
         params,
     };
-    d.run(next_key)
+    d.run(next_key).map_err(|reason| {
+        let (route_code, owner_room) = match &reason {
+            RouteError::WrongRoom { code, owner, .. } | RouteError::Banned { code, owner, .. } => {
+                (Some(*code), Some(owner.clone()))
+            }
+            _ => (None, None),
+        };
+        let table = match &reason {
+            RouteError::WrongRoom { table, .. }
+            | RouteError::Banned { table, .. }
+            | RouteError::NoShardingKey { table, .. }
+            | RouteError::BadShardingKey { table, .. }
+            | RouteError::ChangesShardingColumn { table, .. }
+            | RouteError::NoDataNode { table, .. }
+            | RouteError::KeyGeneration { table, .. } => Some(table.clone()),
+            _ => facts.tables.first().map(|t| t.name.clone()),
+        };
+        Box::new(Refusal {
+            reason,
+            rule_version: rules.version(),
+            table,
+            route_code,
+            owner_room,
+        })
+    })
 }
 
 struct Decider<'a> {
@@ -315,12 +363,29 @@ impl Decider<'_> {
 
         let kind = self.facts.kind;
         let write = matches!(kind, Kind::Write(_));
-        if write && db.db_type == DatabaseType::CenterUnit && local_role != RoomRole::Center {
+        // DDL and statements the proxy does not classify (CALL, LOCK TABLES, GRANT…) may change
+        // data anywhere: outside center databases they need a center connection, which only
+        // the center room serves, and they are never allowed where the room is read-only.
+        let may_write = write || matches!(kind, Kind::Ddl | Kind::Other);
+        if matches!(kind, Kind::Ddl | Kind::Other)
+            && db.db_type != DatabaseType::Center
+            && s.mode != ConnectionMode::Center
+        {
+            return Err(RouteError::NeedsCenterConnection {
+                what: if kind == Kind::Ddl {
+                    "DDL".into()
+                } else {
+                    "this statement".into()
+                },
+                database: db.name.clone(),
+                db_type: db.db_type.to_string(),
+            });
+        }
+        if may_write && db.db_type == DatabaseType::CenterUnit && local_role != RoomRole::Center {
             return Err(RouteError::ReadOnlyRoom {
                 database: db.name.clone(),
                 room: self.room_name(s.room),
                 center,
-                version: rules.version(),
             });
         }
 
@@ -360,7 +425,7 @@ impl Decider<'_> {
         for t in &self.facts.tables {
             tables.push(self.table_route(db, t, write, &generated)?);
         }
-        bind(db, &mut tables);
+        bind(db, &self.facts.tables, &mut tables);
         if let Some(node) = self.hint.and_then(|h| h.node.as_deref()) {
             self.apply_node_hint(db, node, &mut tables)?;
         }
@@ -415,11 +480,22 @@ impl Decider<'_> {
                 });
             }
             keys.push((None, code, KeySource::HintRouteCode));
-        } else if let Some(k) = self.hint.and_then(|h| h.sharding_key.as_ref()) {
+        }
+        if let Some(k) = self.hint.and_then(|h| h.sharding_key.as_ref()) {
             keys.push((Some(k.clone()), code_of(k)?, KeySource::HintKey));
         }
         if let (Some((t, Some(rule))), Some(col)) = (target, key_column) {
-            for v in self.key_values(t, rule, col, generated)? {
+            let values = match self.key_values(t, rule, col, generated)? {
+                KeyValues::Known(v) => v,
+                KeyValues::Unevaluable(why) if write && db.db_type == DatabaseType::Unit => {
+                    return Err(RouteError::Unsupported {
+                        what: why,
+                        database: db.name.clone(),
+                    })
+                }
+                KeyValues::Unevaluable(_) => Vec::new(),
+            };
+            for v in values {
                 let k = match v {
                     Value::Int(i) => ShardingKey::Int(i),
                     Value::Str(s) => ShardingKey::Str(s),
@@ -430,7 +506,13 @@ impl Decider<'_> {
                         })
                     }
                 };
-                let code = code_of(&k)?;
+                // A read's key that has no route code (a name where integers are expected)
+                // matches no row of a correctly keyed table: it only loses its route.
+                let code = match code_of(&k) {
+                    Ok(c) => c,
+                    Err(_) if !write => continue,
+                    Err(e) => return Err(e),
+                };
                 keys.push((Some(k), code, KeySource::Column));
             }
         }
@@ -468,7 +550,6 @@ impl Decider<'_> {
                     database: db.name.clone(),
                     table: table_name.to_string(),
                     how,
-                    version: rules.version(),
                 });
             }
             for (_, code, _) in &keys {
@@ -526,30 +607,44 @@ impl Decider<'_> {
         rule: &TableRule,
         col: &str,
         generated: &[Generated],
-    ) -> Result<Vec<Value>, RouteError> {
+    ) -> Result<KeyValues, RouteError> {
         if let Some(ins) = &self.facts.insert {
             if let Some(i) = ins.columns.iter().position(|c| c == col) {
                 let mut out = Vec::new();
-                for row in &ins.rows {
+                for (r, row) in ins.rows.iter().enumerate() {
                     match row.get(i).map(|op| self.value(op)).transpose()?.flatten() {
                         Some(v) => out.push(v),
-                        None => return Ok(Vec::new()),
+                        None => {
+                            return Ok(KeyValues::Unevaluable(format!(
+                                "row {}'s ShardingKey `{col}` is an expression",
+                                r + 1
+                            )))
+                        }
                     }
                 }
-                return Ok(dedup(out));
+                return Ok(KeyValues::Known(dedup(out)));
             }
             if let Some(g) = generated
                 .iter()
                 .find(|g| g.table == rule.name && g.generator.column == col)
             {
-                return Ok(dedup(g.values.iter().map(|v| Value::Int(*v)).collect()));
+                return Ok(KeyValues::Known(dedup(
+                    g.values.iter().map(|v| Value::Int(*v)).collect(),
+                )));
             }
-            return Ok(Vec::new());
+            return Ok(KeyValues::Known(Vec::new()));
         }
         let Some(cond) = &self.facts.condition else {
-            return Ok(Vec::new());
+            return Ok(KeyValues::Known(Vec::new()));
         };
-        Ok(self.pinned(cond, t, col)?.map(dedup).unwrap_or_default())
+        if let Some(e) = unevaluable(cond, t, col) {
+            return Ok(KeyValues::Unevaluable(format!(
+                "the condition on ShardingKey `{col}` compares it with `{e}`"
+            )));
+        }
+        Ok(KeyValues::Known(
+            self.pinned(cond, t, col)?.map(dedup).unwrap_or_default(),
+        ))
     }
 
     /// The finite set of values `cond` allows for `t.col`, if it pins one.
@@ -628,7 +723,9 @@ impl Decider<'_> {
                 })
             }
             TableKind::Sharded(rule) => {
-                if let Kind::Write(WriteKind::Update) = self.facts.kind {
+                if let Kind::Write(WriteKind::Update | WriteKind::Insert | WriteKind::Replace) =
+                    self.facts.kind
+                {
                     for c in &self.facts.assigned {
                         if applies(c, t) && is_sharding_column(rule, &c.name) {
                             return Err(RouteError::ChangesShardingColumn {
@@ -820,10 +917,11 @@ impl Decider<'_> {
                     };
                     let mut one = NodeSet::full(n);
                     for (s, tables) in strategies.clone() {
-                        // A value no target holds reaches no node (like MySQL finding no row).
+                        // A value the algorithm cannot read (`13.0`, a number for a date) may
+                        // still match rows under MySQL's comparison rules: every node.
                         match s.pick(&v) {
                             Ok(p) => one.intersect(&pick_nodes(rule, db, &p, tables)),
-                            Err(_) => one = NodeSet::empty(n),
+                            Err(_) => return Ok(None),
                         }
                     }
                     acc.union(&one);
@@ -875,12 +973,12 @@ impl Decider<'_> {
             Some((d, t)) => (d, Some(t)),
             None => (node, None),
         };
-        let bad = || RouteError::HintNode {
+        let bad = |why: String| RouteError::HintNode {
             node: node.to_string(),
-            database: db.name.clone(),
+            why,
         };
         if !db.data_sources.iter().any(|d| &*d.name == ds) {
-            return Err(bad());
+            return Err(bad(format!("`{ds}` is not a data source of `{}`", db.name)));
         }
         for t in tables.iter_mut() {
             let keep: Vec<NodeRef> = match table {
@@ -899,7 +997,22 @@ impl Decider<'_> {
                     .collect(),
             };
             if keep.is_empty() && t.layout == Layout::Sharded {
-                return Err(bad());
+                return Err(bad(format!(
+                    "`{}` has no node there that the statement can reach",
+                    t.table
+                )));
+            }
+            if t.layout == Layout::Broadcast && matches!(self.facts.kind, Kind::Write(_)) {
+                return Err(bad(format!(
+                    "`{}` is a broadcast table: a write goes to every copy and cannot be narrowed",
+                    t.table
+                )));
+            }
+            if let Some(r) = t.rows.iter().find(|r| !keep.contains(r)) {
+                return Err(bad(format!(
+                    "an INSERT row of `{}` belongs to node `{r}`",
+                    t.table
+                )));
             }
             if t.layout == Layout::Sharded {
                 t.nodes = keep;
@@ -917,7 +1030,7 @@ impl Decider<'_> {
 /// Tables of one binding group shard alike and join on one node: each keeps only the node
 /// positions (data source, table number) that every member of its group in the statement
 /// reaches. Their node lists have the same shape (validated), so positions line up.
-fn bind(db: &Database, tables: &mut [TableRoute]) {
+fn bind(db: &Database, refs: &[TableRef], tables: &mut [TableRoute]) {
     if tables.len() < 2 {
         return;
     }
@@ -929,15 +1042,22 @@ fn bind(db: &Database, tables: &mut [TableRoute]) {
             db.data_source_name(x.data_source) == &*n.data_source && x.table == n.table
         })
     };
-    let groups: BTreeSet<usize> = tables
-        .iter()
-        .filter_map(|t| db.binding_group(&t.table))
+    // Only tables joined at the top level pair rows; a subquery's table is read in full.
+    let top = |i: usize| refs.get(i).is_some_and(|r| r.top);
+    let groups: BTreeSet<usize> = (0..tables.len())
+        .filter(|i| top(*i))
+        .filter_map(|i| db.binding_group(&tables[i].table))
         .collect();
     for g in groups {
         let members: Vec<usize> = (0..tables.len())
-            .filter(|i| db.binding_group(&tables[*i].table) == Some(g))
+            .filter(|i| top(*i) && db.binding_group(&tables[*i].table) == Some(g))
             .collect();
-        if members.len() < 2 {
+        // A self-join (the same table twice) pairs rows of one table: no narrowing.
+        let distinct: BTreeSet<String> = members
+            .iter()
+            .map(|i| tables[*i].table.to_ascii_lowercase())
+            .collect();
+        if members.len() < 2 || distinct.len() != members.len() {
             continue;
         }
         let mut common: Option<BTreeSet<usize>> = None;
@@ -966,8 +1086,32 @@ fn bind(db: &Database, tables: &mut [TableRoute]) {
     }
 }
 
+/// What [`Decider::key_values`] found.
+enum KeyValues {
+    Known(Vec<Value>),
+    /// The key column is given, but by an expression the proxy does not evaluate.
+    Unevaluable(String),
+}
+
+/// An operand the proxy cannot evaluate, compared with `t.col` anywhere in `cond`.
+fn unevaluable(cond: &Cond, t: &TableRef, col: &str) -> Option<String> {
+    match cond {
+        Cond::And(parts) | Cond::Or(parts) => parts.iter().find_map(|p| unevaluable(p, t, col)),
+        Cond::In { column, values } if applies(column, t) && column.name == col => {
+            values.iter().find_map(|v| match v {
+                Operand::Other(e) => Some(e.clone()),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Whether a column reference can mean a column of table `t`.
 fn applies(c: &ColumnRef, t: &TableRef) -> bool {
+    if !t.top {
+        return false; // a subquery's table: the top-level WHERE says nothing about it
+    }
     match &c.qualifier {
         None => true,
         Some(q) => {

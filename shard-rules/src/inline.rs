@@ -11,7 +11,8 @@
 //! unary    := '-' unary | atom
 //! atom     := integer | 'string' | "string" | column | '(' expr ')' | '[' expr (',' expr)* ']'
 //! ```
-//! Integers are 64-bit; `/` truncates and `%` keeps the dividend's sign, as in Java and Groovy
+//! Integers are 64-bit; `/` is integer division (truncating, like Groovy's `intdiv`) and `%` keeps
+//! the dividend's sign, as in Java
 //! (so a negative value gives a name like `t_order_-3`, which matches no node and is refused).
 //! `+` with a string concatenates. Overflow and division by zero are errors.
 
@@ -151,6 +152,13 @@ impl Template {
         exprs(self) == exprs(other)
     }
 
+    /// Whether any `${ … }` part computes (arithmetic), rather than naming a value as is.
+    pub fn computes(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Expr(Expr::Bin(..) | Expr::Neg(_))))
+    }
+
     /// The columns the template reads, in name order.
     pub fn columns(&self) -> BTreeSet<String> {
         fn walk(e: &Expr, out: &mut BTreeSet<String>) {
@@ -206,7 +214,7 @@ impl Template {
                 let (a, b) = (self.eval_const(a)?, self.eval_const(b)?);
                 match (a, b) {
                     (Value::Int(a), Value::Int(b)) if a <= b => {
-                        if (b - a) as u128 >= MAX_NODES as u128 {
+                        if a.abs_diff(b) >= MAX_NODES as u64 {
                             return Err(self.err(format!("range {a}..{b} is too long")));
                         }
                         Ok((a..=b).map(Value::Int).collect())

@@ -1,5 +1,5 @@
-//! A set of data node indices: a bit set, inline for tables of up to 128 nodes (no allocation
-//! on the per-statement path), on the heap beyond.
+//! A set of data node indices: a bit set, inline for tables of up to 128 nodes (set operations
+//! do not allocate), on the heap beyond.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum NodeSet {

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::algorithm::{Pick, Strategy, StrategySpec};
+use crate::algorithm::{Algorithm, Pick, Strategy, StrategySpec};
 use crate::config::{
     is_identifier, parse_password_hash, ConfigProblem, DataSource, DatabaseType, RoomRole, User,
 };
+use crate::inline::Value as InlineValue;
 use crate::inline::{split_top_level, Template};
 use crate::nodeset::NodeSet;
 
@@ -249,14 +250,15 @@ impl RuleSet {
             .get(id as usize)
             .map_or(RoomRole::Unit, |(_, r)| *r)
     }
-    /// The room that owns `code` (codes come from [`RouteFn::route_code`], so always in range;
-    /// an out-of-range code belongs to no room and reads as the center).
+    /// The room that owns `code`. Codes come from [`RouteFn::route_code`], so they are always in
+    /// range; an out-of-range code belongs to no room ([`RoomId::MAX`], never a room's id), so
+    /// no write can pass the room check with it.
     #[inline]
     pub fn owner(&self, code: u32) -> RoomId {
         self.owner
             .get(code as usize)
             .copied()
-            .unwrap_or(self.center)
+            .unwrap_or(RoomId::MAX)
     }
     /// The route codes `room` owns.
     pub fn owned_codes(&self, room: RoomId) -> &CodeSet {
@@ -718,6 +720,20 @@ fn differs(a: &TableRule, b: &TableRule) -> Option<String> {
     if shape(a) != shape(b) {
         return Some("their data nodes have different numbers of tables".into());
     }
+    // Node positions pair up (the decision keeps shared positions): the tables at one position
+    // must be the same shard, e.g. `t_order_3` with `t_order_item_3`.
+    let suffix = |t: &TableRule, i: usize| -> String {
+        let table = t.nodes[i].table.to_ascii_lowercase();
+        table
+            .strip_prefix(&t.name.to_ascii_lowercase())
+            .map_or(table.clone(), str::to_string)
+    };
+    if (0..a.nodes.len()).any(|i| suffix(a, i) != suffix(b, i)) {
+        return Some(
+            "their data nodes are not listed in the same order (shard suffixes differ by position)"
+                .into(),
+        );
+    }
     let same = |x: &Option<Strategy>, y: &Option<Strategy>| match (x, y) {
         (None, None) => true,
         (Some(x), Some(y)) => x.same_shape(y),
@@ -753,6 +769,7 @@ fn compile_table(
     // Data nodes.
     let mut nodes = Vec::new();
     let mut unknown_ds: BTreeSet<String> = BTreeSet::new();
+    let mut seen: std::collections::HashSet<(usize, String)> = Default::default();
     match &spec.data_nodes {
         None => nodes.push(DataNode {
             data_source: default_ds,
@@ -799,7 +816,7 @@ fn compile_table(
                         data_source: d,
                         table: Arc::from(table),
                     };
-                    if nodes.contains(&node) {
+                    if !seen.insert((d, table.to_ascii_lowercase())) {
                         problems.add(at, "data_nodes", format!("`{n}` is listed twice"));
                         continue;
                     }
@@ -890,6 +907,19 @@ fn compile_table(
         }
         Some(strategy)
     });
+    // Every INSERT row must map to exactly one node, and what an INLINE expression computes
+    // must be a target: checked here rather than refused row by row later.
+    check_targets(
+        at,
+        name,
+        &nodes,
+        &node_data_sources,
+        &tables_in,
+        logical,
+        &database,
+        &table,
+        problems,
+    );
     let key_generator = spec.key_generator.as_ref().map(|k| {
         if !is_identifier(k.column.trim()) {
             problems.add(
@@ -915,12 +945,18 @@ fn compile_table(
     if problems.0.len() != before {
         return None;
     }
+    // Name picks (INLINE, INTERVAL tables) look tables up by name.
     let mut by_table_name: HashMap<String, NodeSet> = HashMap::default();
-    for (i, n) in nodes.iter().enumerate() {
-        by_table_name
-            .entry(n.table.to_ascii_lowercase())
-            .or_insert_with(|| NodeSet::empty(nodes.len()))
-            .insert(i);
+    if table
+        .as_ref()
+        .is_some_and(|t| matches!(t.algorithm, Algorithm::Inline(_) | Algorithm::Interval(_)))
+    {
+        for (i, n) in nodes.iter().enumerate() {
+            by_table_name
+                .entry(n.table.to_ascii_lowercase())
+                .or_insert_with(|| NodeSet::empty(nodes.len()))
+                .insert(i);
+        }
     }
     Some(TableRule {
         name: name.to_string(),
@@ -933,6 +969,113 @@ fn compile_table(
         table,
         key_generator,
     })
+}
+
+/// Checks that rows map to one node each and that INLINE expressions name targets.
+#[allow(clippy::too_many_arguments)]
+fn check_targets(
+    at: &str,
+    name: &str,
+    nodes: &[DataNode],
+    node_data_sources: &[usize],
+    tables_in: &[Vec<usize>],
+    logical: &[LogicalDataSource],
+    database: &Option<Strategy>,
+    table: &Option<Strategy>,
+    problems: &mut Problems,
+) {
+    let table_names: BTreeSet<String> =
+        nodes.iter().map(|n| n.table.to_ascii_lowercase()).collect();
+    if database.is_none() && node_data_sources.len() > 1 {
+        let by_name = table
+            .as_ref()
+            .is_some_and(|t| matches!(t.algorithm, Algorithm::Inline(_) | Algorithm::Interval(_)));
+        if !(by_name && table_names.len() == nodes.len()) {
+            problems.add(
+                at,
+                "database_sharding",
+                format!(
+                    "the data nodes of `{name}` span {} data sources, but nothing picks one: add \
+                     database_sharding (or name every table differently and pick tables by name)",
+                    node_data_sources.len()
+                ),
+            );
+        }
+    }
+    if table.is_none() && tables_in.iter().any(|t| t.len() > 1) {
+        problems.add(
+            at,
+            "table_sharding",
+            format!("a data source holds several tables of `{name}`, but nothing picks one: add table_sharding"),
+        );
+    }
+    for (field, strategy, targets) in [
+        (
+            "database_sharding",
+            database,
+            node_data_sources
+                .iter()
+                .map(|d| logical[*d].name.to_ascii_lowercase())
+                .collect::<BTreeSet<String>>(),
+        ),
+        ("table_sharding", table, table_names.clone()),
+    ] {
+        let Some(Strategy {
+            column,
+            algorithm: Algorithm::Inline(t),
+        }) = strategy
+        else {
+            continue;
+        };
+        if !t.computes() {
+            continue; // names a string value as is: nothing to sample
+        }
+        // Integer expressions are sampled over 0..4096: every result must be a target, and
+        // every target must come out.
+        let mut produced = BTreeSet::new();
+        let mut failed = false;
+        for v in 0..4096i64 {
+            match t.eval(&|_| Ok(InlineValue::Int(v))) {
+                Ok(n) => {
+                    let n = n.to_ascii_lowercase();
+                    if !targets.contains(&n) {
+                        problems.add(
+                            at,
+                            &format!("{field}.expression"),
+                            format!(
+                                "`{}` gives `{n}` for {column} = {v}, which the data nodes do not list",
+                                t.source()
+                            ),
+                        );
+                        failed = true;
+                        break;
+                    }
+                    produced.insert(n);
+                }
+                Err(e) => {
+                    problems.add(at, &format!("{field}.expression"), e.to_string());
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed && produced.len() < targets.len() {
+            let never: Vec<&String> = targets.difference(&produced).collect();
+            problems.add(
+                at,
+                &format!("{field}.expression"),
+                format!(
+                    "`{}` never picks {} of the data nodes",
+                    t.source(),
+                    never
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+    }
 }
 
 impl fmt::Display for DataNode {

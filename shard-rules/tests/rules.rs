@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use shard_rules::algorithm::Value;
 use shard_rules::analyze::analyze;
 use shard_rules::config::ConnectionMode;
-use shard_rules::decide::{decide, RouteError, SessionCtx};
+use shard_rules::decide::{decide, Refusal, RouteError, SessionCtx};
 use shard_rules::{RuleSet, RulesError, ShardingKey};
 
 fn example() -> String {
@@ -178,22 +178,54 @@ fn syntax_errors_and_unknown_fields_name_the_line() {
 
 /// Rules with two rooms splitting `count` codes at `split`, and a ban.
 fn rules_with(count: u32, split: u32, ban: &[(u32, u32)]) -> RuleSet {
-    let ban: Vec<String> = ban.iter().map(|(a, b)| format!("\"{a}-{b}\"")).collect();
-    let text = example()
+    RuleSet::parse(&rules_text(
+        count,
+        &format!("\"0-{}\"", split - 1),
+        &format!("\"{split}-{}\"", count - 1),
+        ban,
+    ))
+    .unwrap()
+}
+
+fn rules_text(count: u32, a: &str, b: &str, ban: &[(u32, u32)]) -> String {
+    let ban: Vec<String> = ban.iter().map(|(x, y)| format!("\"{x}-{y}\"")).collect();
+    example()
         .replace("count = 10000", &format!("count = {count}"))
-        .replace(
-            "owners.A = [\"0-4999\"]",
-            &format!("owners.A = [\"0-{}\"]", split - 1),
-        )
-        .replace(
-            "owners.B = [\"5000-9999\"]",
-            &format!("owners.B = [\"{split}-{}\"]", count - 1),
-        )
+        .replace("owners.A = [\"0-4999\"]", &format!("owners.A = [{a}]"))
+        .replace("owners.B = [\"5000-9999\"]", &format!("owners.B = [{b}]"))
         .replace(
             "route_codes = [\"4000-4099\"]",
             &format!("route_codes = [{}]", ban.join(", ")),
-        );
-    RuleSet::parse(&text).unwrap()
+        )
+}
+
+fn decide_sql(
+    rules: &RuleSet,
+    room: &str,
+    mode: ConnectionMode,
+    db: &str,
+    sql: &str,
+    key: Option<i64>,
+) -> Result<shard_rules::decide::Decision, Box<Refusal>> {
+    let parsed = sql_hint::parse(sql.as_bytes()).unwrap();
+    let stripped = String::from_utf8(parsed.sql.into_owned()).unwrap();
+    let facts = analyze(&stripped).unwrap();
+    let key = key.map(ShardingKey::Int);
+    let session = SessionCtx {
+        room: rules.room_id(room).unwrap(),
+        mode,
+        database: db,
+        session_key: key.as_ref(),
+        privileged: false,
+    };
+    decide(
+        rules,
+        &facts,
+        parsed.hint.as_ref(),
+        &session,
+        &[] as &[Value],
+        &mut |_| Ok(1),
+    )
 }
 
 fn write(
@@ -202,69 +234,217 @@ fn write(
     db: &str,
     sql: &str,
     key: Option<i64>,
-) -> Result<shard_rules::decide::Decision, RouteError> {
-    let facts = analyze(sql).unwrap();
-    let key = key.map(ShardingKey::Int);
-    let session = SessionCtx {
-        room: rules.room_id(room).unwrap(),
-        mode: ConnectionMode::Unit,
-        database: db,
-        session_key: key.as_ref(),
-        privileged: false,
-    };
-    decide(rules, &facts, None, &session, &[] as &[Value], &mut |_| {
-        Ok(1)
-    })
+) -> Result<shard_rules::decide::Decision, Box<Refusal>> {
+    decide_sql(rules, room, ConnectionMode::Unit, db, sql, key)
 }
+
+/// Statements that change data, in many shapes.
+const WRITES: &[&str] = &[
+    "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (1, {k}, 1)",
+    "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (1, {k}, 1), (2, {k}, 2)",
+    "REPLACE INTO t_order (order_id, buyer_id, amount) VALUES (1, {k}, 1)",
+    "UPDATE t_order SET status = 'paid' WHERE buyer_id = {k}",
+    "UPDATE t_order SET status = 'paid' WHERE buyer_id IN ({k}, {k}) AND order_id = 3",
+    "DELETE FROM t_order WHERE buyer_id = {k}",
+    "/* rb: sharding_key={k} */ DELETE FROM t_order WHERE order_id = 3",
+    "/* rb: sharding_key={k} */ UPDATE t_user SET name = 'x' WHERE user_id = 9",
+    "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (1, {k}, 1) ON DUPLICATE KEY UPDATE amount = 2",
+];
+
+/// Statements that may change data without a ShardingKey the proxy can see.
+const OTHER_WRITES: &[&str] = &[
+    "INSERT INTO t (a) VALUES (1)",
+    "UPDATE t SET a = 1",
+    "DELETE FROM t",
+    "REPLACE INTO t (a) VALUES (2)",
+    "TRUNCATE TABLE t",
+    "DROP TABLE t",
+    "ALTER TABLE t ADD COLUMN b INT",
+    "CREATE TABLE t2 (a INT)",
+    "WITH c AS (SELECT 1) DELETE FROM t",
+    "WITH c AS (SELECT 1) UPDATE t SET a = 1",
+    "INSERT INTO t (a) VALUES (1) ON DUPLICATE KEY UPDATE a = 2",
+    "CALL p()",
+    "LOCK TABLES t WRITE",
+    "UPDATE t JOIN u ON t.a = u.a SET t.b = 1",
+    "DELETE t FROM t JOIN u ON t.a = u.a",
+];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
+    /// Random ownership lists compile exactly when they partition the codes, and then every
+    /// code has exactly one owner.
     #[test]
-    fn every_route_code_has_exactly_one_owner(count in 2u32..3000, split_at in 1u32..1000) {
-        let split = 1 + split_at % (count - 1);
-        let rules = rules_with(count, split, &[]);
-        let (a, b) = (rules.room_id("A").unwrap(), rules.room_id("B").unwrap());
-        for code in 0..count {
-            let owner = rules.owner(code);
-            let in_a = rules.owned_codes(a).contains(code);
-            let in_b = rules.owned_codes(b).contains(code);
-            prop_assert!(in_a != in_b);
-            prop_assert_eq!(owner, if in_a { a } else { b });
+    fn a_rule_set_compiles_exactly_when_every_code_has_one_owner(
+        count in 2u32..400,
+        ranges in proptest::collection::vec((0usize..2, 0u32..400, 0u32..60), 1..6),
+    ) {
+        let mut lists = [Vec::new(), Vec::new()];
+        let mut owners = vec![0u8; count as usize];
+        for (room, from, len) in &ranges {
+            let from = from % count;
+            let to = (from + len).min(count - 1);
+            lists[*room].push(format!("\"{from}-{to}\""));
+            for c in from..=to {
+                owners[c as usize] += 1;
+            }
+        }
+        let partition = owners.iter().all(|n| *n == 1);
+        let text = rules_text(count, &lists[0].join(", "), &lists[1].join(", "), &[]);
+        match RuleSet::parse(&text) {
+            Ok(rules) => {
+                prop_assert!(partition);
+                let (a, b) = (rules.room_id("A").unwrap(), rules.room_id("B").unwrap());
+                for code in 0..count {
+                    let in_a = rules.owned_codes(a).contains(code);
+                    let in_b = rules.owned_codes(b).contains(code);
+                    prop_assert!(in_a != in_b);
+                    prop_assert_eq!(rules.owner(code), if in_a { a } else { b });
+                }
+            }
+            Err(e) => {
+                prop_assert!(!partition, "{}", e);
+                prop_assert!(e.to_string().contains("owned by"), "{}", e);
+            }
         }
     }
 
+    /// A write is allowed only when every key it carries belongs to this room and is not
+    /// banned; the same input always gives the same decision, also from a freshly parsed file.
     #[test]
-    fn a_banned_route_code_never_writes_and_decisions_repeat(
+    fn a_write_is_allowed_only_for_local_unbanned_keys(
         buyer in 0i64..1_000_000,
         ban_from in 0u32..10000,
         ban_len in 0u32..3000,
         room in prop_oneof![Just("A"), Just("B")],
+        which in 0usize..9,
     ) {
         let ban_to = (ban_from + ban_len).min(9999);
         let rules = rules_with(10000, 5000, &[(ban_from, ban_to)]);
-        let sql = format!("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (1, {buyer}, 1)");
+        let sql = WRITES[which].replace("{k}", &buyer.to_string());
         let first = write(&rules, room, "shop", &sql, None);
-        let second = write(&rules, room, "shop", &sql, None);
-        prop_assert_eq!(&first, &second);
+        let again = write(&rules_with(10000, 5000, &[(ban_from, ban_to)]), room, "shop", &sql, None);
+        prop_assert_eq!(&first, &again);
         let code = (buyer % 10000) as u32;
-        if let Ok(d) = &first {
-            prop_assert!(!rules.is_banned(code));
-            prop_assert_eq!(rules.room_name(rules.owner(code)), room);
-            prop_assert_eq!(d.route.as_ref().map(|r| r.code), Some(code));
-        } else if rules.room_name(rules.owner(code)) == room {
-            prop_assert!(rules.is_banned(code));
-            let banned = matches!(first, Err(RouteError::Banned { .. }));
-            prop_assert!(banned);
+        let local = rules.room_name(rules.owner(code)) == room;
+        let banned = rules.is_banned(code);
+        match &first {
+            Ok(d) => {
+                prop_assert!(local && !banned, "{} allowed: code {} local {} banned {}", sql, code, local, banned);
+                prop_assert_eq!(d.route.as_ref().map(|r| r.code), Some(code));
+            }
+            Err(e) if !local => {
+                let wrong = matches!(e.reason, RouteError::WrongRoom { .. });
+                prop_assert!(wrong, "{}", e);
+                prop_assert_eq!(e.route_code, Some(code));
+            }
+            Err(e) if banned => {
+                let is_ban = matches!(e.reason, RouteError::Banned { .. });
+                prop_assert!(is_ban && e.is_retryable(), "{}", e);
+            }
+            Err(e) => prop_assert!(false, "local unbanned write refused: {} → {}", sql, e),
         }
     }
 
+    /// A unit room's proxy never lets anything that may change data reach a center or
+    /// center-unit database; a unit database needs a key or a center connection for it.
     #[test]
-    fn a_unit_room_never_writes_to_center_or_center_unit_databases(key in any::<i64>(), which in 0usize..4) {
+    fn a_unit_room_never_writes_to_center_or_center_unit_databases(key in any::<i64>(), which in 0usize..15) {
         let rules = rules_with(10000, 5000, &[]);
-        let sql = ["INSERT INTO t (a) VALUES (1)", "UPDATE t SET a = 1", "DELETE FROM t", "REPLACE INTO t (a) VALUES (2)"][which];
-        for db in ["ops", "catalog"] {
-            prop_assert!(write(&rules, "B", db, sql, Some(key)).is_err());
+        let sql = OTHER_WRITES[which];
+        for mode in [ConnectionMode::Unit, ConnectionMode::Center] {
+            let e = decide_sql(&rules, "B", mode, "ops", sql, Some(key)).unwrap_err();
+            let refused = matches!(e.reason, RouteError::CenterDatabaseOutsideCenter { .. } | RouteError::CenterModeOutsideCenter { .. });
+            prop_assert!(refused, "{}: {}", sql, e);
+            let e = decide_sql(&rules, "B", mode, "catalog", sql, Some(key)).unwrap_err();
+            let refused = matches!(e.reason, RouteError::ReadOnlyRoom { .. } | RouteError::CenterModeOutsideCenter { .. } | RouteError::NeedsCenterConnection { .. });
+            prop_assert!(refused, "{}: {}", sql, e);
+        }
+        // In a unit database, without a key from the statement, only the session key's room
+        // decides, and statements whose rows or effects cannot be seen are refused.
+        if let Ok(d) = write(&rules, "B", "shop", sql, Some(key)) {
+            let code = key.rem_euclid(10000) as u32;
+            prop_assert!(code >= 5000, "{} allowed in B with key {}", sql, key);
+            prop_assert!(matches!(d.kind, shard_rules::analyze::Kind::Write(_)));
+        }
+    }
+}
+
+/// Each broken variant of the example is refused with the problem it has.
+#[test]
+fn each_broken_variant_names_its_problem() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"table_sharding = { algorithm = "inline", expression = "t_order_${order_id % 4}" }"#,
+            r#"table_sharding = { algorithm = "inline", expression = "t_order_${order_id % 8}" }"#,
+            "`t_order_${order_id % 8}` gives `t_order_4` for order_id = 4, which the data nodes do not list",
+        ),
+        (
+            r#"table_sharding = { algorithm = "inline", expression = "t_order_${order_id % 4}" }"#,
+            r#"table_sharding = { algorithm = "inline", expression = "t_order_${order_id % 2}" }"#,
+            "`t_order_${order_id % 2}` never picks t_order_2, t_order_3 of the data nodes",
+        ),
+        (
+            "database_sharding = { algorithm = \"mod\", column = \"buyer_id\" }\ntable_sharding = { algorithm = \"inline\", expression = \"t_order_${order_id % 4}\" }",
+            "table_sharding = { algorithm = \"inline\", expression = \"t_order_${order_id % 4}\" }",
+            "the data nodes of `t_order` span 2 data sources, but nothing picks one",
+        ),
+        (
+            r#"database_sharding = { algorithm = "mod", column = "buyer_id" }
+table_sharding = { algorithm = "inline", expression = "t_order_item_${order_id % 4}" }"#,
+            r#"database_sharding = { algorithm = "mod", column = "order_id" }
+table_sharding = { algorithm = "inline", expression = "t_order_item_${order_id % 4}" }"#,
+            "are in one binding group but shard differently: different database_sharding",
+        ),
+        (
+            r#"data_nodes = "ds_${0..1}.t_order_item_${0..3}""#,
+            r#"data_nodes = "ds_${0..1}.t_order_item_${[1,0,2,3]}""#,
+            "not listed in the same order",
+        ),
+        ("[rooms.A]\nrole = \"center\"", "[rooms.A]\nrole = \"unit\"", "no room has role = \"center\"; exactly one must"),
+        ("count = 10000", "count = 0", "0 is not between 1 and 1048576"),
+        (
+            r#"data_sources.ds_1 = ["shop1_a", "shop1_b"]"#,
+            r#"data_sources.ds_1 = ["shop1_a", "shop0_b"]"#,
+            "physical data source `shop0_b` is also listed for `ds_0`",
+        ),
+        (
+            r#"data_sources.ds = ["ops_a"]"#,
+            r#"data_sources.ds = ["ops_a", "shop1_b"]"#,
+            "a center database has no data source in unit room `B`",
+        ),
+        (
+            r#"data_nodes = "ds_${0..1}.t_order_${0..3}""#,
+            r#"data_nodes = "ds_${0..1}.t_order_${0..3}, ds_0.t_order_1""#,
+            "`ds_0.t_order_1` is listed twice",
+        ),
+        (
+            r#"data_nodes = "ds_${0..1}.t_order_${0..3}""#,
+            r#"data_nodes = "ds_${0..1}_t_order_${0..3}""#,
+            "is not `data_source.table`",
+        ),
+        (
+            r#"default_data_source = "ds_0""#,
+            r#"default_data_source = "ds_7""#,
+            "`ds_7` is not one of this database's data sources",
+        ),
+        (
+            r#"unit = "month""#,
+            r#"unit = "month", amount = 0"#,
+            "field `table_sharding.amount`: must be at least 1",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let text = example();
+        assert!(text.contains(from), "the example has no `{from}`");
+        let text = text.replacen(from, to, 1);
+        match RuleSet::parse(&text) {
+            Ok(_) => panic!("accepted with `{to}`"),
+            Err(e) => assert!(
+                e.to_string().contains(want),
+                "with `{to}`:\n{e}\nwanted: {want}"
+            ),
         }
     }
 }
