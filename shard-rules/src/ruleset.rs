@@ -94,7 +94,7 @@ pub struct TableRule {
     /// For each entry of `node_data_sources`, the indices of its nodes in `nodes`.
     pub tables_in: Vec<Vec<usize>>,
     /// Lower-case physical table name → its nodes (name picks: inline, interval).
-    by_table_name: HashMap<String, NodeSet>,
+    by_table_name: HashMap<String, Vec<usize>>,
     pub database: Option<Strategy>,
     pub table: Option<Strategy>,
     pub key_generator: Option<KeyGenerator>,
@@ -199,11 +199,15 @@ impl TableRule {
                     }
                 }
                 Pick::Name(n) => {
-                    return self
+                    for k in self
                         .by_table_name
                         .get(lower_key(n).as_ref())
-                        .cloned()
-                        .unwrap_or(out);
+                        .into_iter()
+                        .flatten()
+                    {
+                        out.insert(*k);
+                    }
+                    return out;
                 }
             }
         }
@@ -946,7 +950,7 @@ fn compile_table(
         return None;
     }
     // Name picks (INLINE, INTERVAL tables) look tables up by name.
-    let mut by_table_name: HashMap<String, NodeSet> = HashMap::default();
+    let mut by_table_name: HashMap<String, Vec<usize>> = HashMap::default();
     if table
         .as_ref()
         .is_some_and(|t| matches!(t.algorithm, Algorithm::Inline(_) | Algorithm::Interval(_)))
@@ -954,8 +958,8 @@ fn compile_table(
         for (i, n) in nodes.iter().enumerate() {
             by_table_name
                 .entry(n.table.to_ascii_lowercase())
-                .or_insert_with(|| NodeSet::empty(nodes.len()))
-                .insert(i);
+                .or_default()
+                .push(i);
         }
     }
     Some(TableRule {

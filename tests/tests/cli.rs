@@ -56,3 +56,70 @@ fn hash_password_prints_what_mariadb_password_prints() {
         "*C142FB215B6E05B7C134B1A653AD4B455157FD79"
     );
 }
+
+#[test]
+fn check_rules_and_route_explain_the_rules_to_a_dba() {
+    let rules = root().join("fixtures/rules/full-example.toml");
+    let ok = Command::new(binary())
+        .arg("check-rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ok (version 12, traffic version 7, write-ban version 3 on 4000-4099"),
+        "{stdout}"
+    );
+
+    let bad = std::env::temp_dir().join(format!("rb-bad-rules-{}.toml", std::process::id()));
+    let text = std::fs::read_to_string(&rules)
+        .unwrap()
+        .replace("owners.B = [\"5000-9999\"]", "owners.B = [\"5000-9000\"]");
+    std::fs::write(&bad, text).unwrap();
+    let out = Command::new(binary())
+        .arg("check-rules")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("route codes 9001-9999 are owned by no room"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_file(&bad);
+
+    let route = |room: &str, sql: &str| {
+        Command::new(binary())
+            .args(["route", "--rules"])
+            .arg(&rules)
+            .args(["--room", room, "--database", "shop", sql])
+            .output()
+            .unwrap()
+    };
+    let out = route(
+        "A",
+        "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (13, 1001, 9.5)",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("route code:  1001 (ShardingKey 1001, from Column), owner room A"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("table t_order:  Sharded -> ds_1.t_order_1"),
+        "{stdout}"
+    );
+    let out = route(
+        "B",
+        "/* rb: sk=14050 */ DELETE FROM t_order WHERE order_id = 3",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("belongs to room `A`, not this proxy's room `B`"),
+        "{stdout}"
+    );
+}
