@@ -281,16 +281,17 @@ proptest! {
         ranges in proptest::collection::vec((0usize..2, 0u32..400, 0u32..60), 1..6),
     ) {
         let mut lists = [Vec::new(), Vec::new()];
-        let mut owners = vec![0u8; count as usize];
+        // Which rooms list each code (a room may list a code twice: still one owner).
+        let mut owners = vec![[false; 2]; count as usize];
         for (room, from, len) in &ranges {
             let from = from % count;
             let to = (from + len).min(count - 1);
             lists[*room].push(format!("\"{from}-{to}\""));
             for c in from..=to {
-                owners[c as usize] += 1;
+                owners[c as usize][*room] = true;
             }
         }
-        let partition = owners.iter().all(|n| *n == 1);
+        let partition = owners.iter().all(|o| o[0] != o[1]);
         let text = rules_text(count, &lists[0].join(", "), &lists[1].join(", "), &[]);
         match RuleSet::parse(&text) {
             Ok(rules) => {
@@ -447,4 +448,28 @@ table_sharding = { algorithm = "inline", expression = "t_order_item_${order_id %
             ),
         }
     }
+}
+
+#[test]
+fn a_failing_key_generator_refuses_the_insert_and_names_the_column() {
+    let rules = RuleSet::parse(&example()).unwrap();
+    let facts =
+        analyze("INSERT INTO t_order_item (order_id, buyer_id, sku) VALUES (13, 1001, 'x')")
+            .unwrap();
+    let session = SessionCtx {
+        room: rules.room_id("A").unwrap(),
+        mode: ConnectionMode::Unit,
+        database: "shop",
+        session_key: None,
+        privileged: false,
+    };
+    let e = decide(&rules, &facts, None, &session, &[], &mut |g| {
+        Err(format!("segment source for tag `{}` is down", g.tag))
+    })
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "key generator for `t_order_item`.`item_id`: segment source for tag `order_item` is down (rules version 12)"
+    );
+    assert_eq!(e.table.as_deref(), Some("t_order_item"));
 }
