@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# demo.sh [stop] — start the MariaDB rooms and a room-A Rainbow Bridge proxy on 127.0.0.1:3307,
-# then print how to connect. `demo.sh stop` stops that proxy and the rooms (data is kept).
+# demo.sh [stop] — start the MariaDB rooms and one Rainbow Bridge proxy per room (room A on
+# 127.0.0.1:3307, room B on 127.0.0.1:3308), then print how to connect. `demo.sh stop` stops the
+# proxies and the rooms (data is kept).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DEMO="${RB_DEMO_DIR:-/tmp/rainbow-bridge-demo}"
-PIDF="$DEMO/proxy-a.pid" LOG="$DEMO/proxy-a.log" CONFIG=fixtures/demo/room-a.toml
 mkdir -p "$DEMO"
 
-proxy_alive() { [ -s "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }
+pidf() { echo "$DEMO/proxy-$1.pid"; }
+logf() { echo "$DEMO/proxy-$1.log"; }
+proxy_alive() { [ -s "$(pidf "$1")" ] && kill -0 "$(cat "$(pidf "$1")")" 2>/dev/null; }
 
 if [ "${1:-}" = stop ]; then
-  if proxy_alive; then
-    pid="$(cat "$PIDF")"; echo "demo: stopping proxy (pid $pid)"
-    kill "$pid"
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-  fi
-  rm -f "$PIDF"
+  for r in a b; do
+    if proxy_alive "$r"; then
+      pid="$(cat "$(pidf "$r")")"; echo "demo: stopping proxy of room ${r^^} (pid $pid)"
+      kill "$pid"
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    fi
+    rm -f "$(pidf "$r")"
+  done
   exec scripts/rooms.sh down
 fi
 [ $# -eq 0 ] || { echo "usage: $0 [stop]" >&2; exit 2; }
@@ -30,32 +34,41 @@ echo "== build"
 command -v cargo >/dev/null || { echo "demo: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
 cargo build --release -p rainbow-bridge
 
-echo "== proxy"
-[ -f "$CONFIG" ] || { echo "demo: $CONFIG is missing" >&2; exit 1; }
-if proxy_alive; then
-  echo "demo: proxy already running (pid $(cat "$PIDF"))"
-else
-  setsid nohup target/release/rainbow-bridge --config "$CONFIG" </dev/null >>"$LOG" 2>&1 &
-  echo $! >"$PIDF"
-fi
-for i in $(seq 60); do
-  mariadb -h127.0.0.1 -P3307 -udemo -pdemo --connect-timeout=2 -e 'SELECT 1' >/dev/null 2>&1 && break
-  if [ "$i" -eq 60 ] || ! proxy_alive; then
-    echo "demo: proxy did not accept a login on 127.0.0.1:3307; tail of $LOG:" >&2
-    tail -n 40 "$LOG" >&2 || true
-    exit 1
+echo "== proxies"
+start() { # room-letter port user password
+  local r="$1" port="$2" user="$3" pw="$4" config="fixtures/demo/room-$1.toml"
+  [ -f "$config" ] || { echo "demo: $config is missing" >&2; exit 1; }
+  if proxy_alive "$r"; then
+    echo "demo: proxy of room ${r^^} already running (pid $(cat "$(pidf "$r")"))"
+  else
+    setsid nohup target/release/rainbow-bridge --config "$config" </dev/null >>"$(logf "$r")" 2>&1 &
+    echo $! >"$(pidf "$r")"
   fi
-  sleep 0.5
-done
+  for i in $(seq 60); do
+    mariadb -h127.0.0.1 -P"$port" -u"$user" -p"$pw" --connect-timeout=2 -e 'SELECT 1' >/dev/null 2>&1 && return 0
+    if [ "$i" -eq 60 ] || ! proxy_alive "$r"; then
+      echo "demo: proxy of room ${r^^} did not accept a login on 127.0.0.1:$port; tail of $(logf "$r"):" >&2
+      tail -n 40 "$(logf "$r")" >&2 || true
+      exit 1
+    fi
+    sleep 0.5
+  done
+}
+start a 3307 demo demo
+start b 3308 app app
 
 cat <<MSG
 
-Rainbow Bridge (room A) is listening on 127.0.0.1:3307 (pid $(cat "$PIDF"), log $LOG).
-Connect:
-  mariadb -h127.0.0.1 -P3307 -udemo -pdemo -c shop
+Rainbow Bridge is listening: room A (center) on 127.0.0.1:3307, room B (unit) on 127.0.0.1:3308.
+Logs: $(logf a), $(logf b). Rules: fixtures/demo/rules.toml (buyers 0-4999 in A, 5000-9999 in B).
+Connect (-c keeps comments, so hints reach the proxy):
+  mariadb -h127.0.0.1 -P3307 -udemo -pdemo -c shop     # center connection, room A
+  mariadb -h127.0.0.1 -P3308 -uapp -papp -c shop       # unit connection, room B
 Try:
   SELECT * FROM t_order LIMIT 5;
-  USE scratch; CREATE TABLE t(a INT);
-Stop the proxy and the rooms:
+  USE scratch; CREATE TABLE t(a INT);                  # room A only: a center database
+  target/release/rainbow-bridge route --rules fixtures/demo/rules.toml --room B --database shop \\
+    "UPDATE t_order SET status = 'paid' WHERE buyer_id = 1001"
+Stop the proxies and the rooms:
   scripts/demo.sh stop
 MSG

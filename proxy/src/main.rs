@@ -74,10 +74,56 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<Config> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Config::parse(&text).with_context(|| format!("{} refused", path.display()))
+/// Why the config file or its rules file cannot be used: every problem, per file.
+enum LoadError {
+    Config(PathBuf, String),
+    Rules(PathBuf, String),
+    Io(anyhow::Error),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Config(p, e) | LoadError::Rules(p, e) => write!(f, "{}: {e}", p.display()),
+            LoadError::Io(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+/// Reads and validates the config file and the rules file it names (relative to the config
+/// file's directory), and checks that the proxy's room is a room of the rules.
+fn load_all(path: &PathBuf) -> Result<(Config, shard_rules::RuleSet, PathBuf), LoadError> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .map_err(LoadError::Io)?;
+    let config =
+        Config::parse(&text).map_err(|e| LoadError::Config(path.clone(), e.to_string()))?;
+    let rules_path = path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(&config.proxy.rules);
+    let text = std::fs::read_to_string(&rules_path)
+        .with_context(|| {
+            format!(
+                "cannot read the rules file {} (proxy.rules in {})",
+                rules_path.display(),
+                path.display()
+            )
+        })
+        .map_err(LoadError::Io)?;
+    let rules = shard_rules::RuleSet::parse(&text)
+        .map_err(|e| LoadError::Rules(rules_path.clone(), e.to_string()))?;
+    if rules.room_id(&config.proxy.room).is_none() {
+        return Err(LoadError::Config(
+            path.clone(),
+            format!(
+                "config has 1 problem(s):\n  - proxy: field `room`: room `{}` is not a room of the rules file {}",
+                config.proxy.room,
+                rules_path.display()
+            ),
+        ));
+    }
+    Ok((config, rules, rules_path))
 }
 
 /// `rainbow-bridge route`: one statement's decision, printed for a person.
@@ -172,27 +218,28 @@ fn route_preview(
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
-        Some(Command::CheckConfig { file }) => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            match Config::parse(&text) {
-                Ok(c) => {
-                    println!(
-                        "{}: ok ({} rooms, {} data sources, {} databases, {} users)",
-                        file.display(),
-                        c.rooms.len(),
-                        c.data_sources.len(),
-                        c.databases.len(),
-                        c.users.len()
-                    );
-                    Ok(std::process::ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    println!("{}: {e}", file.display());
-                    Ok(std::process::ExitCode::from(2))
-                }
+        Some(Command::CheckConfig { file }) => match load_all(&file) {
+            Ok((c, r, rules_path)) => {
+                println!(
+                    "{}: ok (room {}, rules {} version {}: {} rooms, {} data sources, {} \
+                     databases, {} users)",
+                    file.display(),
+                    c.proxy.room,
+                    rules_path.display(),
+                    r.version(),
+                    r.rooms().len(),
+                    r.data_sources().len(),
+                    r.databases().count(),
+                    r.users().len()
+                );
+                Ok(std::process::ExitCode::SUCCESS)
             }
-        }
+            Err(LoadError::Io(e)) => Err(e),
+            Err(e) => {
+                println!("{e}");
+                Ok(std::process::ExitCode::from(2))
+            }
+        },
         Some(Command::CheckRules { file }) => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
@@ -241,7 +288,11 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         None => {
             let path = cli.config.context("no --config given (see --help)")?;
-            let config = load(&path)?;
+            let (config, rules, rules_path) = match load_all(&path) {
+                Ok(x) => x,
+                Err(LoadError::Io(e)) => return Err(e),
+                Err(e) => anyhow::bail!("refused: {e}"),
+            };
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if config.proxy.worker_threads > 0 {
                 rt.worker_threads(config.proxy.worker_threads);
@@ -252,8 +303,14 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 let listener = tokio::net::TcpListener::bind(&listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
-                info!(listen = %listener.local_addr()?, room = %config.proxy.room, "rainbow-bridge listening");
-                let shared = rainbow_bridge::server::shared(config);
+                info!(
+                    listen = %listener.local_addr()?,
+                    room = %config.proxy.room,
+                    rules = %rules_path.display(),
+                    rules_version = rules.version(),
+                    "rainbow-bridge listening"
+                );
+                let shared = rainbow_bridge::server::shared(config, rules);
                 // Learn the backend version before the first client arrives.
                 let _ = shared.server_version().await;
                 rainbow_bridge::server::serve(listener, shared, shutdown_signal()).await;

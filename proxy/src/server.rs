@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shard_rules::Config;
+use shard_rules::{Config, RuleSet};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
@@ -16,11 +16,12 @@ use crate::packet::PacketIo;
 use crate::pool::Pools;
 use crate::session::{Session, Shared};
 
-/// Builds the shared state (pools are created lazily, nothing connects yet).
-pub fn shared(config: Config) -> Arc<Shared> {
+/// Builds the shared state (pools are created lazily, nothing connects yet). The proxy serves
+/// the data sources of its own room only; `config.proxy.room` must be a room of `rules`.
+pub fn shared(config: Config, rules: RuleSet) -> Arc<Shared> {
     let timeout = Duration::from_millis(config.pool.connect_timeout_ms);
-    let targets: HashMap<String, Arc<Target>> = config
-        .data_sources
+    let targets: HashMap<String, Arc<Target>> = rules
+        .data_sources()
         .iter()
         .filter(|(_, ds)| ds.room == config.proxy.room)
         .map(|(name, ds)| {
@@ -38,7 +39,7 @@ pub fn shared(config: Config) -> Arc<Shared> {
         })
         .collect();
     let pools = Pools::new(targets, config.pool.clone());
-    Arc::new(Shared::new(config, pools))
+    Arc::new(Shared::new(config, rules, pools))
 }
 
 /// Accepts clients until `shutdown` completes.

@@ -23,8 +23,9 @@ use mysql_common::constants::{CapabilityFlags, ColumnType};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, Column, HandshakeResponse};
 use mysql_common::proto::MySerialize;
-use shard_rules::config::{parse_password_hash, ConnectionMode, RoomRole};
+use shard_rules::config::{parse_password_hash, ConnectionMode, DataSource, RoomRole};
 use shard_rules::Config;
+use shard_rules::{RoomId, RuleSet};
 use tracing::{debug, info, warn};
 
 use crate::auth;
@@ -57,6 +58,10 @@ const COM_RESET_CONNECTION: u8 = 0x1F;
 /// State shared by all sessions of one proxy.
 pub struct Shared {
     pub config: Config,
+    /// The rules this proxy applies (rooms, databases, users, route codes, write-ban).
+    pub rules: Arc<RuleSet>,
+    /// This proxy's room in `rules`.
+    pub room: RoomId,
     pub pools: Pools,
     version: RwLock<Option<String>>,
     /// When the last attempt to learn the version failed: logins do not retry for a while.
@@ -91,9 +96,13 @@ const LINGER: Duration = Duration::from_secs(1);
 const FALLBACK_VERSION: &str = "5.5.5-10.11.0-MariaDB-rainbow-bridge";
 
 impl Shared {
-    pub fn new(config: Config, pools: Pools) -> Self {
+    /// `config.proxy.room` must be a room of `rules` (checked when the files are loaded).
+    pub fn new(config: Config, rules: RuleSet, pools: Pools) -> Self {
+        let room = rules.room_id(&config.proxy.room).unwrap_or(RoomId::MAX);
         Shared {
             config,
+            rules: Arc::new(rules),
+            room,
             pools,
             version: RwLock::new(None),
             version_failed_at: std::sync::Mutex::new(None),
@@ -122,8 +131,8 @@ impl Shared {
             return FALLBACK_VERSION.to_string();
         }
         let local: Vec<String> = self
-            .config
-            .data_sources
+            .rules
+            .data_sources()
             .iter()
             .filter(|(_, ds)| ds.room == self.config.proxy.room)
             .map(|(n, _)| n.clone())
@@ -392,21 +401,21 @@ impl Session {
 
     /// Checks the user's password and connection mode.
     fn authenticate(&self, user: &str, token: &[u8], db: Option<&str>) -> Result<(), ProxyError> {
-        let config = &self.shared.config;
+        let rules = &self.shared.rules;
         let denied = || ProxyError::AccessDenied {
             user: user.to_string(),
             host: self.peer.ip().to_string(),
             using_password: !token.is_empty(),
         };
-        let u = config.users.get(user).ok_or_else(denied)?;
+        let u = rules.users().get(user).ok_or_else(denied)?;
         let stage2 = parse_password_hash(&u.password_hash).ok_or_else(denied)?;
         if !auth::verify_native(&self.salt, token, &stage2) {
             return Err(denied());
         }
-        if u.mode == ConnectionMode::Center && config.local_role() == RoomRole::Unit {
+        if u.mode == ConnectionMode::Center && rules.room_role(self.shared.room) == RoomRole::Unit {
             return Err(ProxyError::CenterModeInUnitRoom {
-                room: config.proxy.room.clone(),
-                center: center_room(config),
+                room: self.shared.config.proxy.room.clone(),
+                center: center_room(rules),
             });
         }
         let _ = db;
@@ -426,26 +435,26 @@ impl Session {
     }
 
     fn default_ds(&self) -> Option<String> {
-        default_ds(&self.shared.config, &self.user)
+        default_ds(&self.shared, &self.user)
     }
 
     /// The data source and schema serving logical database `db` for `user` in this room;
     /// checks existence and permission, changes nothing.
     fn resolve_db(&self, user: &str, db: &str) -> Result<(String, String), ProxyError> {
-        let config = &self.shared.config;
+        let rules = &self.shared.rules;
         if db.eq_ignore_ascii_case("information_schema") {
             let ds = self
                 .ds
                 .clone()
-                .or_else(|| default_ds(config, user))
+                .or_else(|| default_ds(&self.shared, user))
                 .ok_or(ProxyError::UnknownDatabase(db.to_string()))?;
             return Ok((ds, "information_schema".to_string()));
         }
-        if !config.databases.contains_key(db) {
+        if rules.database(db).is_none() {
             return Err(ProxyError::UnknownDatabase(db.to_string()));
         }
-        let allowed = config
-            .users
+        let allowed = rules
+            .users()
             .get(user)
             .is_some_and(|u| u.databases.iter().any(|d| d == db));
         if !allowed {
@@ -455,12 +464,12 @@ impl Session {
                 db: db.to_string(),
             });
         }
-        match config.local_data_source(db) {
+        match local_data_source(&self.shared, db) {
             Some((ds, source)) => Ok((ds.to_string(), source.schema.clone())),
             None => Err(ProxyError::CenterDatabaseInUnitRoom {
                 db: db.to_string(),
-                room: config.proxy.room.clone(),
-                center: center_room(config),
+                room: self.shared.config.proxy.room.clone(),
+                center: center_room(rules),
             }),
         }
     }
@@ -1416,20 +1425,28 @@ fn merge_multi(stmts: Vec<Statement>) -> Result<Statement, ProxyError> {
 
 /// The data source for a session without a current database: the first of the user's
 /// databases served in this room.
-fn default_ds(config: &Config, user: &str) -> Option<String> {
-    let user = config.users.get(user)?;
+fn default_ds(shared: &Shared, user: &str) -> Option<String> {
+    let user = shared.rules.users().get(user)?;
     user.databases
         .iter()
-        .find_map(|db| config.local_data_source(db).map(|(n, _)| n.to_string()))
+        .find_map(|db| local_data_source(shared, db).map(|(n, _)| n.to_string()))
 }
 
-fn center_room(config: &Config) -> String {
-    config
-        .rooms
-        .iter()
-        .find(|(_, r)| r.role == RoomRole::Center)
-        .map(|(n, _)| n.clone())
-        .unwrap_or_default()
+/// The physical data source serving logical database `db`'s default data source in this
+/// proxy's room, if the database is served here.
+fn local_data_source<'a>(shared: &'a Shared, db: &str) -> Option<(&'a str, &'a DataSource)> {
+    let database = shared.rules.database(db)?;
+    let logical = database.data_sources.get(database.default_data_source)?;
+    let name = logical.physical.get(shared.room as usize)?.as_deref()?;
+    shared
+        .rules
+        .data_sources()
+        .get_key_value(name)
+        .map(|(n, d)| (n.as_str(), d))
+}
+
+fn center_room(rules: &RuleSet) -> String {
+    rules.room_name(rules.center()).to_string()
 }
 
 fn stmt_id(payload: &[u8]) -> Option<u32> {

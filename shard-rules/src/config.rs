@@ -1,33 +1,26 @@
-//! The proxy's TOML configuration: this instance, the rooms, the data sources, the logical
-//! databases, the users and the backend pools.
+//! The proxy instance's own TOML configuration: where it listens, which room it runs in, where
+//! its rules file is, and its backend pools. The rules (rooms, data sources, databases, users,
+//! route codes, traffic, write-ban, table rules) live in the rules file, shared by every proxy
+//! ([`crate::rules`], `docs/rules.md`); the types both files use are here.
 //!
 //! Invariants: [`Config::parse`] either returns a config that passed [`Config::validate`] or every
 //! problem found, each naming the section, the field and the reason. Unknown fields are refused
 //! (`deny_unknown_fields`) so a typo never silently falls back to a default.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-/// The whole configuration file.
+/// The whole configuration file of one proxy instance.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This proxy instance. Required.
     pub proxy: ProxySection,
-    /// The rooms (datacenters), keyed by name. Exactly one has `role = "center"`. Required.
-    pub rooms: BTreeMap<String, Room>,
     /// Backend pool sizes and timeouts, applied to every (data source) pool. Optional.
     #[serde(default)]
     pub pool: PoolConfig,
-    /// Physical databases, keyed by data source name. Required.
-    pub data_sources: BTreeMap<String, DataSource>,
-    /// Logical databases the applications connect to, keyed by name. Required.
-    pub databases: BTreeMap<String, Database>,
-    /// The proxy's application users, keyed by user name. Required.
-    pub users: BTreeMap<String, User>,
 }
 
 /// This proxy instance.
@@ -36,8 +29,10 @@ pub struct Config {
 pub struct ProxySection {
     /// Address the MySQL protocol listener binds, e.g. `"127.0.0.1:3307"`. Required.
     pub listen: String,
-    /// The room this instance runs in; must name a room in `[rooms]`. Required.
+    /// The room this instance runs in; must name a room of the rules file. Required.
     pub room: String,
+    /// The rules file, relative to this file's directory (or absolute). Required.
+    pub rules: String,
     /// Maximum concurrent client connections; more get error 1040. Default 4096.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -152,17 +147,6 @@ impl fmt::Display for DatabaseType {
             DatabaseType::CenterUnit => "center-unit",
         })
     }
-}
-
-/// A logical database the applications connect to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Database {
-    /// `"unit"`, `"center"` or `"center-unit"`. Required.
-    #[serde(rename = "type")]
-    pub db_type: DatabaseType,
-    /// Data sources holding it, at most one per room until table rules (sharding) exist. Required.
-    pub data_sources: Vec<String>,
 }
 
 /// Connection mode of a user's connections.
@@ -290,12 +274,8 @@ impl Config {
                 format!("`{}` is not an IP:port address", self.proxy.listen),
             );
         }
-        if !self.rooms.contains_key(&self.proxy.room) {
-            bad(
-                "proxy",
-                "room",
-                format!("room `{}` is not defined in [rooms]", self.proxy.room),
-            );
+        if self.proxy.rules.trim().is_empty() {
+            bad("proxy", "rules", "must name the rules file".into());
         }
         if self.proxy.max_connections == 0 {
             bad("proxy", "max_connections", "must be at least 1".into());
@@ -306,26 +286,6 @@ impl Config {
                 "max_allowed_packet",
                 "must be at least 1024 bytes".into(),
             );
-        }
-
-        let centers: Vec<&String> = self
-            .rooms
-            .iter()
-            .filter(|(_, r)| r.role == RoomRole::Center)
-            .map(|(n, _)| n)
-            .collect();
-        match centers.len() {
-            1 => {}
-            0 => bad(
-                "rooms",
-                "role",
-                "no room has role = \"center\"; exactly one must".into(),
-            ),
-            _ => bad(
-                "rooms",
-                "role",
-                format!("rooms {centers:?} all have role = \"center\"; exactly one may"),
-            ),
         }
 
         if self.pool.max_size == 0 {
@@ -350,117 +310,7 @@ impl Config {
             }
         }
 
-        for (name, ds) in &self.data_sources {
-            let at = format!("data_sources.{name}");
-            if !self.rooms.contains_key(&ds.room) {
-                bad(
-                    &at,
-                    "room",
-                    format!("room `{}` is not defined in [rooms]", ds.room),
-                );
-            }
-            if ds.host.is_empty() {
-                bad(&at, "host", "must not be empty".into());
-            }
-            if ds.schema.is_empty() {
-                bad(&at, "schema", "must not be empty".into());
-            }
-            if ds.user.is_empty() {
-                bad(&at, "user", "must not be empty".into());
-            }
-        }
-
-        for (name, db) in &self.databases {
-            let at = format!("databases.{name}");
-            if !is_identifier(name) {
-                bad(&at, "name", "must be letters, digits, `_` or `$`".into());
-            }
-            if db.data_sources.is_empty() {
-                bad(&at, "data_sources", "lists no data source".into());
-            }
-            let mut per_room: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-            for ds_name in &db.data_sources {
-                match self.data_sources.get(ds_name) {
-                    None => bad(
-                        &at,
-                        "data_sources",
-                        format!("data source `{ds_name}` is not defined"),
-                    ),
-                    Some(ds) => per_room.entry(ds.room.as_str()).or_default().push(ds_name),
-                }
-            }
-            for (room, list) in &per_room {
-                if list.len() > 1 {
-                    bad(
-                        &at,
-                        "data_sources",
-                        format!(
-                            "room `{room}` has {} data sources {list:?}; several per room need \
-                             table rules (sharding), which this version does not support yet",
-                            list.len()
-                        ),
-                    );
-                }
-            }
-            for (room_name, room) in &self.rooms {
-                let has = per_room.contains_key(room_name.as_str());
-                match (db.db_type, room.role, has) {
-                    (DatabaseType::Center, RoomRole::Unit, true) => bad(
-                        &at,
-                        "data_sources",
-                        format!("a center database has no data source in unit room `{room_name}`"),
-                    ),
-                    (DatabaseType::Center, RoomRole::Center, false)
-                    | (DatabaseType::Unit | DatabaseType::CenterUnit, _, false) => bad(
-                        &at,
-                        "data_sources",
-                        format!(
-                            "a {} database needs a data source in room `{room_name}`",
-                            db.db_type
-                        ),
-                    ),
-                    _ => {}
-                }
-            }
-        }
-
-        for (name, user) in &self.users {
-            let at = format!("users.{name}");
-            if parse_password_hash(&user.password_hash).is_none() {
-                bad(
-                    &at,
-                    "password_hash",
-                    "must be `*` and 40 hex digits (see `rainbow-bridge hash-password`)".into(),
-                );
-            }
-            for db in &user.databases {
-                if !self.databases.contains_key(db) {
-                    bad(
-                        &at,
-                        "databases",
-                        format!("database `{db}` is not defined in [databases]"),
-                    );
-                }
-            }
-        }
         out
-    }
-
-    /// The role of this instance's room. Only meaningful on a validated config.
-    pub fn local_role(&self) -> RoomRole {
-        self.rooms
-            .get(&self.proxy.room)
-            .map(|r| r.role)
-            .unwrap_or(RoomRole::Unit)
-    }
-
-    /// The data source that serves `database` in this instance's room, if any.
-    pub fn local_data_source(&self, database: &str) -> Option<(&str, &DataSource)> {
-        let db = self.databases.get(database)?;
-        db.data_sources.iter().find_map(|name| {
-            let ds = self.data_sources.get(name)?;
-            (ds.room == self.proxy.room).then_some((name.as_str(), ds))
-        })
     }
 }
 
@@ -500,146 +350,58 @@ pub fn hash_password(password: &str) -> String {
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
-[proxy]
-listen = "127.0.0.1:3307"
-room = "A"
-
-[rooms.A]
-role = "center"
-[rooms.B]
-role = "unit"
-
-[data_sources.shop_a]
-room = "A"
-host = "127.0.0.1"
-port = 3316
-schema = "shop"
-user = "rb"
-password = "rb"
-
-[data_sources.shop_b]
-room = "B"
-host = "127.0.0.1"
-port = 3317
-schema = "shop"
-user = "rb"
-
-[data_sources.scratch_a]
-room = "A"
-host = "127.0.0.1"
-port = 3316
-schema = "scratch"
-user = "rb"
-
-[databases.shop]
-type = "unit"
-data_sources = ["shop_a", "shop_b"]
-
-[databases.scratch]
-type = "center"
-data_sources = ["scratch_a"]
-
-[users.demo]
-password_hash = "*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19"
-databases = ["shop", "scratch"]
-"#;
-
     #[test]
-    fn a_complete_config_parses_with_defaults_filled_in() {
-        let c = Config::parse(GOOD).unwrap();
+    fn a_minimal_config_gets_every_default() {
+        let c = Config::parse(
+            "[proxy]\nlisten = \"127.0.0.1:3307\"\nroom = \"A\"\nrules = \"rules.toml\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.proxy.max_connections, 4096);
         assert_eq!(c.pool.max_size, 64);
-        assert_eq!(c.users["demo"].mode, ConnectionMode::Unit);
-        assert_eq!(c.local_data_source("shop").unwrap().0, "shop_a");
-        assert_eq!(c.local_role(), RoomRole::Center);
-    }
-
-    #[test]
-    fn unknown_fields_are_refused_with_their_name() {
-        let text = GOOD.replace(
-            "room = \"A\"\n\n[rooms.A]",
-            "room = \"A\"\nlisten_port = 1\n\n[rooms.A]",
-        );
-        let err = Config::parse(&text).unwrap_err().to_string();
-        assert!(err.contains("listen_port"), "{err}");
+        assert_eq!(c.proxy.rules, "rules.toml");
     }
 
     #[test]
     fn every_problem_is_reported_at_once_naming_section_and_field() {
-        let text = GOOD
-            .replace(
-                "[rooms.B]\nrole = \"unit\"",
-                "[rooms.B]\nrole = \"unit\"\n[rooms.C]\nrole = \"center\"",
-            )
-            .replace(
-                "databases = [\"shop\", \"scratch\"]",
-                "databases = [\"shop\", \"nope\"]",
-            )
-            .replace(
-                "data_sources = [\"scratch_a\"]",
-                "data_sources = [\"scratch_a\", \"shop_b\"]",
-            );
-        let Err(ConfigError::Invalid(problems)) = Config::parse(&text) else {
-            panic!("accepted")
+        let text =
+            "[proxy]\nlisten = \"nowhere\"\nroom = \"A\"\nrules = \" \"\nmax_connections = 0\n\
+                    [pool]\nmax_size = 2\nmin_idle = 3\ncheckout_timeout_ms = 0\n";
+        let Err(ConfigError::Invalid(problems)) = Config::parse(text) else {
+            panic!("expected problems");
         };
-        let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        assert!(
-            lines.iter().any(|l| l.starts_with("rooms: field `role`")),
-            "{lines:?}"
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("users.demo") && l.contains("`nope`")),
-            "{lines:?}"
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("databases.scratch") && l.contains("center database")),
-            "{lines:?}"
+        let got: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            got,
+            [
+                "proxy: field `listen`: `nowhere` is not an IP:port address",
+                "proxy: field `rules`: must name the rules file",
+                "proxy: field `max_connections`: must be at least 1",
+                "pool: field `min_idle`: 3 exceeds max_size 2",
+                "pool: field `checkout_timeout_ms`: must be at least 1",
+            ]
         );
     }
 
     #[test]
-    fn a_unit_database_missing_a_room_is_refused() {
-        let text = GOOD.replace(
-            "data_sources = [\"shop_a\", \"shop_b\"]",
-            "data_sources = [\"shop_a\"]",
-        );
-        let Err(ConfigError::Invalid(problems)) = Config::parse(&text) else {
-            panic!("accepted")
-        };
-        assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].at, "databases.shop");
-        assert!(problems[0].reason.contains("room `B`"));
-    }
-
-    #[test]
-    fn two_data_sources_in_one_room_are_refused_until_sharding_exists() {
-        let text = GOOD.replace(
-            "data_sources = [\"shop_a\", \"shop_b\"]",
-            "data_sources = [\"shop_a\", \"shop_b\", \"scratch_a\"]",
-        );
-        let Err(ConfigError::Invalid(problems)) = Config::parse(&text) else {
-            panic!("accepted")
-        };
-        assert!(problems[0].reason.contains("table rules"), "{problems:?}");
+    fn unknown_fields_are_refused_with_their_name() {
+        let err = Config::parse(
+            "[proxy]\nlisten = \"127.0.0.1:1\"\nroom = \"A\"\nrules = \"r\"\nlisen = 1\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `lisen`"), "{err}");
+        let err = Config::parse("[proxy]\nlisten = \"127.0.0.1:1\"\nroom = \"A\"\nrules = \"r\"\n[rooms.A]\nrole = \"center\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field `rooms`"), "{err}");
     }
 
     #[test]
     fn password_hash_matches_mariadb_password_function() {
-        // Pairs checked against MariaDB 10.11's PASSWORD().
+        // MariaDB: SELECT PASSWORD('app') → *5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3
         assert_eq!(
-            hash_password("mysql"),
-            "*E74858DB86EBA20BC33D0AECAE8A8108C56B17FA"
+            hash_password("app"),
+            "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3"
         );
-        assert_eq!(
-            hash_password(""),
-            "*BE1BDEC0AA74B4DCB079943E70528096CCA985F8"
-        );
-        let h = hash_password("demo");
-        assert_eq!(parse_password_hash(&h).map(|_| ()), Some(()));
-        assert_eq!(parse_password_hash("E74858DB"), None);
+        assert!(parse_password_hash("*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3").is_some());
+        assert!(parse_password_hash("5BCB3E").is_none());
     }
 }

@@ -115,23 +115,28 @@ impl ProxyConfig {
         }
     }
 
-    fn render(&self) -> String {
-        let mut s = format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\nroom = \"{}\"\n\n[rooms.A]\nrole = \"center\"\n[rooms.B]\nrole = \"unit\"\n\n\
-             [pool]\nmax_size = {}\ncheckout_timeout_ms = {}\nconnect_timeout_ms = 2000\n\n",
+    /// The config file and the rules file (named `rules`, next to the config).
+    fn render(&self, rules: &str) -> (String, String) {
+        let config = format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nroom = \"{}\"\nrules = \"{rules}\"\n\n\
+             [pool]\nmax_size = {}\ncheckout_timeout_ms = {}\nconnect_timeout_ms = 2000\n",
             self.room, self.pool_max, self.checkout_timeout_ms
         );
+        let mut s = "version = 1\n\n[rooms.A]\nrole = \"center\"\n[rooms.B]\nrole = \"unit\"\n\n\
+                     [route_codes]\ncount = 10000\n\n[traffic]\nversion = 1\nowners.A = [\"0-4999\"]\n\
+                     owners.B = [\"5000-9999\"]\n\n"
+            .to_string();
         for db in &self.databases {
             s += &format!(
                 "[data_sources.{db}_a]\nroom = \"A\"\nhost = \"127.0.0.1\"\nport = {ROOM_A_PORT}\nschema = \"{db}\"\nuser = \"rb\"\npassword = \"rb\"\n\n\
-                 [databases.{db}]\ntype = \"center\"\ndata_sources = [\"{db}_a\"]\n\n"
+                 [databases.{db}]\ntype = \"center\"\ndata_sources.ds = [\"{db}_a\"]\n\n"
             );
         }
         if let Some(db) = &self.dead_database {
             // Port 1 on loopback: nothing listens there, connections are refused at once.
             s += &format!(
                 "[data_sources.{db}_a]\nroom = \"A\"\nhost = \"127.0.0.1\"\nport = 1\nschema = \"{db}\"\nuser = \"rb\"\npassword = \"rb\"\n\n\
-                 [databases.{db}]\ntype = \"center\"\ndata_sources = [\"{db}_a\"]\n\n"
+                 [databases.{db}]\ntype = \"center\"\ndata_sources.ds = [\"{db}_a\"]\n\n"
             );
         }
         for u in &self.users {
@@ -144,7 +149,7 @@ impl ProxyConfig {
                 u.mode
             );
         }
-        s
+        (config, s)
     }
 }
 
@@ -181,7 +186,10 @@ impl Proxy {
         std::fs::create_dir_all(&dir).unwrap();
         let stem = format!("{}-{}", std::process::id(), n);
         let cfg = dir.join(format!("{stem}.toml"));
-        std::fs::write(&cfg, config.render()).unwrap();
+        let rules = format!("{stem}-rules.toml");
+        let (config_text, rules_text) = config.render(&rules);
+        std::fs::write(&cfg, config_text).unwrap();
+        std::fs::write(dir.join(&rules), rules_text).unwrap();
         let log = dir.join(format!("{stem}.log"));
         let mut child = Command::new(binary())
             .arg("--config")

@@ -5,35 +5,62 @@ use std::process::Command;
 use rb_e2e::{binary, root};
 
 #[test]
-fn check_config_accepts_the_demo_config_and_lists_every_problem_of_a_bad_one() {
-    let ok = Command::new(binary())
-        .arg("check-config")
-        .arg(root().join("fixtures/demo/room-a.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stdout)
-    );
-    assert!(String::from_utf8_lossy(&ok.stdout).contains(": ok ("));
+fn check_config_accepts_the_demo_configs_and_lists_every_problem_of_bad_ones() {
+    for room in ["a", "b"] {
+        let ok = Command::new(binary())
+            .arg("check-config")
+            .arg(root().join(format!("fixtures/demo/room-{room}.toml")))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&ok.stdout);
+        assert!(ok.status.success(), "{stdout}");
+        assert!(stdout.contains(": ok (room "), "{stdout}");
+    }
 
-    let bad = std::env::temp_dir().join(format!("rb-bad-{}.toml", std::process::id()));
-    let text = std::fs::read_to_string(root().join("fixtures/demo/room-a.toml"))
+    // A bad config next to a bad rules file: the config's problems first; with a good config,
+    // the rules file's problems, each naming the file.
+    let dir = std::env::temp_dir().join(format!("rb-bad-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = std::fs::read_to_string(root().join("fixtures/demo/rules.toml"))
         .unwrap()
         .replace("room = \"A\"\nhost", "room = \"Z\"\nhost")
         .replace(
             "databases = [\"shop\", \"scratch\"]",
             "databases = [\"shop\", \"nope\"]",
         );
-    std::fs::write(&bad, text).unwrap();
-    let out = Command::new(binary())
-        .arg("check-config")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    std::fs::write(dir.join("rules.toml"), rules).unwrap();
+    let config = std::fs::read_to_string(root().join("fixtures/demo/room-a.toml")).unwrap();
+    std::fs::write(
+        dir.join("bad.toml"),
+        config.replace("max_size = 32", "max_size = 0"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("good.toml"), &config).unwrap();
+    std::fs::write(
+        dir.join("elsewhere.toml"),
+        config.replace("room = \"A\"", "room = \"Q\""),
+    )
+    .unwrap();
+    let check = |f: &str| {
+        let out = Command::new(binary())
+            .arg("check-config")
+            .arg(dir.join(f))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = check("bad.toml");
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(
+        stdout.contains("pool: field `max_size`: must be at least 1"),
+        "{stdout}"
+    );
+    let (code, stdout) = check("good.toml");
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(stdout.contains("rules.toml: rules file has "), "{stdout}");
     assert!(
         stdout.contains("data_sources.shop_a: field `room`: room `Z` is not defined"),
         "{stdout}"
@@ -42,7 +69,18 @@ fn check_config_accepts_the_demo_config_and_lists_every_problem_of_a_bad_one() {
         stdout.contains("users.demo: field `databases`: database `nope` is not defined"),
         "{stdout}"
     );
-    let _ = std::fs::remove_file(bad);
+    std::fs::write(
+        dir.join("rules.toml"),
+        std::fs::read_to_string(root().join("fixtures/demo/rules.toml")).unwrap(),
+    )
+    .unwrap();
+    let (code, stdout) = check("elsewhere.toml");
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(
+        stdout.contains("room `Q` is not a room of the rules file"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
