@@ -86,6 +86,14 @@ pub enum ProxyError {
         reason: &'static str,
     },
 
+    /// A refusal by the multi-active rules (codes 8020–8036, `crate::enforce::code`).
+    #[error("{message}")]
+    Rule {
+        code: u16,
+        state: [u8; 5],
+        message: String,
+    },
+
     #[error("connection mode `center` is served only in the center room `{center}`; this proxy runs in unit room `{room}`")]
     CenterModeInUnitRoom { room: String, center: String },
 
@@ -99,9 +107,10 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// MySQL error code and SQLSTATE.
-    pub fn code(&self) -> (u16, &'static [u8; 5]) {
+    pub fn code(&self) -> (u16, &[u8; 5]) {
         use ProxyError::*;
         match self {
+            Rule { code, state, .. } => (*code, state),
             AccessDenied { .. } => (1045, b"28000"),
             DbAccessDenied { .. } => (1044, b"42000"),
             UnknownDatabase(_) => (1049, b"42000"),

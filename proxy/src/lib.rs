@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod backend;
 pub mod classify;
+pub mod enforce;
 pub mod error;
 pub mod packet;
 pub mod pool;

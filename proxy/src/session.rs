@@ -214,6 +214,9 @@ struct Prepared {
     sql: Bytes,
     params: u16,
     info: Statement,
+    /// The statement's analysis when it may change data in a unit or center-unit database:
+    /// decided again at every execute, with the bound values.
+    rules: Option<crate::enforce::Analysed>,
     /// Parameter types from the last execute that sent them (2 bytes per parameter).
     types: Option<Bytes>,
     /// COM_STMT_SEND_LONG_DATA payloads since the last execute or reset, replayed on execute.
@@ -250,6 +253,10 @@ pub struct Session {
     /// Status flags of the last response, for the proxy's own OK packets.
     status: u16,
     last_insert_id: u64,
+    /// `SET @@rb_sharding_key`: the ShardingKey of writes that carry none themselves.
+    session_key: Option<shard_rules::ShardingKey>,
+    /// The user's connection mode (from the rules).
+    mode: ConnectionMode,
     held: Option<Held>,
     pins: u8,
     linger: bool,
@@ -283,6 +290,8 @@ impl Session {
             vars: BTreeMap::new(),
             status: STATUS_AUTOCOMMIT,
             last_insert_id: 0,
+            session_key: None,
+            mode: ConnectionMode::Unit,
             held: None,
             pins: 0,
             linger: false,
@@ -379,6 +388,13 @@ impl Session {
         if let Err(e) = self.authenticate(&user, &token, db.as_deref()) {
             return self.refuse(seq, e).await;
         }
+        self.mode = self
+            .shared
+            .rules
+            .users()
+            .get(&user)
+            .map_or(ConnectionMode::Unit, |u| u.mode);
+        self.session_key = None;
         self.user = user;
         self.handshake_collation = collation as u16;
         self.set_charset(collation as u16);
@@ -766,9 +782,51 @@ impl Session {
             }
             Kind::Empty | Kind::Other => {}
         }
+        match self.enforce_text(sql)? {
+            crate::enforce::Verdict::Forward(_) => {}
+            crate::enforce::Verdict::SetSessionKey(key) => {
+                debug!(connection_id = self.connection_id, key = ?key, "session ShardingKey");
+                self.session_key = key;
+                return self.send_ok(p.last_seq.wrapping_add(1)).await;
+            }
+        }
         self.acquire(&st).await?;
         let o = self.relay(&p, ResponseKind::ResultSets).await?;
         self.finish(&o, &st).await
+    }
+
+    /// The database the rules judge the session's statements against: the current one, or the
+    /// one a session without a database falls back to.
+    fn rules_database(&self) -> Option<String> {
+        self.db.clone().or_else(|| {
+            let user = self.shared.rules.users().get(&self.user)?;
+            user.databases
+                .iter()
+                .find(|d| local_data_source(&self.shared, d).is_some())
+                .cloned()
+        })
+    }
+
+    /// Multi-active checks of a text statement (hint, room, write-ban, database type).
+    fn enforce_text(&self, sql: &[u8]) -> Result<crate::enforce::Verdict, ProxyError> {
+        let Some(database) = self.rules_database() else {
+            return Ok(crate::enforce::Verdict::Forward(None));
+        };
+        let ctx = crate::enforce::Ctx {
+            rules: &self.shared.rules,
+            room: self.shared.room,
+            mode: self.mode,
+            database: &database,
+            session_key: self.session_key.as_ref(),
+        };
+        let verdict = crate::enforce::check_text(&ctx, sql, self.syntax().backslash_escapes)?;
+        if let crate::enforce::Verdict::Forward(Some(d)) = &verdict {
+            crate::enforce::single_source(&ctx, d)?;
+            if d.foreign_read {
+                debug!(connection_id = self.connection_id, route = ?d.route, "read of another room's data, served locally");
+            }
+        }
+        Ok(verdict)
     }
 
     /// `USE db` and COM_INIT_DB: resolve in the proxy, then select the schema on the backend and
@@ -1009,6 +1067,7 @@ impl Session {
         if let Some(what) = refused {
             return Err(ProxyError::Unsupported(what.into()).into());
         }
+        let analysed_rules = self.analyse_prepared(&sql)?;
         self.acquire(&info).await?;
         let Some(h) = self.held.as_mut() else {
             return Ok(());
@@ -1034,6 +1093,7 @@ impl Session {
                     sql,
                     params,
                     info,
+                    rules: analysed_rules,
                     types: None,
                     long_data: Vec::new(),
                     long_data_bytes: 0,
@@ -1057,6 +1117,44 @@ impl Session {
         self.client.flush().await.map_err(SessionError::ClientIo)?;
         self.linger = r.outcome.warnings > 0;
         self.release_unless_kept();
+        Ok(())
+    }
+
+    /// At prepare: the analysis of a statement that may change data in a unit or center-unit
+    /// database (decided at each execute), `None` for the rest.
+    fn analyse_prepared(&self, sql: &[u8]) -> Result<Option<crate::enforce::Analysed>, ProxyError> {
+        let Some(database) = self.rules_database() else {
+            return Ok(None);
+        };
+        let ctx = crate::enforce::Ctx {
+            rules: &self.shared.rules,
+            room: self.shared.room,
+            mode: self.mode,
+            database: &database,
+            session_key: self.session_key.as_ref(),
+        };
+        crate::enforce::prepare(&ctx, sql, self.syntax().backslash_escapes)
+    }
+
+    /// The multi-active decision of a prepared statement's execute, with its bound values.
+    fn enforce_prepared(
+        &self,
+        a: &crate::enforce::Analysed,
+        values: &[shard_rules::algorithm::Value],
+    ) -> Result<(), ProxyError> {
+        let Some(database) = self.rules_database() else {
+            return Ok(());
+        };
+        let ctx = crate::enforce::Ctx {
+            rules: &self.shared.rules,
+            room: self.shared.room,
+            mode: self.mode,
+            database: &database,
+            session_key: self.session_key.as_ref(),
+        };
+        if let Some(d) = crate::enforce::decide_all(&ctx, a, values)? {
+            crate::enforce::single_source(&ctx, &d)?;
+        }
         Ok(())
     }
 
@@ -1098,6 +1196,40 @@ impl Session {
             return Err(ProxyError::PacketTooLarge(long_bytes, max).into());
         }
         let types = stmt.types.clone();
+        let rules = stmt.rules.clone();
+        let long_data_params: Vec<bool> = {
+            let mut v = vec![false; n];
+            for ld in &long_data {
+                if let Some(k) = ld
+                    .get(5..7)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+                {
+                    if k < n {
+                        v[k] = true;
+                    }
+                }
+            }
+            v
+        };
+        if let Some(a) = rules {
+            // Decide with the bound values, as a text statement would be.
+            let values = if n == 0 {
+                Vec::new()
+            } else {
+                let types = types
+                    .as_deref()
+                    .ok_or(ProxyError::Malformed("parameters without types"))?;
+                let bound = payload[bound_at];
+                let start = bound_at + 1 + if bound == 1 { 2 * n } else { 0 };
+                crate::enforce::decode_params(
+                    &payload[10..10 + bitmap],
+                    types,
+                    payload.get(start..).unwrap_or_default(),
+                    &long_data_params,
+                )?
+            };
+            self.enforce_prepared(&a, &values)?;
+        }
         if flags & 0x07 != 0 {
             st.pins |= pin::CURSOR;
         }
@@ -1347,6 +1479,13 @@ impl Session {
             None => None,
         };
         self.user = parsed.user.clone();
+        self.mode = self
+            .shared
+            .rules
+            .users()
+            .get(&self.user)
+            .map_or(ConnectionMode::Unit, |u| u.mode);
+        self.session_key = None;
         self.reset();
         self.handshake_collation = parsed.charset.unwrap_or(45);
         self.vars.clear();
@@ -1377,6 +1516,7 @@ impl Session {
         self.linger = false;
         self.status = STATUS_AUTOCOMMIT;
         self.last_insert_id = 0;
+        self.session_key = None;
         self.stmts.clear();
     }
 }

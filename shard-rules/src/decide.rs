@@ -367,6 +367,13 @@ impl Decider<'_> {
         // data anywhere: outside center databases they need a center connection, which only
         // the center room serves, and they are never allowed where the room is read-only.
         let may_write = write || matches!(kind, Kind::Ddl | Kind::Other);
+        if may_write && db.db_type == DatabaseType::CenterUnit && local_role != RoomRole::Center {
+            return Err(RouteError::ReadOnlyRoom {
+                database: db.name.clone(),
+                room: self.room_name(s.room),
+                center,
+            });
+        }
         if matches!(kind, Kind::Ddl | Kind::Other)
             && db.db_type != DatabaseType::Center
             && s.mode != ConnectionMode::Center
@@ -379,13 +386,6 @@ impl Decider<'_> {
                 },
                 database: db.name.clone(),
                 db_type: db.db_type.to_string(),
-            });
-        }
-        if may_write && db.db_type == DatabaseType::CenterUnit && local_role != RoomRole::Center {
-            return Err(RouteError::ReadOnlyRoom {
-                database: db.name.clone(),
-                room: self.room_name(s.room),
-                center,
             });
         }
 

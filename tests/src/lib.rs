@@ -63,6 +63,41 @@ pub async fn direct(db: Option<&str>) -> Conn {
         .expect("direct connection to room A")
 }
 
+/// A direct connection (as `rb`) to the MariaDB of the room on `port`.
+pub async fn direct_room(port: u16, db: Option<&str>) -> Conn {
+    let opts: Opts = OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("rb"))
+        .pass(Some("rb"))
+        .db_name(db)
+        .prefer_socket(false)
+        .into();
+    Conn::new(opts).await.expect("direct connection")
+}
+
+/// Drops and creates database `rbt_<name>` on both rooms, and runs `schema` in each (a unit
+/// database: one copy per room); returns its name.
+pub async fn fresh_unit_db(name: &str, schema: &[&str]) -> String {
+    rooms_up();
+    let db = format!("rbt_{name}");
+    for port in [ROOM_A_PORT, ROOM_B_PORT] {
+        let mut c = direct_room(port, None).await;
+        c.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+            .await
+            .unwrap();
+        c.query_drop(format!("CREATE DATABASE `{db}`"))
+            .await
+            .unwrap();
+        c.query_drop(format!("USE `{db}`")).await.unwrap();
+        for stmt in schema {
+            c.query_drop(*stmt).await.unwrap();
+        }
+        c.disconnect().await.unwrap();
+    }
+    db
+}
+
 /// Drops and creates database `rbt_<name>` on room A; returns its name.
 pub async fn fresh_db(name: &str) -> String {
     rooms_up();
@@ -179,6 +214,26 @@ pub fn binary() -> PathBuf {
 
 impl Proxy {
     pub async fn start(config: &ProxyConfig) -> Proxy {
+        Proxy::start_with(|rules| config.render(rules)).await
+    }
+
+    /// A proxy in `room` (pools of 16, 2 s connect timeout) with these rules.
+    pub async fn start_rules(room: &str, rules: &str) -> Proxy {
+        let rules_text = rules.to_string();
+        let room = room.to_string();
+        Proxy::start_with(move |file| {
+            (
+                format!(
+                    "[proxy]\nlisten = \"127.0.0.1:0\"\nroom = \"{room}\"\nrules = \"{file}\"\n\n\
+                     [pool]\nmax_size = 16\nconnect_timeout_ms = 2000\n"
+                ),
+                rules_text.clone(),
+            )
+        })
+        .await
+    }
+
+    async fn start_with(render: impl Fn(&str) -> (String, String)) -> Proxy {
         rooms_up();
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
@@ -187,7 +242,7 @@ impl Proxy {
         let stem = format!("{}-{}", std::process::id(), n);
         let cfg = dir.join(format!("{stem}.toml"));
         let rules = format!("{stem}-rules.toml");
-        let (config_text, rules_text) = config.render(&rules);
+        let (config_text, rules_text) = render(&rules);
         std::fs::write(&cfg, config_text).unwrap();
         std::fs::write(dir.join(&rules), rules_text).unwrap();
         let log = dir.join(format!("{stem}.log"));

@@ -1,0 +1,517 @@
+//! Multi-active enforcement: the hint, the statement's analysis and the routing decision of
+//! `shard-rules`, applied before a statement reaches a backend (DESIGN.md, statement pipeline
+//! steps 2–4; `docs/multi-active.md`).
+//!
+//! Reads, transaction control and session statements take a fast path: the hint is parsed
+//! (and a bad hint refused), nothing else. Everything that may change data in a unit or
+//! center-unit database is parsed with sqlparser and decided against the rules; what cannot be
+//! parsed there is refused, never guessed. Center databases (served in the center room only)
+//! are not checked statement by statement.
+
+use shard_rules::algorithm::Value;
+use shard_rules::analyze::{analyze_statement, Facts, Kind, Operand};
+use shard_rules::config::{ConnectionMode, DatabaseType};
+use shard_rules::decide::{decide, Decision, Refusal, RouteError, SessionCtx};
+use shard_rules::{RoomId, RuleSet, ShardingKey};
+use sql_hint::Hint;
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::error::ProxyError;
+
+/// Error codes of the rules (docs/errors.md).
+pub mod code {
+    pub const MODE_NOT_SERVED: u16 = 8020;
+    pub const CENTER_DATABASE: u16 = 8021;
+    pub const NO_SHARDING_KEY: u16 = 8030;
+    pub const WRONG_ROOM: u16 = 8031;
+    pub const BANNED: u16 = 8032;
+    pub const READ_ONLY: u16 = 8033;
+    pub const BAD_HINT: u16 = 8034;
+    pub const REFUSED: u16 = 8035;
+    pub const NEEDS_CENTER: u16 = 8036;
+}
+
+/// What the session knows that the rules need.
+pub struct Ctx<'a> {
+    pub rules: &'a RuleSet,
+    pub room: RoomId,
+    pub mode: ConnectionMode,
+    pub database: &'a str,
+    pub session_key: Option<&'a ShardingKey>,
+}
+
+/// What to do with a statement.
+pub enum Verdict {
+    /// Forward it (the decision, when one was made, says where it may go).
+    Forward(Option<Box<Decision>>),
+    /// `SET @@rb_sharding_key = …`: the proxy answers it; `None` resets the key.
+    SetSessionKey(Option<ShardingKey>),
+}
+
+/// A statement prepared with its analysis, for deciding at execute time.
+#[derive(Clone)]
+pub struct Analysed {
+    pub facts: Vec<Facts>,
+    pub hint: Option<Hint>,
+}
+
+fn bad_hint(e: impl std::fmt::Display) -> ProxyError {
+    ProxyError::Rule {
+        code: code::BAD_HINT,
+        state: *b"42000",
+        message: format!("{e}"),
+    }
+}
+
+/// The refusal as the client sees it: a documented code, and the message with the table,
+/// route code, owner room and rules version.
+pub fn refusal(r: &Refusal) -> ProxyError {
+    let code = match &r.reason {
+        RouteError::NoShardingKey { .. } => code::NO_SHARDING_KEY,
+        RouteError::WrongRoom { .. } => code::WRONG_ROOM,
+        RouteError::Banned { .. } => code::BANNED,
+        RouteError::ReadOnlyRoom { .. } => code::READ_ONLY,
+        RouteError::CenterModeOutsideCenter { .. } => code::MODE_NOT_SERVED,
+        RouteError::CenterDatabaseOutsideCenter { .. } => code::CENTER_DATABASE,
+        RouteError::HintNotAllowed { .. }
+        | RouteError::HintRoom { .. }
+        | RouteError::HintNode { .. } => code::BAD_HINT,
+        RouteError::NeedsCenterConnection { .. } => code::NEEDS_CENTER,
+        _ => code::REFUSED,
+    };
+    ProxyError::Rule {
+        code,
+        state: *b"HY000",
+        message: r.to_string(),
+    }
+}
+
+/// The first keyword of a statement, upper-cased, skipping whitespace, comments and `(`.
+fn first_keyword(sql: &[u8]) -> String {
+    let mut i = 0;
+    while i < sql.len() {
+        match sql[i] {
+            b' ' | b'\t' | b'\r' | b'\n' | b'(' | b';' => i += 1,
+            b'/' if sql.get(i + 1) == Some(&b'*') => {
+                // `/*!…*/` executable comments are code: stop at their body.
+                if sql.get(i + 2) == Some(&b'!') {
+                    i += 3;
+                    while sql.get(i).is_some_and(|c| c.is_ascii_digit()) {
+                        i += 1;
+                    }
+                    continue;
+                }
+                match sql[i + 2..].windows(2).position(|w| w == b"*/") {
+                    Some(p) => i += p + 4,
+                    None => return String::new(),
+                }
+            }
+            b'#' => match sql[i..].iter().position(|c| *c == b'\n') {
+                Some(p) => i += p + 1,
+                None => return String::new(),
+            },
+            b'-' if sql.get(i + 1) == Some(&b'-') => {
+                match sql[i..].iter().position(|c| *c == b'\n') {
+                    Some(p) => i += p + 1,
+                    None => return String::new(),
+                }
+            }
+            _ => break,
+        }
+    }
+    let word: Vec<u8> = sql[i..]
+        .iter()
+        .take_while(|c| c.is_ascii_alphabetic() || **c == b'_')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    String::from_utf8(word).unwrap_or_default()
+}
+
+/// Statements that never change data: no decision needed.
+fn is_read_only(keyword: &str, sql: &[u8]) -> bool {
+    match keyword {
+        "SELECT" | "SHOW" | "DESC" | "DESCRIBE" | "BEGIN" | "START" | "COMMIT" | "ROLLBACK"
+        | "SAVEPOINT" | "RELEASE" | "USE" | "HELP" | "DO" | "VALUES" | "TABLE" | "XA" => true,
+        // EXPLAIN runs nothing, unless it is EXPLAIN ANALYZE.
+        "EXPLAIN" => !contains_word(sql, b"ANALYZE"),
+        // SET changes session settings only; the proxy's own session key is handled here.
+        "SET" => !contains_word(sql, b"RB_SHARDING_KEY"),
+        _ => false,
+    }
+}
+
+fn contains_word(sql: &[u8], word: &[u8]) -> bool {
+    sql.windows(word.len())
+        .any(|w| w.eq_ignore_ascii_case(word))
+}
+
+/// Checks one statement text (a COM_QUERY payload, hint included).
+pub fn check_text(
+    ctx: &Ctx<'_>,
+    sql: &[u8],
+    backslash_escapes: bool,
+) -> Result<Verdict, ProxyError> {
+    let parsed = sql_hint::parse_with(sql, backslash_escapes).map_err(bad_hint)?;
+    let hint = parsed.hint;
+    let Some(db) = ctx.rules.database(ctx.database) else {
+        return Ok(Verdict::Forward(None));
+    };
+    let keyword = first_keyword(&parsed.sql);
+    if is_read_only(&keyword, &parsed.sql) || db.db_type == DatabaseType::Center {
+        // A hint is still checked for what it asks (a room, a node) when it asks something.
+        if let Some(h) = &hint {
+            if h.room.is_some() || h.node.is_some() {
+                let text = String::from_utf8_lossy(&parsed.sql);
+                if let Ok(facts) = shard_rules::analyze::analyze(&text) {
+                    return decide_one(ctx, &facts, Some(h), &[])
+                        .map(|d| Verdict::Forward(Some(Box::new(d))));
+                }
+            }
+        }
+        return Ok(Verdict::Forward(None));
+    }
+    let analysed = analyse(&parsed.sql, hint, ctx)?;
+    if let [facts] = analysed.facts.as_slice() {
+        if facts.kind == Kind::Session {
+            if let Some(key) = &facts.session_key {
+                return session_key(key.as_ref());
+            }
+        }
+    }
+    decide_all(ctx, &analysed, &[]).map(|d| Verdict::Forward(d.map(Box::new)))
+}
+
+/// Parses and analyses a statement text (hint stripped) that may change data.
+pub fn analyse(sql: &[u8], hint: Option<Hint>, ctx: &Ctx<'_>) -> Result<Analysed, ProxyError> {
+    let text = String::from_utf8_lossy(sql);
+    let statements = match Parser::parse_sql(&MySqlDialect {}, &text) {
+        Ok(s) => s,
+        Err(e) => {
+            // A DBA's center connection in the center room may run what the parser does not
+            // know (vendor DDL); anything else that cannot be read cannot be checked.
+            let center_room =
+                ctx.rules.room_role(ctx.room) == shard_rules::config::RoomRole::Center;
+            if ctx.mode == ConnectionMode::Center && center_room {
+                return Ok(Analysed {
+                    facts: Vec::new(),
+                    hint,
+                });
+            }
+            return Err(ProxyError::Rule {
+                code: code::REFUSED,
+                state: *b"42000",
+                message: format!(
+                    "the proxy cannot parse this statement, so it cannot check which room it may \
+                     write in ({e}); database `{}` (rules version {})",
+                    ctx.database,
+                    ctx.rules.version()
+                ),
+            });
+        }
+    };
+    Ok(Analysed {
+        facts: statements.iter().map(analyze_statement).collect(),
+        hint,
+    })
+}
+
+fn session_key(op: Option<&Operand>) -> Result<Verdict, ProxyError> {
+    let key = match op {
+        None => None,
+        Some(Operand::Value(Value::Int(i))) => Some(ShardingKey::Int(*i)),
+        Some(Operand::Value(Value::Str(s))) => Some(ShardingKey::Str(s.clone())),
+        Some(Operand::Value(Value::Null)) => None,
+        Some(other) => {
+            return Err(bad_hint(format!(
+                "SET @@rb_sharding_key needs an integer or a quoted string, not `{other:?}`"
+            )))
+        }
+    };
+    Ok(Verdict::SetSessionKey(key))
+}
+
+/// Decides every statement of an analysed text; the last decision is returned.
+pub fn decide_all(
+    ctx: &Ctx<'_>,
+    a: &Analysed,
+    params: &[Value],
+) -> Result<Option<Decision>, ProxyError> {
+    let mut last = None;
+    for facts in &a.facts {
+        if facts.session_key.is_some() {
+            return Err(ProxyError::Unsupported(
+                "SET @@rb_sharding_key together with other statements or as a prepared statement (send it alone, as text)".into(),
+            ));
+        }
+        last = Some(decide_one(ctx, facts, a.hint.as_ref(), params)?);
+    }
+    Ok(last)
+}
+
+fn decide_one(
+    ctx: &Ctx<'_>,
+    facts: &Facts,
+    hint: Option<&Hint>,
+    params: &[Value],
+) -> Result<Decision, ProxyError> {
+    decide_raw(ctx, facts, hint, params).map_err(|r| refusal(&r))
+}
+
+fn decide_raw(
+    ctx: &Ctx<'_>,
+    facts: &Facts,
+    hint: Option<&Hint>,
+    params: &[Value],
+) -> Result<Decision, Box<Refusal>> {
+    let session = SessionCtx {
+        room: ctx.room,
+        mode: ctx.mode,
+        database: ctx.database,
+        session_key: ctx.session_key,
+        privileged: false,
+    };
+    // The proxy does not generate keys yet (issue 6's next step): an INSERT that leaves a
+    // generated key column out is refused with that reason rather than sent without its key.
+    decide(ctx.rules, facts, hint, &session, params, &mut |g| {
+        Err(format!(
+            "this version of the proxy does not generate `{}` keys yet; give the column a value",
+            match g.kind {
+                shard_rules::rules::KeyGeneratorKind::Snowflake => "snowflake",
+                shard_rules::rules::KeyGeneratorKind::Segment => "segment",
+            }
+        ))
+    })
+}
+
+/// At COM_STMT_PREPARE: the analysis of a statement that may change data in a unit or
+/// center-unit database, decided again at each execute with the bound values; `None` for
+/// statements that need no decision. Refusals that do not depend on the values come here.
+pub fn prepare(
+    ctx: &Ctx<'_>,
+    sql: &[u8],
+    backslash_escapes: bool,
+) -> Result<Option<Analysed>, ProxyError> {
+    let parsed = sql_hint::parse_with(sql, backslash_escapes).map_err(bad_hint)?;
+    let Some(db) = ctx.rules.database(ctx.database) else {
+        return Ok(None);
+    };
+    let keyword = first_keyword(&parsed.sql);
+    if keyword == "SET" && contains_word(&parsed.sql, b"RB_SHARDING_KEY") {
+        return Err(ProxyError::Unsupported(
+            "SET @@rb_sharding_key as a prepared statement (send it as text)".into(),
+        ));
+    }
+    if is_read_only(&keyword, &parsed.sql) || db.db_type == DatabaseType::Center {
+        return Ok(None);
+    }
+    let a = analyse(&parsed.sql, parsed.hint, ctx)?;
+    for facts in &a.facts {
+        match decide_raw(ctx, facts, a.hint.as_ref(), &[]) {
+            Ok(_) => {}
+            Err(r) if matches!(r.reason, RouteError::MissingParameter { .. }) => {}
+            Err(r) => return Err(refusal(&r)),
+        }
+    }
+    Ok(Some(a))
+}
+
+/// The decision may only use the database's default data source until sharded execution
+/// (issue 9): anything else is refused with a clear error.
+pub fn single_source(ctx: &Ctx<'_>, d: &Decision) -> Result<(), ProxyError> {
+    let Some(db) = ctx.rules.database(ctx.database) else {
+        return Ok(());
+    };
+    let default = db.data_source_name(db.default_data_source);
+    if let Some(other) = d.data_sources().into_iter().find(|ds| *ds != default) {
+        return Err(ProxyError::Rule {
+            code: code::REFUSED,
+            state: *b"0A000",
+            message: format!(
+                "the statement reaches data source `{other}` of `{}`; this version serves the \
+                 default data source `{default}` only (rules version {})",
+                db.name,
+                ctx.rules.version()
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_keywords_skip_comments_and_parentheses() {
+        assert_eq!(first_keyword(b"  /* x */ (select 1)"), "SELECT");
+        assert_eq!(first_keyword(b"-- c\n# d\nUPDATE t SET a=1"), "UPDATE");
+        assert_eq!(first_keyword(b"/*!40101 SET NAMES utf8 */"), "SET");
+        assert_eq!(first_keyword(b"/* never closed"), "");
+        assert!(is_read_only("SET", b"SET NAMES utf8mb4"));
+        assert!(!is_read_only("SET", b"SET @@rb_sharding_key = 1"));
+        assert!(!is_read_only("EXPLAIN", b"EXPLAIN ANALYZE DELETE FROM t"));
+        assert!(!is_read_only("WITH", b"WITH c AS (SELECT 1) DELETE FROM t"));
+    }
+}
+
+/// The values of a COM_STMT_EXECUTE's parameters, as the rules read them: integers, and the
+/// text of strings, decimals, dates and floats. `values` is the payload after the null bitmap,
+/// bound flag and types; `long_data` marks parameters sent with COM_STMT_SEND_LONG_DATA.
+pub fn decode_params(
+    null_bitmap: &[u8],
+    types: &[u8],
+    mut values: &[u8],
+    long_data: &[bool],
+) -> Result<Vec<Value>, ProxyError> {
+    let n = types.len() / 2;
+    let bad = |i: usize| {
+        ProxyError::Malformed(if i == usize::MAX {
+            "short parameter value"
+        } else {
+            "bad parameter value"
+        })
+    };
+    let mut out = Vec::with_capacity(n);
+    let take = |values: &mut &[u8], k: usize| -> Result<Vec<u8>, ProxyError> {
+        if values.len() < k {
+            return Err(bad(usize::MAX));
+        }
+        let (a, b) = values.split_at(k);
+        *values = b;
+        Ok(a.to_vec())
+    };
+    for i in 0..n {
+        let null = null_bitmap
+            .get(i / 8)
+            .is_some_and(|b| b & (1 << (i % 8)) != 0);
+        if null {
+            out.push(Value::Null);
+            continue;
+        }
+        if long_data.get(i).copied().unwrap_or(false) {
+            // Sent in pieces beforehand: not a value the rules can use.
+            out.push(Value::Str(String::new()));
+            continue;
+        }
+        let (t, unsigned) = (types[2 * i], types[2 * i + 1] & 0x80 != 0);
+        let int = |b: Vec<u8>| -> i128 {
+            let mut buf = [0u8; 16];
+            buf[..b.len()].copy_from_slice(&b);
+            if !unsigned && b.last().is_some_and(|x| x & 0x80 != 0) {
+                for x in &mut buf[b.len()..] {
+                    *x = 0xFF;
+                }
+            }
+            i128::from_le_bytes(buf)
+        };
+        let v = match t {
+            0x01 => int(take(&mut values, 1)?),        // TINY
+            0x02 | 0x0d => int(take(&mut values, 2)?), // SHORT, YEAR
+            0x03 | 0x09 => int(take(&mut values, 4)?), // LONG, INT24
+            0x08 => int(take(&mut values, 8)?),        // LONGLONG
+            0x04 => {
+                let b = take(&mut values, 4)?;
+                out.push(Value::Str(
+                    f32::from_le_bytes(b.try_into().map_err(|_| bad(i))?).to_string(),
+                ));
+                continue;
+            }
+            0x05 => {
+                let b = take(&mut values, 8)?;
+                out.push(Value::Str(
+                    f64::from_le_bytes(b.try_into().map_err(|_| bad(i))?).to_string(),
+                ));
+                continue;
+            }
+            0x06 => {
+                out.push(Value::Null);
+                continue;
+            }
+            0x07 | 0x0a | 0x0c => {
+                // TIMESTAMP, DATE, DATETIME: length, then y m d [h mi s [µs]].
+                let len = take(&mut values, 1)?[0] as usize;
+                let b = take(&mut values, len)?;
+                let text = if b.len() >= 4 {
+                    let y = u16::from_le_bytes([b[0], b[1]]);
+                    let mut t = format!("{y:04}-{:02}-{:02}", b[2], b[3]);
+                    if b.len() >= 7 {
+                        t += &format!(" {:02}:{:02}:{:02}", b[4], b[5], b[6]);
+                    }
+                    t
+                } else {
+                    "0000-00-00".to_string()
+                };
+                out.push(Value::Str(text));
+                continue;
+            }
+            0x0b => {
+                // TIME: the rules never shard on it; skip its bytes.
+                let len = take(&mut values, 1)?[0] as usize;
+                take(&mut values, len)?;
+                out.push(Value::Str(String::new()));
+                continue;
+            }
+            _ => {
+                // Strings, decimals, blobs, JSON, enums, bit: length-encoded bytes.
+                let first = take(&mut values, 1)?[0];
+                let len =
+                    match first {
+                        0xfc => u16::from_le_bytes(
+                            take(&mut values, 2)?.try_into().map_err(|_| bad(i))?,
+                        ) as usize,
+                        0xfd => {
+                            let b = take(&mut values, 3)?;
+                            u32::from_le_bytes([b[0], b[1], b[2], 0]) as usize
+                        }
+                        0xfe => u64::from_le_bytes(
+                            take(&mut values, 8)?.try_into().map_err(|_| bad(i))?,
+                        ) as usize,
+                        x => x as usize,
+                    };
+                let b = take(&mut values, len)?;
+                out.push(Value::Str(String::from_utf8_lossy(&b).into_owned()));
+                continue;
+            }
+        };
+        out.push(match i64::try_from(v) {
+            Ok(x) => Value::Int(x),
+            Err(_) => Value::Str(v.to_string()),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod param_tests {
+    use super::*;
+
+    #[test]
+    fn execute_parameters_decode_to_rule_values() {
+        // 4 params: LONGLONG 10086, VAR_STRING 'paid', NULL, unsigned TINY 200.
+        let types = [0x08, 0x00, 0xfd, 0x00, 0x08, 0x00, 0x01, 0x80];
+        let bitmap = [0b0000_0100];
+        let mut values = 10086i64.to_le_bytes().to_vec();
+        values.extend_from_slice(&[4, b'p', b'a', b'i', b'd', 200]);
+        let v = decode_params(&bitmap, &types, &values, &[]).unwrap();
+        assert_eq!(
+            v,
+            [
+                Value::Int(10086),
+                Value::Str("paid".into()),
+                Value::Null,
+                Value::Int(200)
+            ]
+        );
+        // A negative signed SHORT and a DATETIME.
+        let types = [0x02, 0x00, 0x0c, 0x00];
+        let mut values = (-7i16).to_le_bytes().to_vec();
+        values.extend_from_slice(&[7, 0xe8, 0x07, 3, 15, 10, 0, 0]);
+        let v = decode_params(&[0], &types, &values, &[]).unwrap();
+        assert_eq!(
+            v,
+            [Value::Int(-7), Value::Str("2024-03-15 10:00:00".into())]
+        );
+        assert!(decode_params(&[0], &[0x08, 0x00], &[1, 2], &[]).is_err());
+    }
+}

@@ -1,0 +1,361 @@
+//! Multi-active enforcement end to end: two rooms (two MariaDB instances), one proxy per room,
+//! real clients (mysql_async in the text and the binary protocol).
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, OptsBuilder};
+use rb_e2e::{direct_room, fresh_unit_db, Proxy, ROOM_A_PORT, ROOM_B_PORT};
+
+/// Rules for a unit database `db` in rooms A and B, a center-unit `cu` one, and users in both
+/// modes. Buyers 0-4999 (mod 10000) belong to room A, 5000-9999 to B; 4000-4099 are banned.
+fn rules(db: &str, cu: &str) -> String {
+    let hash = shard_rules::config::hash_password("app");
+    format!(
+        r#"version = 3
+[rooms.A]
+role = "center"
+[rooms.B]
+role = "unit"
+[route_codes]
+count = 10000
+[traffic]
+version = 5
+owners.A = ["0-4999"]
+owners.B = ["5000-9999"]
+[write_ban]
+version = 2
+route_codes = ["4000-4099"]
+[data_sources.u_a]
+room = "A"
+host = "127.0.0.1"
+port = {ROOM_A_PORT}
+schema = "{db}"
+user = "rb"
+password = "rb"
+[data_sources.u_b]
+room = "B"
+host = "127.0.0.1"
+port = {ROOM_B_PORT}
+schema = "{db}"
+user = "rb"
+password = "rb"
+[data_sources.cu_a]
+room = "A"
+host = "127.0.0.1"
+port = {ROOM_A_PORT}
+schema = "{cu}"
+user = "rb"
+password = "rb"
+[data_sources.cu_b]
+room = "B"
+host = "127.0.0.1"
+port = {ROOM_B_PORT}
+schema = "{cu}"
+user = "rb"
+password = "rb"
+[databases.{db}]
+type = "unit"
+data_sources.ds = ["u_a", "u_b"]
+[databases.{db}.tables.t_order]
+sharding_key = "buyer_id"
+[databases.{cu}]
+type = "center-unit"
+data_sources.ds = ["cu_a", "cu_b"]
+[users.app]
+password_hash = "{hash}"
+databases = ["{db}", "{cu}"]
+mode = "unit"
+[users.boss]
+password_hash = "{hash}"
+databases = ["{db}", "{cu}"]
+mode = "center"
+"#
+    )
+}
+
+const ORDERS: &str =
+    "CREATE TABLE t_order (order_id BIGINT PRIMARY KEY, buyer_id BIGINT NOT NULL, \
+                      amount DECIMAL(10,2) NOT NULL, status VARCHAR(16) NOT NULL DEFAULT 'new')";
+
+fn opts(p: &Proxy, user: &str, db: &str) -> Opts {
+    OptsBuilder::from_opts(p.opts(user, "app", Some(db))).into()
+}
+
+async fn refused(c: &mut Conn, sql: &str) -> (u16, String) {
+    match c.query_drop(sql).await {
+        Err(mysql_async::Error::Server(e)) => (e.code, e.message),
+        other => panic!("expected a refusal for {sql}, got {other:?}"),
+    }
+}
+
+struct Rooms {
+    a: Proxy,
+    b: Proxy,
+    db: String,
+    cu: String,
+}
+
+async fn rooms(name: &str) -> Rooms {
+    let db = fresh_unit_db(name, &[ORDERS]).await;
+    let cu = fresh_unit_db(
+        &format!("{name}_cu"),
+        &["CREATE TABLE t_sku (sku VARCHAR(16) PRIMARY KEY, price INT)"],
+    )
+    .await;
+    let text = rules(&db, &cu);
+    let a = Proxy::start_rules("A", &text).await;
+    let b = Proxy::start_rules("B", &text).await;
+    Rooms { a, b, db, cu }
+}
+
+async fn count(port: u16, db: &str, sql: &str) -> i64 {
+    let mut c = direct_room(port, Some(db)).await;
+    let n: i64 = c.query_first(sql).await.unwrap().unwrap();
+    c.disconnect().await.unwrap();
+    n
+}
+
+#[tokio::test]
+async fn writes_land_only_in_the_room_that_owns_their_key() {
+    let r = rooms("ma_room").await;
+    let mut a = Conn::new(opts(&r.a, "app", &r.db)).await.unwrap();
+    let mut b = Conn::new(opts(&r.b, "app", &r.db)).await.unwrap();
+
+    // Buyer 1001 belongs to A, 5001 to B: each room takes its own and refuses the other's.
+    a.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (1, 1001, 9.5)")
+        .await
+        .unwrap();
+    b.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (2, 5001, 9.5)")
+        .await
+        .unwrap();
+    let (code, msg) = refused(
+        &mut b,
+        "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (3, 1002, 1)",
+    )
+    .await;
+    assert_eq!(code, 8031, "{msg}");
+    assert!(
+        msg.contains("route code 1002 belongs to room `A`, not this proxy's room `B`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("traffic rule version 5") && msg.contains("rules version 3"),
+        "{msg}"
+    );
+    let (code, msg) = refused(
+        &mut a,
+        "UPDATE t_order SET status = 'paid' WHERE buyer_id = 5001",
+    )
+    .await;
+    assert_eq!(code, 8031, "{msg}");
+    // Multi-row: every row's key must be local.
+    let (code, _) = refused(
+        &mut a,
+        "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (4, 1003, 1), (5, 5003, 1)",
+    )
+    .await;
+    assert_eq!(code, 8031);
+    // A hint that names another room's key is refused even when the row's own key is local.
+    let (code, _) = refused(
+        &mut a,
+        "/* rb: sharding_key=5001 */ UPDATE t_order SET status = 'x' WHERE order_id = 1",
+    )
+    .await;
+    assert_eq!(code, 8031);
+    // The hint's key alone decides when the statement names none.
+    a.query_drop(
+        "/* rb: sharding_key=1001 */ UPDATE t_order SET status = 'paid' WHERE order_id = 1",
+    )
+    .await
+    .unwrap();
+
+    // No key at all: refused, with what would give it one.
+    let (code, msg) = refused(&mut a, "DELETE FROM t_order WHERE order_id = 1").await;
+    assert_eq!(code, 8030, "{msg}");
+    assert!(
+        msg.contains("`buyer_id`") && msg.contains("SET @@rb_sharding_key"),
+        "{msg}"
+    );
+
+    // Reads are served locally in every room, whoever owns the key.
+    let n: i64 = b
+        .query_first("SELECT COUNT(*) FROM t_order WHERE buyer_id = 1001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        n, 0,
+        "room B's copy has no row of room A's buyer in this test (no replication)"
+    );
+
+    // The backends hold exactly the accepted writes.
+    assert_eq!(
+        count(ROOM_A_PORT, &r.db, "SELECT COUNT(*) FROM t_order").await,
+        1
+    );
+    assert_eq!(
+        count(ROOM_B_PORT, &r.db, "SELECT COUNT(*) FROM t_order").await,
+        1
+    );
+    assert_eq!(
+        count(
+            ROOM_A_PORT,
+            &r.db,
+            "SELECT COUNT(*) FROM t_order WHERE status = 'paid'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn banned_route_codes_are_refused_everywhere_and_retryable() {
+    let r = rooms("ma_ban").await;
+    let mut a = Conn::new(opts(&r.a, "app", &r.db)).await.unwrap();
+    let (code, msg) = refused(
+        &mut a,
+        "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (1, 14050, 1)",
+    )
+    .await;
+    assert_eq!(code, 8032, "{msg}");
+    assert!(
+        msg.contains("route code 4050 is banned")
+            && msg.contains("write-ban version 2")
+            && msg.contains("retry later"),
+        "{msg}"
+    );
+    // Just outside the ban: accepted.
+    a.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (2, 14100, 1)")
+        .await
+        .unwrap();
+    // In a transaction: the refused write leaves the transaction open and usable.
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (3, 1001, 1)")
+        .await
+        .unwrap();
+    let (code, _) = refused(
+        &mut a,
+        "UPDATE t_order SET amount = 2 WHERE buyer_id = 4001",
+    )
+    .await;
+    assert_eq!(code, 8032);
+    a.query_drop("COMMIT").await.unwrap();
+    assert_eq!(
+        count(ROOM_A_PORT, &r.db, "SELECT COUNT(*) FROM t_order").await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn the_session_sharding_key_serves_clients_that_strip_comments() {
+    let r = rooms("ma_session").await;
+    let mut b = Conn::new(opts(&r.b, "app", &r.db)).await.unwrap();
+    let (code, _) = refused(&mut b, "DELETE FROM t_order WHERE order_id = 9").await;
+    assert_eq!(code, 8030);
+    b.query_drop("SET @@rb_sharding_key = 5001").await.unwrap();
+    b.query_drop("DELETE FROM t_order WHERE order_id = 9")
+        .await
+        .unwrap();
+    b.query_drop("SET @@rb_sharding_key = 1001").await.unwrap();
+    let (code, _) = refused(&mut b, "DELETE FROM t_order WHERE order_id = 9").await;
+    assert_eq!(code, 8031);
+    b.query_drop("SET @@rb_sharding_key = DEFAULT")
+        .await
+        .unwrap();
+    let (code, _) = refused(&mut b, "DELETE FROM t_order WHERE order_id = 9").await;
+    assert_eq!(code, 8030);
+    // A reset connection forgets it.
+    b.query_drop("SET rb_sharding_key = 5001").await.unwrap();
+    b.reset().await.unwrap();
+    let (code, _) = refused(&mut b, "DELETE FROM t_order WHERE order_id = 9").await;
+    assert_eq!(code, 8030);
+    // A bad hint is its own error.
+    let (code, msg) = refused(&mut b, "/* rb: sharding_key=abc */ SELECT 1").await;
+    assert_eq!(code, 8034, "{msg}");
+}
+
+#[tokio::test]
+async fn prepared_statements_are_decided_with_their_bound_values() {
+    let r = rooms("ma_prepared").await;
+    let mut a = Conn::new(opts(&r.a, "app", &r.db)).await.unwrap();
+    let insert = a
+        .prep("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (?, ?, ?)")
+        .await
+        .unwrap();
+    a.exec_drop(&insert, (1, 1001, 9.5)).await.unwrap();
+    match a.exec_drop(&insert, (2, 5001, 9.5)).await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 8031, "{}", e.message),
+        other => panic!("expected wrong room, got {other:?}"),
+    }
+    match a.exec_drop(&insert, (3, 4050, 1)).await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 8032, "{}", e.message),
+        other => panic!("expected banned, got {other:?}"),
+    }
+    // The statement stays usable after refusals.
+    a.exec_drop(&insert, (4, 1002, 1)).await.unwrap();
+    let upd = a
+        .prep("UPDATE t_order SET status = ? WHERE buyer_id = ?")
+        .await
+        .unwrap();
+    a.exec_drop(&upd, ("paid", 1001)).await.unwrap();
+    assert!(a.exec_drop(&upd, ("paid", 9001)).await.is_err());
+    // A write without any key is refused at prepare already.
+    match a.prep("DELETE FROM t_order WHERE order_id = ?").await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 8030, "{}", e.message),
+        other => panic!("expected no ShardingKey, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(
+        count(ROOM_A_PORT, &r.db, "SELECT COUNT(*) FROM t_order").await,
+        2
+    );
+    assert_eq!(
+        count(
+            ROOM_A_PORT,
+            &r.db,
+            "SELECT COUNT(*) FROM t_order WHERE status = 'paid'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn modes_and_database_types_are_enforced_per_room() {
+    let r = rooms("ma_types").await;
+    // A center connection: only in the center room.
+    match Conn::new(opts(&r.b, "boss", &r.db)).await {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 8020, "{}", e.message);
+            assert!(
+                e.message.contains("`A`") && e.message.contains("`B`"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    // Center-unit: read-write in the center room, read-only in unit rooms.
+    let mut a = Conn::new(opts(&r.a, "app", &r.cu)).await.unwrap();
+    a.query_drop("INSERT INTO t_sku VALUES ('x', 1)")
+        .await
+        .unwrap();
+    let mut b = Conn::new(opts(&r.b, "app", &r.cu)).await.unwrap();
+    let n: i64 = b
+        .query_first("SELECT COUNT(*) FROM t_sku")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+    let (code, msg) = refused(&mut b, "UPDATE t_sku SET price = 2").await;
+    assert_eq!(code, 8033, "{msg}");
+    assert!(msg.contains("read-only in room `B`"), "{msg}");
+    let (code, _) = refused(&mut b, "TRUNCATE TABLE t_sku").await;
+    assert_eq!(code, 8033);
+    // DDL on a unit database needs a center connection (room A only).
+    let mut ua = Conn::new(opts(&r.a, "app", &r.db)).await.unwrap();
+    let (code, msg) = refused(&mut ua, "ALTER TABLE t_order ADD COLUMN note VARCHAR(8)").await;
+    assert_eq!(code, 8036, "{msg}");
+    let mut boss = Conn::new(opts(&r.a, "boss", &r.db)).await.unwrap();
+    boss.query_drop("ALTER TABLE t_order ADD COLUMN note VARCHAR(8)")
+        .await
+        .unwrap();
+}
