@@ -39,10 +39,12 @@
 //! compile time, and ours is configuration.
 
 mod layout;
+#[cfg(feature = "segment")]
 mod segment;
 mod snowflake;
 
 pub use layout::{Layout, LayoutError, PartTooLarge, Parts};
+#[cfg(feature = "segment")]
 pub use segment::{
     Block, SegmentAllocator, SegmentConfig, SegmentError, SegmentSource, SourceError, TagStatus,
 };

@@ -45,6 +45,8 @@ pub struct Ctx<'a> {
 pub enum Verdict {
     /// Forward it (the decision, when one was made, says where it may go).
     Forward(Option<Box<Decision>>),
+    /// Generate this many snowflake IDs and check again with them.
+    NeedIds(usize),
     /// `SET @@rb_sharding_key = …`: the proxy answers it; `None` resets the key.
     SetSessionKey(Option<ShardingKey>),
 }
@@ -146,11 +148,13 @@ fn contains_word(sql: &[u8], word: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(word))
 }
 
-/// Checks one statement text (a COM_QUERY payload, hint included).
+/// Checks one statement text (a COM_QUERY payload, hint included). `ids` are snowflake IDs
+/// generated for it after a [`Verdict::NeedIds`].
 pub fn check_text(
     ctx: &Ctx<'_>,
     sql: &[u8],
     backslash_escapes: bool,
+    ids: &[i64],
 ) -> Result<Verdict, ProxyError> {
     let parsed = sql_hint::parse_with(sql, backslash_escapes).map_err(bad_hint)?;
     let hint = parsed.hint;
@@ -179,7 +183,66 @@ pub fn check_text(
             }
         }
     }
-    decide_all(ctx, &analysed, &[]).map(|d| Verdict::Forward(d.map(Box::new)))
+    let needed = keys_needed(ctx, &analysed)?;
+    if needed > ids.len() {
+        return Ok(Verdict::NeedIds(needed));
+    }
+    decide_all_with(ctx, &analysed, &[], ids).map(|d| Verdict::Forward(d.map(Box::new)))
+}
+
+/// How many snowflake IDs the statements' INSERTs need (rows that leave out a generated key
+/// column). Segment keys are refused until the allocation table exists.
+pub fn keys_needed(ctx: &Ctx<'_>, a: &Analysed) -> Result<usize, ProxyError> {
+    use shard_rules::analyze::WriteKind;
+    let Some(db) = ctx.rules.database(ctx.database) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for facts in &a.facts {
+        let Some(ins) = &facts.insert else { continue };
+        if !matches!(
+            facts.kind,
+            Kind::Write(WriteKind::Insert | WriteKind::Replace)
+        ) {
+            continue;
+        }
+        let shard_rules::TableKind::Sharded(t) = db.table(&ins.table) else {
+            continue;
+        };
+        let Some(g) = &t.key_generator else { continue };
+        if ins.columns.contains(&g.column) {
+            continue;
+        }
+        if ins.columns.is_empty() || !facts.unknowns.is_empty() {
+            return Err(ProxyError::Rule {
+                code: code::REFUSED,
+                state: *b"HY000",
+                message: format!(
+                    "`{}` generates `{}`: an INSERT that leaves the column out must list its \
+                     columns and rows (INSERT … SELECT and INSERT without a column list are \
+                     refused) (rules version {})",
+                    t.name,
+                    g.column,
+                    ctx.rules.version()
+                ),
+            });
+        }
+        if g.kind == shard_rules::rules::KeyGeneratorKind::Segment {
+            return Err(ProxyError::Rule {
+                code: code::REFUSED,
+                state: *b"0A000",
+                message: format!(
+                    "`{}`.`{}` uses segment keys, which this version of the proxy does not \
+                     allocate yet; give the column a value (rules version {})",
+                    t.name,
+                    g.column,
+                    ctx.rules.version()
+                ),
+            });
+        }
+        n += ins.rows.len();
+    }
+    Ok(n)
 }
 
 /// Parses and analyses a statement text (hint stripped) that may change data.
@@ -237,6 +300,16 @@ pub fn decide_all(
     a: &Analysed,
     params: &[Value],
 ) -> Result<Option<Decision>, ProxyError> {
+    decide_all_with(ctx, a, params, &[])
+}
+
+fn decide_all_with(
+    ctx: &Ctx<'_>,
+    a: &Analysed,
+    params: &[Value],
+    ids: &[i64],
+) -> Result<Option<Decision>, ProxyError> {
+    let mut ids = ids.iter().copied();
     let mut last = None;
     for facts in &a.facts {
         if facts.session_key.is_some() {
@@ -244,7 +317,9 @@ pub fn decide_all(
                 "SET @@rb_sharding_key together with other statements or as a prepared statement (send it alone, as text)".into(),
             ));
         }
-        last = Some(decide_one(ctx, facts, a.hint.as_ref(), params)?);
+        last = Some(
+            decide_raw(ctx, facts, a.hint.as_ref(), params, &mut ids).map_err(|r| refusal(&r))?,
+        );
     }
     Ok(last)
 }
@@ -255,7 +330,7 @@ fn decide_one(
     hint: Option<&Hint>,
     params: &[Value],
 ) -> Result<Decision, ProxyError> {
-    decide_raw(ctx, facts, hint, params).map_err(|r| refusal(&r))
+    decide_raw(ctx, facts, hint, params, &mut std::iter::empty()).map_err(|r| refusal(&r))
 }
 
 fn decide_raw(
@@ -263,6 +338,7 @@ fn decide_raw(
     facts: &Facts,
     hint: Option<&Hint>,
     params: &[Value],
+    ids: &mut dyn Iterator<Item = i64>,
 ) -> Result<Decision, Box<Refusal>> {
     let session = SessionCtx {
         room: ctx.room,
@@ -273,15 +349,21 @@ fn decide_raw(
     };
     // The proxy does not generate keys yet (issue 6's next step): an INSERT that leaves a
     // generated key column out is refused with that reason rather than sent without its key.
-    decide(ctx.rules, facts, hint, &session, params, &mut |g| {
-        Err(format!(
-            "this version of the proxy does not generate `{}` keys yet; give the column a value",
-            match g.kind {
-                shard_rules::rules::KeyGeneratorKind::Snowflake => "snowflake",
-                shard_rules::rules::KeyGeneratorKind::Segment => "segment",
+    decide(
+        ctx.rules,
+        facts,
+        hint,
+        &session,
+        params,
+        &mut |g| match g.kind {
+            shard_rules::rules::KeyGeneratorKind::Snowflake => ids
+                .next()
+                .ok_or_else(|| "no snowflake ID was generated for this row".to_string()),
+            shard_rules::rules::KeyGeneratorKind::Segment => {
+                Err("segment keys are not allocated by this version of the proxy".into())
             }
-        ))
-    })
+        },
+    )
 }
 
 /// At COM_STMT_PREPARE: the analysis of a statement that may change data in a unit or
@@ -306,8 +388,19 @@ pub fn prepare(
         return Ok(None);
     }
     let a = analyse(&parsed.sql, parsed.hint, ctx)?;
+    if keys_needed(ctx, &a)? > 0 {
+        return Err(ProxyError::Rule {
+            code: code::REFUSED,
+            state: *b"0A000",
+            message: format!(
+                "a prepared INSERT that leaves out a generated key column is not supported yet: \
+                 send it as text, or give the column a value (rules version {})",
+                ctx.rules.version()
+            ),
+        });
+    }
     for facts in &a.facts {
-        match decide_raw(ctx, facts, a.hint.as_ref(), &[]) {
+        match decide_raw(ctx, facts, a.hint.as_ref(), &[], &mut std::iter::empty()) {
             Ok(_) => {}
             Err(r) if matches!(r.reason, RouteError::MissingParameter { .. }) => {}
             Err(r) => return Err(refusal(&r)),
@@ -513,5 +606,158 @@ mod param_tests {
             [Value::Int(-7), Value::Str("2024-03-15 10:00:00".into())]
         );
         assert!(decode_params(&[0], &[0x08, 0x00], &[1, 2], &[]).is_err());
+    }
+}
+
+/// Adds a generated key column to an `INSERT … (columns) VALUES (…), (…)` text: `` `column` ``
+/// at the end of the column list and one value at the end of each row, the first as
+/// `LAST_INSERT_ID(id)` so that the OK packet's last insert id and `LAST_INSERT_ID()` give the
+/// first generated id, as with AUTO_INCREMENT. Everything else is kept byte for byte. `None`
+/// when the text does not have that shape (the caller refuses the statement).
+pub fn add_generated_column(sql: &[u8], column: &str, ids: &[i64]) -> Option<Vec<u8>> {
+    // Top-level ( and ) positions, and where VALUE(S) ends, skipping strings and comments.
+    let mut parens: Vec<(usize, usize)> = Vec::new(); // (open, close) at depth 0
+    let mut values_kw: Option<usize> = None;
+    let (mut i, mut depth, mut open) = (0usize, 0usize, 0usize);
+    while i < sql.len() {
+        let c = sql[i];
+        match c {
+            b'\'' | b'"' | b'`' => {
+                let q = c;
+                i += 1;
+                while i < sql.len() {
+                    if sql[i] == b'\\' && q != b'`' {
+                        i += 2;
+                        continue;
+                    }
+                    if sql[i] == q {
+                        if sql.get(i + 1) == Some(&q) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'/' if sql.get(i + 1) == Some(&b'*') => {
+                let end = sql[i + 2..].windows(2).position(|w| w == b"*/")?;
+                i += end + 3;
+            }
+            b'#' => {
+                i += sql[i..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .unwrap_or(sql.len() - i);
+            }
+            b'-' if sql.get(i + 1) == Some(&b'-') => {
+                i += sql[i..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .unwrap_or(sql.len() - i);
+            }
+            b'(' => {
+                if depth == 0 {
+                    open = i;
+                }
+                depth += 1;
+            }
+            b')' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    parens.push((open, i));
+                }
+            }
+            b'v' | b'V' if depth == 0 && values_kw.is_none() => {
+                let word: Vec<u8> = sql[i..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_alphabetic())
+                    .map(|b| b.to_ascii_uppercase())
+                    .collect();
+                let before_ok = i == 0 || !sql[i - 1].is_ascii_alphanumeric() && sql[i - 1] != b'_';
+                if before_ok && (word == b"VALUES" || word == b"VALUE") {
+                    values_kw = Some(i);
+                }
+                i += word.len().max(1);
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let values_at = values_kw?;
+    let (cols_open, cols_close) = *parens.first()?;
+    if cols_close > values_at || cols_open == 0 {
+        return None;
+    }
+    // The row tuples: consecutive parenthesised groups after VALUES with only commas and
+    // whitespace between them (an `ON DUPLICATE KEY UPDATE … VALUES(x)` ends the list).
+    let after: Vec<(usize, usize)> = parens
+        .iter()
+        .copied()
+        .filter(|(o, _)| *o > values_at)
+        .collect();
+    let mut rows: Vec<usize> = Vec::new();
+    for (k, (o, c)) in after.iter().enumerate() {
+        let gap = if k == 0 {
+            &sql[values_at..*o]
+        } else {
+            &sql[after[k - 1].1 + 1..*o]
+        };
+        let ok = if k == 0 {
+            gap.iter()
+                .skip_while(|b| b.is_ascii_alphabetic())
+                .all(|b| b.is_ascii_whitespace())
+        } else {
+            gap.iter().all(|b| b.is_ascii_whitespace() || *b == b',')
+                && gap.iter().filter(|b| **b == b',').count() == 1
+        };
+        if !ok {
+            break;
+        }
+        rows.push(*c);
+    }
+    if rows.len() != ids.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(sql.len() + 24 * (ids.len() + 1));
+    let mut at = 0;
+    let col = format!(", `{}`", column.replace('`', "``"));
+    out.extend_from_slice(&sql[at..cols_close]);
+    out.extend_from_slice(col.as_bytes());
+    at = cols_close;
+    for (k, close) in rows.iter().enumerate() {
+        out.extend_from_slice(&sql[at..*close]);
+        let v = if k == 0 {
+            format!(", LAST_INSERT_ID({})", ids[k])
+        } else {
+            format!(", {}", ids[k])
+        };
+        out.extend_from_slice(v.as_bytes());
+        at = *close;
+    }
+    out.extend_from_slice(&sql[at..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod rewrite_tests {
+    use super::*;
+
+    #[test]
+    fn generated_columns_are_added_to_the_list_and_every_row() {
+        let sql = b"/* rb: sk=1 */ INSERT INTO t_order (buyer_id, note) VALUES (1001, 'a,(b)'), (1002, \"c)\") ON DUPLICATE KEY UPDATE note = VALUES(note)";
+        let out = add_generated_column(sql, "order_id", &[7, 8]).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "/* rb: sk=1 */ INSERT INTO t_order (buyer_id, note, `order_id`) VALUES (1001, 'a,(b)', LAST_INSERT_ID(7)), (1002, \"c)\", 8) ON DUPLICATE KEY UPDATE note = VALUES(note)"
+        );
+        let out = add_generated_column(b"insert into t(a) value(1)", "id", &[5]).unwrap();
+        assert_eq!(out, b"insert into t(a, `id`) value(1, LAST_INSERT_ID(5))");
+        // Shapes it does not rewrite.
+        assert!(add_generated_column(b"INSERT INTO t SET a = 1", "id", &[1]).is_none());
+        assert!(add_generated_column(b"INSERT INTO t (a) VALUES (1), (2)", "id", &[1]).is_none());
+        assert!(add_generated_column(b"INSERT INTO t (a) VALUES (1)", "id", &[1, 2]).is_none());
+        assert!(add_generated_column(b"INSERT INTO t (a) SELECT 1", "id", &[1]).is_none());
     }
 }

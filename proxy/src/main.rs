@@ -123,6 +123,16 @@ fn load_all(path: &PathBuf) -> Result<(Config, shard_rules::RuleSet, PathBuf), L
             ),
         ));
     }
+    let room = rules.room_id(&config.proxy.room).unwrap_or_default();
+    if let Err(e) = id_gen::Generator::new(rules.ids(), u32::from(room), config.proxy.worker_id) {
+        return Err(LoadError::Config(
+            path.clone(),
+            format!(
+                "config has 1 problem(s):\n  - proxy: field `worker_id`: {e} (layout from the \
+                 rules file's [ids])"
+            ),
+        ));
+    }
     Ok((config, rules, rules_path))
 }
 
@@ -310,7 +320,8 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     rules_version = rules.version(),
                     "rainbow-bridge listening"
                 );
-                let shared = rainbow_bridge::server::shared(config, rules);
+                let shared = rainbow_bridge::server::shared(config, rules)
+                    .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
                 // Learn the backend version before the first client arrives.
                 let _ = shared.server_version().await;
                 rainbow_bridge::server::serve(listener, shared, shutdown_signal()).await;

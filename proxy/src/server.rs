@@ -18,7 +18,7 @@ use crate::session::{Session, Shared};
 
 /// Builds the shared state (pools are created lazily, nothing connects yet). The proxy serves
 /// the data sources of its own room only; `config.proxy.room` must be a room of `rules`.
-pub fn shared(config: Config, rules: RuleSet) -> Arc<Shared> {
+pub fn shared(config: Config, rules: RuleSet) -> Result<Arc<Shared>, String> {
     let timeout = Duration::from_millis(config.pool.connect_timeout_ms);
     let targets: HashMap<String, Arc<Target>> = rules
         .data_sources()
@@ -39,7 +39,7 @@ pub fn shared(config: Config, rules: RuleSet) -> Arc<Shared> {
         })
         .collect();
     let pools = Pools::new(targets, config.pool.clone());
-    Arc::new(Shared::new(config, rules, pools))
+    Shared::new(config, rules, pools).map(Arc::new)
 }
 
 /// Accepts clients until `shutdown` completes.

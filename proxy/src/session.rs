@@ -62,6 +62,8 @@ pub struct Shared {
     pub rules: Arc<RuleSet>,
     /// This proxy's room in `rules`.
     pub room: RoomId,
+    /// Snowflake IDs for generated key columns: this room, `proxy.worker_id`.
+    pub ids: id_gen::Generator,
     pub pools: Pools,
     version: RwLock<Option<String>>,
     /// When the last attempt to learn the version failed: logins do not retry for a while.
@@ -96,20 +98,26 @@ const LINGER: Duration = Duration::from_secs(1);
 const FALLBACK_VERSION: &str = "5.5.5-10.11.0-MariaDB-rainbow-bridge";
 
 impl Shared {
-    /// `config.proxy.room` must be a room of `rules` (checked when the files are loaded).
-    pub fn new(config: Config, rules: RuleSet, pools: Pools) -> Self {
-        let room = rules.room_id(&config.proxy.room).unwrap_or(RoomId::MAX);
-        Shared {
+    /// `config.proxy.room` must be a room of `rules` (checked when the files are loaded); the
+    /// ID generator must be valid for this room and `proxy.worker_id`.
+    pub fn new(config: Config, rules: RuleSet, pools: Pools) -> Result<Self, String> {
+        let room = rules
+            .room_id(&config.proxy.room)
+            .ok_or_else(|| format!("room `{}` is not a room of the rules", config.proxy.room))?;
+        let ids = id_gen::Generator::new(rules.ids(), u32::from(room), config.proxy.worker_id)
+            .map_err(|e| format!("snowflake IDs (rules `ids`, proxy.worker_id): {e}"))?;
+        Ok(Shared {
             config,
             rules: Arc::new(rules),
             room,
+            ids,
             pools,
             version: RwLock::new(None),
             version_failed_at: std::sync::Mutex::new(None),
             next_connection_id: AtomicU32::new(1),
             shutdown: tokio::sync::watch::Sender::new(false),
             sessions: std::sync::Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The server version clients see: the backend's, with MariaDB's `5.5.5-` prefix.
@@ -782,17 +790,80 @@ impl Session {
             }
             Kind::Empty | Kind::Other => {}
         }
-        match self.enforce_text(sql)? {
-            crate::enforce::Verdict::Forward(_) => {}
-            crate::enforce::Verdict::SetSessionKey(key) => {
-                debug!(connection_id = self.connection_id, key = ?key, "session ShardingKey");
-                self.session_key = key;
-                return self.send_ok(p.last_seq.wrapping_add(1)).await;
+        let mut ids: Vec<i64> = Vec::new();
+        let decision = loop {
+            match self.enforce_text(sql, &ids)? {
+                crate::enforce::Verdict::Forward(d) => break d,
+                crate::enforce::Verdict::NeedIds(n) => ids = self.next_ids(n).await?,
+                crate::enforce::Verdict::SetSessionKey(key) => {
+                    debug!(connection_id = self.connection_id, key = ?key, "session ShardingKey");
+                    self.session_key = key;
+                    return self.send_ok(p.last_seq.wrapping_add(1)).await;
+                }
             }
-        }
+        };
+        // Generated keys: the INSERT gets the column and one value per row.
+        let p = match decision.as_deref().and_then(|d| d.generated.first()) {
+            None => p,
+            Some(g) => {
+                if p.seq != p.last_seq {
+                    return Err(ProxyError::Unsupported(
+                        "a 16 MiB or larger INSERT that needs generated keys".into(),
+                    )
+                    .into());
+                }
+                let rewritten =
+                    crate::enforce::add_generated_column(sql, &g.generator.column, &g.values)
+                        .ok_or_else(|| ProxyError::Rule {
+                            code: crate::enforce::code::REFUSED,
+                            state: *b"0A000",
+                            message: format!(
+                                "cannot add the generated column `{}` to this INSERT: write it as \
+                                 INSERT INTO t (columns) VALUES (…), (…), or give the column a \
+                                 value (rules version {})",
+                                g.generator.column,
+                                self.shared.rules.version()
+                            ),
+                        })?;
+                let mut payload = Vec::with_capacity(rewritten.len() + 1);
+                payload.push(p.payload[0]);
+                payload.extend_from_slice(&rewritten);
+                if payload.len() >= crate::packet::MAX_PAYLOAD {
+                    return Err(ProxyError::Unsupported(
+                        "a 16 MiB or larger INSERT that needs generated keys".into(),
+                    )
+                    .into());
+                }
+                Packet {
+                    seq: p.seq,
+                    last_seq: p.last_seq,
+                    payload: Bytes::from(payload),
+                }
+            }
+        };
         self.acquire(&st).await?;
         let o = self.relay(&p, ResponseKind::ResultSets).await?;
         self.finish(&o, &st).await
+    }
+
+    /// `n` snowflake IDs from the proxy's generator, sleeping (not blocking the runtime) through
+    /// a used-up millisecond or a small clock step back.
+    async fn next_ids(&self, n: usize) -> Result<Vec<i64>, ProxyError> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = self
+                .shared
+                .ids
+                .next_with(tokio::time::sleep)
+                .await
+                .map_err(|e| ProxyError::Rule {
+                    code: crate::enforce::code::REFUSED,
+                    state: *b"HY000",
+                    message: format!("cannot generate a key: {e}"),
+                })?;
+            out.push(id);
+        }
+        Ok(out)
     }
 
     /// The database the rules judge the session's statements against: the current one, or the
@@ -808,7 +879,7 @@ impl Session {
     }
 
     /// Multi-active checks of a text statement (hint, room, write-ban, database type).
-    fn enforce_text(&self, sql: &[u8]) -> Result<crate::enforce::Verdict, ProxyError> {
+    fn enforce_text(&self, sql: &[u8], ids: &[i64]) -> Result<crate::enforce::Verdict, ProxyError> {
         let Some(database) = self.rules_database() else {
             return Ok(crate::enforce::Verdict::Forward(None));
         };
@@ -819,7 +890,7 @@ impl Session {
             database: &database,
             session_key: self.session_key.as_ref(),
         };
-        let verdict = crate::enforce::check_text(&ctx, sql, self.syntax().backslash_escapes)?;
+        let verdict = crate::enforce::check_text(&ctx, sql, self.syntax().backslash_escapes, ids)?;
         if let crate::enforce::Verdict::Forward(Some(d)) = &verdict {
             crate::enforce::single_source(&ctx, d)?;
             if d.foreign_read {

@@ -33,6 +33,10 @@ pub struct ProxySection {
     pub room: String,
     /// The rules file, relative to this file's directory (or absolute). Required.
     pub rules: String,
+    /// This proxy's worker number in snowflake IDs: unique among the proxies of its room
+    /// (0–127 in the default layout). Default 0.
+    #[serde(default)]
+    pub worker_id: u32,
     /// Maximum concurrent client connections; more get error 1040. Default 4096.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,

@@ -25,6 +25,10 @@ pub struct RulesFile {
     /// Route codes whose writes are refused everywhere. Default: none.
     #[serde(default)]
     pub write_ban: WriteBan,
+    /// Snowflake ID settings shared by every proxy (layout, epoch, clock tolerance,
+    /// vibration; `docs/ids.md`). Default: 41/3/7/12 bits from 2024-01-01.
+    #[serde(default)]
+    pub ids: id_gen::SnowflakeConfig,
     /// Physical databases, keyed by name. Required.
     pub data_sources: BTreeMap<String, DataSource>,
     /// Logical databases, keyed by name. Required.

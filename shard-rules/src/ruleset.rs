@@ -50,6 +50,7 @@ pub struct RuleSet {
     data_sources: BTreeMap<String, DataSource>,
     databases: HashMap<String, Arc<Database>>,
     users: BTreeMap<String, User>,
+    ids: id_gen::SnowflakeConfig,
 }
 
 /// A logical database, compiled.
@@ -289,6 +290,10 @@ impl RuleSet {
     pub fn users(&self) -> &BTreeMap<String, User> {
         &self.users
     }
+    /// The snowflake ID settings (the room field holds the room's index in [`RuleSet::rooms`]).
+    pub fn ids(&self) -> &id_gen::SnowflakeConfig {
+        &self.ids
+    }
 
     /// This rule set with another write-ban (the admin interface's `SET WRITE BAN`).
     pub fn with_write_ban(&self, banned: CodeSet, version: u64) -> RuleSet {
@@ -312,6 +317,7 @@ impl RuleSet {
             data_sources: self.data_sources.clone(),
             databases: self.databases.clone(),
             users: self.users.clone(),
+            ids: self.ids.clone(),
         }
     }
 
@@ -352,6 +358,21 @@ impl RuleSet {
         }
         let center = centers.first().copied().unwrap_or(0) as RoomId;
         let room_id = |name: &str| rooms.iter().position(|(n, _)| n == name);
+
+        // Snowflake IDs carry the room's index: every room must fit the layout's room field.
+        let max_room = file.ids.layout.max_room() as usize;
+        if rooms.len() > max_room + 1 {
+            problems.add(
+                "ids.layout",
+                "room_bits",
+                format!(
+                    "{} rooms do not fit {} room bits (at most {})",
+                    rooms.len(),
+                    file.ids.layout.room_bits(),
+                    max_room + 1
+                ),
+            );
+        }
 
         // Route codes, traffic, write-ban.
         let count = file.route_codes.count;
@@ -502,6 +523,7 @@ impl RuleSet {
             data_sources: file.data_sources.clone(),
             databases,
             users: file.users.clone(),
+            ids: file.ids.clone(),
         };
         rs = rs.with_write_ban(banned, file.write_ban.version);
         Ok(rs)

@@ -57,6 +57,7 @@ type = "unit"
 data_sources.ds = ["u_a", "u_b"]
 [databases.{db}.tables.t_order]
 sharding_key = "buyer_id"
+key_generator = {{ column = "order_id", type = "snowflake" }}
 [databases.{cu}]
 type = "center-unit"
 data_sources.ds = ["cu_a", "cu_b"]
@@ -356,6 +357,97 @@ async fn modes_and_database_types_are_enforced_per_room() {
     assert_eq!(code, 8036, "{msg}");
     let mut boss = Conn::new(opts(&r.a, "boss", &r.db)).await.unwrap();
     boss.query_drop("ALTER TABLE t_order ADD COLUMN note VARCHAR(8)")
+        .await
+        .unwrap();
+}
+
+/// Room A is room 0 and B room 1 of the rules (rooms in name order): the room field of an ID.
+fn room_of(id: i64) -> i64 {
+    (id >> 19) & 0b111
+}
+
+#[tokio::test]
+async fn inserts_that_leave_out_the_key_get_room_stamped_snowflake_ids() {
+    let r = rooms("ma_ids").await;
+    let mut a = Conn::new(opts(&r.a, "app", &r.db)).await.unwrap();
+    let mut b = Conn::new(opts(&r.b, "app", &r.db)).await.unwrap();
+
+    // One row: the OK packet's last insert id and LAST_INSERT_ID() are the generated id.
+    a.query_drop("INSERT INTO t_order (buyer_id, amount) VALUES (1001, 9.5)")
+        .await
+        .unwrap();
+    let first = a.last_insert_id().unwrap() as i64;
+    assert!(first > 0);
+    assert_eq!(room_of(first), 0);
+    let lid: i64 = a
+        .query_first("SELECT LAST_INSERT_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lid, first);
+    let stored: i64 = a
+        .query_first("SELECT order_id FROM t_order WHERE buyer_id = 1001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, first);
+
+    // Several rows: one id each, increasing; the first is reported.
+    b.query_drop("INSERT INTO t_order (buyer_id, amount) VALUES (5001, 1), (5002, 2), (5003, 3)")
+        .await
+        .unwrap();
+    let reported = b.last_insert_id().unwrap() as i64;
+    let ids: Vec<i64> = b
+        .query("SELECT order_id FROM t_order ORDER BY buyer_id")
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids[0], reported);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    assert!(
+        ids.iter().all(|id| room_of(*id) == 1),
+        "room B stamps room 1: {ids:?}"
+    );
+
+    // Many inserts through both rooms: no id collides.
+    let mut all = std::collections::HashSet::new();
+    for i in 0..100 {
+        a.query_drop(format!(
+            "INSERT INTO t_order (buyer_id, amount) VALUES ({}, 1)",
+            2000 + i
+        ))
+        .await
+        .unwrap();
+        assert!(all.insert(a.last_insert_id().unwrap()));
+        b.query_drop(format!(
+            "INSERT INTO t_order (buyer_id, amount) VALUES ({}, 1)",
+            6000 + i
+        ))
+        .await
+        .unwrap();
+        assert!(all.insert(b.last_insert_id().unwrap()));
+    }
+    assert_eq!(all.len(), 200);
+
+    // The room check still applies to rows that get generated keys.
+    let (code, _) = refused(
+        &mut a,
+        "INSERT INTO t_order (buyer_id, amount) VALUES (5001, 1)",
+    )
+    .await;
+    assert_eq!(code, 8031);
+    // Shapes the proxy cannot complete are refused, not sent without their key.
+    let (code, msg) = refused(&mut a, "INSERT INTO t_order (buyer_id, amount) SELECT buyer_id, amount FROM t_order WHERE buyer_id = 1001").await;
+    assert_eq!(code, 8035, "{msg}");
+    match a
+        .prep("INSERT INTO t_order (buyer_id, amount) VALUES (?, ?)")
+        .await
+    {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 8035, "{}", e.message),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+    // Giving the column a value is always possible.
+    a.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (42, 1001, 1)")
         .await
         .unwrap();
 }
