@@ -155,6 +155,7 @@ pub fn check_text(
     sql: &[u8],
     backslash_escapes: bool,
     ids: &[i64],
+    several: bool,
 ) -> Result<Verdict, ProxyError> {
     let parsed = sql_hint::parse_with(sql, backslash_escapes).map_err(bad_hint)?;
     let hint = parsed.hint;
@@ -162,7 +163,9 @@ pub fn check_text(
         return Ok(Verdict::Forward(None));
     };
     let keyword = first_keyword(&parsed.sql);
-    if is_read_only(&keyword, &parsed.sql) || db.db_type == DatabaseType::Center {
+    // A multi-statement text is judged statement by statement: its first keyword says nothing
+    // about the others.
+    if (!several && is_read_only(&keyword, &parsed.sql)) || db.db_type == DatabaseType::Center {
         // A hint is still checked for what it asks (a room, a node) when it asks something.
         if let Some(h) = &hint {
             if h.room.is_some() || h.node.is_some() {
@@ -247,7 +250,8 @@ pub fn keys_needed(ctx: &Ctx<'_>, a: &Analysed) -> Result<usize, ProxyError> {
 
 /// Parses and analyses a statement text (hint stripped) that may change data.
 pub fn analyse(sql: &[u8], hint: Option<Hint>, ctx: &Ctx<'_>) -> Result<Analysed, ProxyError> {
-    let text = String::from_utf8_lossy(sql);
+    let opened = open_executable_comments(sql);
+    let text = String::from_utf8_lossy(&opened);
     let statements = match Parser::parse_sql(&MySqlDialect {}, &text) {
         Ok(s) => s,
         Err(e) => {
@@ -277,6 +281,53 @@ pub fn analyse(sql: &[u8], hint: Option<Hint>, ctx: &Ctx<'_>) -> Result<Analysed
         facts: statements.iter().map(analyze_statement).collect(),
         hint,
     })
+}
+
+/// MySQL runs the text of `/*!NNNNN … */` and MariaDB also of `/*M!NNNNNN … */`: their markers
+/// become spaces so that the parser sees the code the server will run.
+fn open_executable_comments(sql: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !sql.windows(3).any(|w| w == b"/*!") && !sql.windows(4).any(|w| w == b"/*M!") {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = sql.to_vec();
+    let mut i = 0;
+    let mut open = 0usize;
+    while i < out.len() {
+        let quote = out[i];
+        if matches!(quote, b'\'' | b'"' | b'`') {
+            i += 1;
+            while i < out.len() && out[i] != quote {
+                i += if out[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+            continue;
+        }
+        let marker = if out[i..].starts_with(b"/*!") {
+            3
+        } else if out[i..].starts_with(b"/*M!") {
+            4
+        } else {
+            0
+        };
+        if marker > 0 {
+            let mut j = i + marker;
+            while j < out.len() && out[j].is_ascii_digit() {
+                j += 1;
+            }
+            out[i..j].fill(b' ');
+            open += 1;
+            i = j;
+            continue;
+        }
+        if open > 0 && out[i..].starts_with(b"*/") {
+            out[i..i + 2].fill(b' ');
+            open -= 1;
+            i += 2;
+            continue;
+        }
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn session_key(op: Option<&Operand>) -> Result<Verdict, ProxyError> {
@@ -434,6 +485,19 @@ pub fn single_source(ctx: &Ctx<'_>, d: &Decision) -> Result<(), ProxyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn executable_comments_are_opened_for_the_parser() {
+        assert_eq!(
+            &*open_executable_comments(b"/*!50000 DELETE FROM t */ WHERE 1"),
+            b"         DELETE FROM t    WHERE 1"
+        );
+        assert_eq!(
+            &*open_executable_comments(b"SELECT '/*!1 x */' /*M!100101 , 2 */"),
+            b"SELECT '/*!1 x */'            , 2   "
+        );
+        assert_eq!(&*open_executable_comments(b"SELECT 1"), b"SELECT 1");
+    }
 
     #[test]
     fn first_keywords_skip_comments_and_parentheses() {

@@ -755,6 +755,7 @@ impl Session {
     async fn query(&mut self, p: Packet) -> Result<()> {
         let sql = &p.payload[1..];
         let mut stmts = classify::analyse_with(sql, self.syntax());
+        let several = stmts.len() > 1;
         let multi = self.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS);
         let st = match stmts.len() {
             0 => Statement::passive(),
@@ -792,7 +793,7 @@ impl Session {
         }
         let mut ids: Vec<i64> = Vec::new();
         let decision = loop {
-            match self.enforce_text(sql, &ids)? {
+            match self.enforce_text(sql, &ids, several)? {
                 crate::enforce::Verdict::Forward(d) => break d,
                 crate::enforce::Verdict::NeedIds(n) => ids = self.next_ids(n).await?,
                 crate::enforce::Verdict::SetSessionKey(key) => {
@@ -879,7 +880,12 @@ impl Session {
     }
 
     /// Multi-active checks of a text statement (hint, room, write-ban, database type).
-    fn enforce_text(&self, sql: &[u8], ids: &[i64]) -> Result<crate::enforce::Verdict, ProxyError> {
+    fn enforce_text(
+        &self,
+        sql: &[u8],
+        ids: &[i64],
+        several: bool,
+    ) -> Result<crate::enforce::Verdict, ProxyError> {
         let Some(database) = self.rules_database() else {
             return Ok(crate::enforce::Verdict::Forward(None));
         };
@@ -890,7 +896,8 @@ impl Session {
             database: &database,
             session_key: self.session_key.as_ref(),
         };
-        let verdict = crate::enforce::check_text(&ctx, sql, self.syntax().backslash_escapes, ids)?;
+        let verdict =
+            crate::enforce::check_text(&ctx, sql, self.syntax().backslash_escapes, ids, several)?;
         if let crate::enforce::Verdict::Forward(Some(d)) = &verdict {
             crate::enforce::single_source(&ctx, d)?;
             if d.foreign_read {

@@ -169,6 +169,21 @@ async fn writes_land_only_in_the_room_that_owns_their_key() {
     .await
     .unwrap();
 
+    // A write hidden after a read in a multi-statement text, or inside an executable comment,
+    // is judged like any other.
+    let (code, msg) = refused(
+        &mut a,
+        "SELECT 1; DELETE FROM t_order WHERE buyer_id = 5001",
+    )
+    .await;
+    assert_eq!(code, 8031, "{msg}");
+    let (code, msg) = refused(
+        &mut a,
+        "/*!50000 DELETE FROM t_order WHERE buyer_id = 5001 */",
+    )
+    .await;
+    assert_eq!(code, 8031, "{msg}");
+
     // No key at all: refused, with what would give it one.
     let (code, msg) = refused(&mut a, "DELETE FROM t_order WHERE order_id = 1").await;
     assert_eq!(code, 8030, "{msg}");
