@@ -39,6 +39,13 @@ pub struct Ctx<'a> {
     pub mode: ConnectionMode,
     pub database: &'a str,
     pub session_key: Option<&'a ShardingKey>,
+    /// The session's sql_mode lets `\` escape in strings (no NO_BACKSLASH_ESCAPES).
+    pub backslash_escapes: bool,
+    /// The session's sql_mode has ANSI_QUOTES (`"…"` is an identifier).
+    pub ansi_quotes: bool,
+    /// The client character set can hide a quote in a multi-byte character (big5, gbk, sjis,
+    /// cp932).
+    pub escape_unsafe_charset: bool,
 }
 
 /// What to do with a statement.
@@ -84,7 +91,11 @@ pub fn refusal(r: &Refusal) -> ProxyError {
     };
     ProxyError::Rule {
         code,
-        state: *b"HY000",
+        state: if code == code::BAD_HINT {
+            *b"42000"
+        } else {
+            *b"HY000"
+        },
         message: r.to_string(),
     }
 }
@@ -138,7 +149,8 @@ fn is_read_only(keyword: &str, sql: &[u8]) -> bool {
         // EXPLAIN runs nothing, unless it is EXPLAIN ANALYZE.
         "EXPLAIN" => !contains_word(sql, b"ANALYZE"),
         // SET changes session settings only; the proxy's own session key is handled here.
-        "SET" => !contains_word(sql, b"RB_SHARDING_KEY"),
+        // MariaDB's `SET STATEMENT var = … FOR <statement>` runs the statement.
+        "SET" => !contains_word(sql, b"RB_SHARDING_KEY") && !contains_word(sql, b"STATEMENT"),
         _ => false,
     }
 }
@@ -148,49 +160,218 @@ fn contains_word(sql: &[u8], word: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(word))
 }
 
+fn refused(ctx: &Ctx<'_>, state: [u8; 5], why: String) -> ProxyError {
+    ProxyError::Rule {
+        code: code::REFUSED,
+        state,
+        message: format!(
+            "{why} (database `{}`, rules version {})",
+            ctx.database,
+            ctx.rules.version()
+        ),
+    }
+}
+
+/// Whether `sql` has an executable comment with a version (`/*!50000 …`, `/*M!100101 …`):
+/// whether the server runs its text depends on the server's version.
+fn has_versioned_comment(sql: &[u8]) -> bool {
+    sql.windows(4)
+        .any(|w| w.starts_with(b"/*!") && w[3].is_ascii_digit())
+        || sql
+            .windows(5)
+            .any(|w| w.starts_with(b"/*M!") && w[4].is_ascii_digit())
+}
+
+/// Blanks every executable comment with its content: the text as a server that skips them
+/// reads it.
+fn drop_executable_comments(sql: &[u8]) -> Vec<u8> {
+    let opened = open_executable_comments(sql);
+    let mut out = sql.to_vec();
+    let mut i = 0;
+    let mut depth = 0usize;
+    while i < sql.len() {
+        let was_marker = sql[i] != opened[i];
+        if was_marker && (sql[i..].starts_with(b"/*!") || sql[i..].starts_with(b"/*M!")) {
+            depth += 1;
+        } else if was_marker && sql[i..].starts_with(b"*/") {
+            out[i] = b' ';
+            out[i + 1] = b' ';
+            depth = depth.saturating_sub(1);
+            i += 2;
+            continue;
+        }
+        if depth > 0 {
+            out[i] = b' ';
+        }
+        i += 1;
+    }
+    out
+}
+
+/// What the proxy does with a statement before any decision.
+enum Gate {
+    /// Nothing that changes data: forward as is.
+    Read,
+    /// Needs the analysis and the decision.
+    Decide,
+}
+
+/// The checks every statement text passes, text or prepared: the database, the read fast
+/// path, and the texts the proxy refuses rather than misreads.
+fn gate(ctx: &Ctx<'_>, stripped: &[u8], several: bool) -> Result<Gate, ProxyError> {
+    let versioned = has_versioned_comment(stripped);
+    let opened = open_executable_comments(stripped);
+    let dropped = if versioned {
+        drop_executable_comments(stripped)
+    } else {
+        opened.to_vec()
+    };
+    // Read only as the server reads it whatever its version: executable comments run or not.
+    let read_only = !several
+        && is_read_only(&first_keyword(&opened), &opened)
+        && is_read_only(&first_keyword(&dropped), &dropped);
+    let Some(db) = ctx.rules.database(ctx.database) else {
+        // information_schema, or no database: nothing of the rules can be written from here.
+        if read_only {
+            return Ok(Gate::Read);
+        }
+        return Err(refused(
+            ctx,
+            *b"HY000",
+            "statements that may change data need a database of the rules selected (USE one)"
+                .into(),
+        ));
+    };
+    if read_only {
+        return Ok(Gate::Read);
+    }
+    if db.db_type == DatabaseType::Center {
+        // The center room's own database: free, but not a way into the others.
+        let lower = String::from_utf8_lossy(stripped).to_ascii_lowercase();
+        for other in ctx
+            .rules
+            .databases()
+            .filter(|d| d.db_type != DatabaseType::Center)
+        {
+            let name = other.name.to_ascii_lowercase();
+            if lower.contains(&format!("{name}.")) || lower.contains(&format!("`{name}`.")) {
+                return Err(refused(
+                    ctx,
+                    *b"HY000",
+                    format!(
+                        "a statement on center database `{}` names database `{}`; use `{}` to \
+                         write it",
+                        db.name, other.name, other.name
+                    ),
+                ));
+            }
+        }
+        return Ok(Gate::Read);
+    }
+    if versioned {
+        return Err(refused(
+            ctx,
+            *b"HY000",
+            "a statement that may change data has a versioned executable comment \
+             (`/*!NNNNN …*/`), whose meaning depends on the server version; write it without"
+                .into(),
+        ));
+    }
+    if !ctx.backslash_escapes || ctx.ansi_quotes {
+        return Err(refused(
+            ctx,
+            *b"HY000",
+            "with sql_mode NO_BACKSLASH_ESCAPES or ANSI_QUOTES the proxy cannot read the \
+             strings of a statement that may change data the way the server does; reset \
+             sql_mode for writes"
+                .into(),
+        ));
+    }
+    if ctx.escape_unsafe_charset && !stripped.is_ascii() {
+        return Err(refused(
+            ctx,
+            *b"HY000",
+            "in this client character set a multi-byte character can hide a quote: a \
+             statement that may change data must be ASCII (or use utf8mb4)"
+                .into(),
+        ));
+    }
+    if matches!(
+        first_keyword(stripped).as_str(),
+        "PREPARE" | "EXECUTE" | "DEALLOCATE"
+    ) {
+        return Err(refused(
+            ctx,
+            *b"0A000",
+            "SQL-level PREPARE/EXECUTE hides the statement from the proxy; use the protocol's \
+             prepared statements"
+                .into(),
+        ));
+    }
+    Ok(Gate::Decide)
+}
+
 /// Checks one statement text (a COM_QUERY payload, hint included). `ids` are snowflake IDs
-/// generated for it after a [`Verdict::NeedIds`].
+/// generated for it after a [`Verdict::NeedIds`]; `several` says the text holds several
+/// statements.
 pub fn check_text(
     ctx: &Ctx<'_>,
     sql: &[u8],
-    backslash_escapes: bool,
     ids: &[i64],
     several: bool,
 ) -> Result<Verdict, ProxyError> {
-    let parsed = sql_hint::parse_with(sql, backslash_escapes).map_err(bad_hint)?;
+    let parsed = sql_hint::parse_with(sql, ctx.backslash_escapes).map_err(bad_hint)?;
     let hint = parsed.hint;
-    let Some(db) = ctx.rules.database(ctx.database) else {
-        return Ok(Verdict::Forward(None));
-    };
-    let keyword = first_keyword(&parsed.sql);
-    // A multi-statement text is judged statement by statement: its first keyword says nothing
-    // about the others.
-    if (!several && is_read_only(&keyword, &parsed.sql)) || db.db_type == DatabaseType::Center {
-        // A hint is still checked for what it asks (a room, a node) when it asks something.
-        if let Some(h) = &hint {
-            if h.room.is_some() || h.node.is_some() {
-                let text = String::from_utf8_lossy(&parsed.sql);
-                if let Ok(facts) = shard_rules::analyze::analyze(&text) {
-                    return decide_one(ctx, &facts, Some(h), &[])
-                        .map(|d| Verdict::Forward(Some(Box::new(d))));
+    // The proxy's own session variable, on any database.
+    if !several
+        && first_keyword(&parsed.sql) == "SET"
+        && contains_word(&parsed.sql, b"RB_SHARDING_KEY")
+    {
+        let text = String::from_utf8_lossy(&parsed.sql);
+        return match shard_rules::analyze::analyze(&text) {
+            Ok(f) if f.session_key.is_some() => {
+                session_key(f.session_key.as_ref().and_then(|k| k.as_ref()))
+            }
+            _ => Err(ProxyError::Rule {
+                code: code::BAD_HINT,
+                state: *b"42000",
+                message: "SET @@rb_sharding_key = <integer | 'string' | DEFAULT | NULL>, alone"
+                    .into(),
+            }),
+        };
+    }
+    match gate(ctx, &parsed.sql, several)? {
+        Gate::Read => {
+            // A hint is still checked for what it asks (a room, a node) when it asks something.
+            if let Some(h) = &hint {
+                if h.room.is_some() || h.node.is_some() {
+                    let text = String::from_utf8_lossy(&parsed.sql);
+                    if let Ok(facts) = shard_rules::analyze::analyze(&text) {
+                        return decide_one(ctx, &facts, Some(h), &[])
+                            .map(|d| Verdict::Forward(Some(Box::new(d))));
+                    }
                 }
             }
+            Ok(Verdict::Forward(None))
         }
-        return Ok(Verdict::Forward(None));
-    }
-    let analysed = analyse(&parsed.sql, hint, ctx)?;
-    if let [facts] = analysed.facts.as_slice() {
-        if facts.kind == Kind::Session {
-            if let Some(key) = &facts.session_key {
-                return session_key(key.as_ref());
+        Gate::Decide => {
+            let analysed = analyse(&parsed.sql, hint, ctx)?;
+            let needed = keys_needed(ctx, &analysed)?;
+            if needed > 0 && analysed.facts.len() > 1 {
+                return Err(refused(
+                    ctx,
+                    *b"0A000",
+                    "an INSERT that needs generated keys must be sent alone, not in a \
+                     multi-statement text"
+                        .into(),
+                ));
             }
+            if needed > ids.len() {
+                return Ok(Verdict::NeedIds(needed));
+            }
+            decide_all_with(ctx, &analysed, &[], ids).map(|d| Verdict::Forward(d.map(Box::new)))
         }
     }
-    let needed = keys_needed(ctx, &analysed)?;
-    if needed > ids.len() {
-        return Ok(Verdict::NeedIds(needed));
-    }
-    decide_all_with(ctx, &analysed, &[], ids).map(|d| Verdict::Forward(d.map(Box::new)))
 }
 
 /// How many snowflake IDs the statements' INSERTs need (rows that leave out a generated key
@@ -255,19 +436,10 @@ pub fn analyse(sql: &[u8], hint: Option<Hint>, ctx: &Ctx<'_>) -> Result<Analysed
     let statements = match Parser::parse_sql(&MySqlDialect {}, &text) {
         Ok(s) => s,
         Err(e) => {
-            // A DBA's center connection in the center room may run what the parser does not
-            // know (vendor DDL); anything else that cannot be read cannot be checked.
-            let center_room =
-                ctx.rules.room_role(ctx.room) == shard_rules::config::RoomRole::Center;
-            if ctx.mode == ConnectionMode::Center && center_room {
-                return Ok(Analysed {
-                    facts: Vec::new(),
-                    hint,
-                });
-            }
+            // What cannot be read cannot be checked: refused, never guessed.
             return Err(ProxyError::Rule {
                 code: code::REFUSED,
-                state: *b"42000",
+                state: *b"HY000",
                 message: format!(
                     "the proxy cannot parse this statement, so it cannot check which room it may \
                      write in ({e}); database `{}` (rules version {})",
@@ -368,9 +540,10 @@ fn decide_all_with(
                 "SET @@rb_sharding_key together with other statements or as a prepared statement (send it alone, as text)".into(),
             ));
         }
-        last = Some(
-            decide_raw(ctx, facts, a.hint.as_ref(), params, &mut ids).map_err(|r| refusal(&r))?,
-        );
+        let d =
+            decide_raw(ctx, facts, a.hint.as_ref(), params, &mut ids).map_err(|r| refusal(&r))?;
+        single_source(ctx, &d)?;
+        last = Some(d);
     }
     Ok(last)
 }
@@ -420,22 +593,15 @@ fn decide_raw(
 /// At COM_STMT_PREPARE: the analysis of a statement that may change data in a unit or
 /// center-unit database, decided again at each execute with the bound values; `None` for
 /// statements that need no decision. Refusals that do not depend on the values come here.
-pub fn prepare(
-    ctx: &Ctx<'_>,
-    sql: &[u8],
-    backslash_escapes: bool,
-) -> Result<Option<Analysed>, ProxyError> {
-    let parsed = sql_hint::parse_with(sql, backslash_escapes).map_err(bad_hint)?;
-    let Some(db) = ctx.rules.database(ctx.database) else {
-        return Ok(None);
-    };
+pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<Analysed>, ProxyError> {
+    let parsed = sql_hint::parse_with(sql, ctx.backslash_escapes).map_err(bad_hint)?;
     let keyword = first_keyword(&parsed.sql);
     if keyword == "SET" && contains_word(&parsed.sql, b"RB_SHARDING_KEY") {
         return Err(ProxyError::Unsupported(
             "SET @@rb_sharding_key as a prepared statement (send it as text)".into(),
         ));
     }
-    if is_read_only(&keyword, &parsed.sql) || db.db_type == DatabaseType::Center {
+    if let Gate::Read = gate(ctx, &parsed.sql, false)? {
         return Ok(None);
     }
     let a = analyse(&parsed.sql, parsed.hint, ctx)?;

@@ -225,6 +225,8 @@ struct Prepared {
     /// The statement's analysis when it may change data in a unit or center-unit database:
     /// decided again at every execute, with the bound values.
     rules: Option<crate::enforce::Analysed>,
+    /// The database the analysis was made for: a later `USE` means analysing again.
+    rules_db: Option<String>,
     /// Parameter types from the last execute that sent them (2 bytes per parameter).
     types: Option<Bytes>,
     /// COM_STMT_SEND_LONG_DATA payloads since the last execute or reset, replayed on execute.
@@ -757,7 +759,7 @@ impl Session {
         let mut stmts = classify::analyse_with(sql, self.syntax());
         let several = stmts.len() > 1;
         let multi = self.caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS);
-        let st = match stmts.len() {
+        let mut st = match stmts.len() {
             0 => Statement::passive(),
             1 => stmts.pop().unwrap_or_else(Statement::passive),
             // Without the capability the server refuses the whole text as a syntax error and
@@ -835,6 +837,9 @@ impl Session {
                     )
                     .into());
                 }
+                // LAST_INSERT_ID(id) sets the connection's value even if the row then fails:
+                // read it back after the statement, like any statement that sets it.
+                st.sets_last_insert_id = true;
                 Packet {
                     seq: p.seq,
                     last_seq: p.last_seq,
@@ -879,6 +884,21 @@ impl Session {
         })
     }
 
+    /// What the multi-active checks need to know of this session.
+    fn rules_ctx<'a>(&'a self, database: &'a str) -> crate::enforce::Ctx<'a> {
+        let syntax = self.syntax();
+        crate::enforce::Ctx {
+            rules: &self.shared.rules,
+            room: self.shared.room,
+            mode: self.mode,
+            database,
+            session_key: self.session_key.as_ref(),
+            backslash_escapes: syntax.backslash_escapes,
+            ansi_quotes: syntax.ansi_quotes,
+            escape_unsafe_charset: self.escape_unsafe_charset().is_some(),
+        }
+    }
+
     /// Multi-active checks of a text statement (hint, room, write-ban, database type).
     fn enforce_text(
         &self,
@@ -889,15 +909,8 @@ impl Session {
         let Some(database) = self.rules_database() else {
             return Ok(crate::enforce::Verdict::Forward(None));
         };
-        let ctx = crate::enforce::Ctx {
-            rules: &self.shared.rules,
-            room: self.shared.room,
-            mode: self.mode,
-            database: &database,
-            session_key: self.session_key.as_ref(),
-        };
-        let verdict =
-            crate::enforce::check_text(&ctx, sql, self.syntax().backslash_escapes, ids, several)?;
+        let ctx = self.rules_ctx(&database);
+        let verdict = crate::enforce::check_text(&ctx, sql, ids, several)?;
         if let crate::enforce::Verdict::Forward(Some(d)) = &verdict {
             crate::enforce::single_source(&ctx, d)?;
             if d.foreign_read {
@@ -1172,6 +1185,7 @@ impl Session {
                     params,
                     info,
                     rules: analysed_rules,
+                    rules_db: self.rules_database(),
                     types: None,
                     long_data: Vec::new(),
                     long_data_bytes: 0,
@@ -1204,14 +1218,8 @@ impl Session {
         let Some(database) = self.rules_database() else {
             return Ok(None);
         };
-        let ctx = crate::enforce::Ctx {
-            rules: &self.shared.rules,
-            room: self.shared.room,
-            mode: self.mode,
-            database: &database,
-            session_key: self.session_key.as_ref(),
-        };
-        crate::enforce::prepare(&ctx, sql, self.syntax().backslash_escapes)
+        let ctx = self.rules_ctx(&database);
+        crate::enforce::prepare(&ctx, sql)
     }
 
     /// The multi-active decision of a prepared statement's execute, with its bound values.
@@ -1223,13 +1231,7 @@ impl Session {
         let Some(database) = self.rules_database() else {
             return Ok(());
         };
-        let ctx = crate::enforce::Ctx {
-            rules: &self.shared.rules,
-            room: self.shared.room,
-            mode: self.mode,
-            database: &database,
-            session_key: self.session_key.as_ref(),
-        };
+        let ctx = self.rules_ctx(&database);
         if let Some(d) = crate::enforce::decide_all(&ctx, a, values)? {
             crate::enforce::single_source(&ctx, &d)?;
         }
@@ -1275,6 +1277,7 @@ impl Session {
         }
         let types = stmt.types.clone();
         let rules = stmt.rules.clone();
+        let prepared_db = stmt.rules_db.clone();
         let long_data_params: Vec<bool> = {
             let mut v = vec![false; n];
             for ld in &long_data {
@@ -1289,7 +1292,24 @@ impl Session {
             }
             v
         };
+        // Prepared under another database: judge it as it runs now.
+        let rules = if self.rules_database() != prepared_db {
+            self.analyse_prepared(&sql)?
+        } else {
+            rules
+        };
         if let Some(a) = rules {
+            if long_data_params.iter().any(|l| *l) {
+                return Err(ProxyError::Rule {
+                    code: crate::enforce::code::REFUSED,
+                    state: *b"0A000",
+                    message: "a parameter sent as long data (COM_STMT_SEND_LONG_DATA) in a \
+                              statement that may change data in a unit or center-unit database \
+                              cannot be checked; bind it as an ordinary value"
+                        .into(),
+                }
+                .into());
+            }
             // Decide with the bound values, as a text statement would be.
             let values = if n == 0 {
                 Vec::new()

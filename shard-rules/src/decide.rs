@@ -157,22 +157,26 @@ pub enum RouteError {
         how: String,
     },
     #[error(
-        "write to `{table}` with route code {code} belongs to room `{owner}`, not this proxy's \
-         room `{room}` (traffic rule version {traffic_version}): send it to room `{owner}`"
+        "write to `{table}` with ShardingKey {key} (route code {code}) belongs to room \
+         `{owner}`, not this proxy's room `{room}` (traffic rule version {traffic_version}): \
+         send it to room `{owner}`"
     )]
     WrongRoom {
         table: String,
+        /// The ShardingKey, or `route_code` when the hint gave the code itself.
+        key: String,
         code: u32,
         owner: String,
         room: String,
         traffic_version: u64,
     },
     #[error(
-        "write to `{table}` with route code {code} is banned during a cut-over (write-ban \
-         version {ban_version}, owner room `{owner}`); retry later"
+        "write to `{table}` with ShardingKey {key} (route code {code}) is banned during a \
+         cut-over (write-ban version {ban_version}, owner room `{owner}`); retry later"
     )]
     Banned {
         table: String,
+        key: String,
         code: u32,
         owner: String,
         ban_version: u64,
@@ -552,11 +556,15 @@ impl Decider<'_> {
                     how,
                 });
             }
-            for (_, code, _) in &keys {
+            for (key, code, _) in &keys {
+                let key = key
+                    .as_ref()
+                    .map_or_else(|| "(hint route_code)".to_string(), |k| k.to_string());
                 let owner = rules.owner(*code);
                 if owner != self.session.room {
                     return Err(RouteError::WrongRoom {
                         table: table_name.to_string(),
+                        key,
                         code: *code,
                         owner: self.room_name(owner),
                         room: self.room_name(self.session.room),
@@ -566,6 +574,7 @@ impl Decider<'_> {
                 if rules.is_banned(*code) {
                     return Err(RouteError::Banned {
                         table: table_name.to_string(),
+                        key,
                         code: *code,
                         owner: self.room_name(owner),
                         ban_version: rules.ban_version(),

@@ -135,7 +135,9 @@ async fn writes_land_only_in_the_room_that_owns_their_key() {
     .await;
     assert_eq!(code, 8031, "{msg}");
     assert!(
-        msg.contains("route code 1002 belongs to room `A`, not this proxy's room `B`"),
+        msg.contains(
+            "ShardingKey 1002 (route code 1002) belongs to room `A`, not this proxy's room `B`"
+        ),
         "{msg}"
     );
     assert!(
@@ -177,12 +179,14 @@ async fn writes_land_only_in_the_room_that_owns_their_key() {
     )
     .await;
     assert_eq!(code, 8031, "{msg}");
+    let (code, msg) = refused(&mut a, "/*! DELETE FROM t_order WHERE buyer_id = 5001 */").await;
+    assert_eq!(code, 8031, "{msg}");
     let (code, msg) = refused(
         &mut a,
         "/*!50000 DELETE FROM t_order WHERE buyer_id = 5001 */",
     )
     .await;
-    assert_eq!(code, 8031, "{msg}");
+    assert_eq!(code, 8035, "{msg}");
 
     // No key at all: refused, with what would give it one.
     let (code, msg) = refused(&mut a, "DELETE FROM t_order WHERE order_id = 1").await;
@@ -234,7 +238,7 @@ async fn banned_route_codes_are_refused_everywhere_and_retryable() {
     .await;
     assert_eq!(code, 8032, "{msg}");
     assert!(
-        msg.contains("route code 4050 is banned")
+        msg.contains("ShardingKey 14050 (route code 4050) is banned")
             && msg.contains("write-ban version 2")
             && msg.contains("retry later"),
         "{msg}"
@@ -465,4 +469,75 @@ async fn inserts_that_leave_out_the_key_get_room_stamped_snowflake_ids() {
     a.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (42, 1001, 1)")
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn texts_the_proxy_cannot_read_as_the_server_does_are_refused() {
+    let r = rooms("ma_unsafe").await;
+    let mut a = Conn::new(opts(&r.a, "app", &r.db)).await.unwrap();
+    a.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (1, 5001, 1)")
+        .await
+        .expect_err("room B's buyer");
+    // Whether the server runs a versioned comment depends on its version: refused in writes.
+    let (code, msg) = refused(
+        &mut a,
+        "/*!80000 SELECT */ DELETE FROM t_order WHERE buyer_id = 5001",
+    )
+    .await;
+    assert_eq!(code, 8035, "{msg}");
+    assert!(msg.contains("versioned executable comment"), "{msg}");
+    // MariaDB's SET STATEMENT … FOR runs the statement: not a plain SET.
+    let (code, msg) = refused(
+        &mut a,
+        "SET STATEMENT max_statement_time=10 FOR DELETE FROM t_order WHERE buyer_id = 5001",
+    )
+    .await;
+    assert!(code == 8035 || code == 8031, "{code} {msg}");
+    // SQL-level PREPARE hides the statement.
+    let (code, _) = refused(
+        &mut a,
+        "PREPARE s FROM 'DELETE FROM t_order WHERE buyer_id = 5001'",
+    )
+    .await;
+    assert_eq!(code, 8035);
+    // A generated-key INSERT must come alone.
+    let (code, _) = refused(
+        &mut a,
+        "INSERT INTO t_order (buyer_id, amount) VALUES (1001, 1); SELECT 1",
+    )
+    .await;
+    assert_eq!(code, 8035);
+    // Strings read differently under NO_BACKSLASH_ESCAPES: writes refused, reads served.
+    a.query_drop("SET sql_mode = 'NO_BACKSLASH_ESCAPES'")
+        .await
+        .unwrap();
+    let (code, msg) = refused(
+        &mut a,
+        "UPDATE t_order SET status = 'x' WHERE buyer_id = 1001",
+    )
+    .await;
+    assert_eq!(code, 8035, "{msg}");
+    let n: i64 = a
+        .query_first("SELECT COUNT(*) FROM t_order")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+    a.query_drop("SET sql_mode = DEFAULT").await.unwrap();
+    a.query_drop("UPDATE t_order SET status = 'x' WHERE buyer_id = 1001")
+        .await
+        .unwrap();
+    // From information_schema nothing of the rules can be written.
+    a.query_drop("USE information_schema").await.unwrap();
+    let (code, msg) = refused(
+        &mut a,
+        &format!("DELETE FROM `{}`.t_order WHERE buyer_id = 5001", r.db),
+    )
+    .await;
+    assert_eq!(code, 8035, "{msg}");
+    // Nothing reached the backend.
+    assert_eq!(
+        count(ROOM_A_PORT, &r.db, "SELECT COUNT(*) FROM t_order").await,
+        0
+    );
 }
