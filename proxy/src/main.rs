@@ -324,6 +324,32 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
                 // Learn the backend version before the first client arrives.
                 let _ = shared.server_version().await;
+                // SIGHUP: reload the rules file (a refused file leaves the old rules serving).
+                {
+                    let shared = shared.clone();
+                    let path = rules_path.clone();
+                    tokio::spawn(async move {
+                        use tokio::signal::unix::{signal, SignalKind};
+                        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                            return;
+                        };
+                        while hup.recv().await.is_some() {
+                            match rainbow_bridge::server::reload(&shared, &path) {
+                                Ok(r) => info!(
+                                    rules = %path.display(),
+                                    rules_version = r.version(),
+                                    traffic_version = r.traffic_version(),
+                                    ban_version = r.ban_version(),
+                                    banned = %r.banned_codes(),
+                                    "rules reloaded"
+                                ),
+                                Err(e) => tracing::error!(
+                                    "rules reload refused, the old rules keep serving: {e}"
+                                ),
+                            }
+                        }
+                    });
+                }
                 rainbow_bridge::server::serve(listener, shared, shutdown_signal()).await;
                 anyhow::Ok(())
             })?;

@@ -99,3 +99,46 @@ pub async fn serve(
         ),
     }
 }
+
+/// Re-reads the rules file and swaps the new rules in atomically: statements already deciding
+/// keep the snapshot they took; the next statement of every session sees the new rules (a new
+/// write-ban refuses the next write to a banned code, also inside an open transaction). A file
+/// that does not parse or validate is refused with every problem, and the old rules keep
+/// serving. Changes that need a restart are refused too: this proxy's room leaving the rules,
+/// its data sources (pools are built at start), or the snowflake ID settings.
+pub fn reload(shared: &Shared, path: &std::path::Path) -> Result<Arc<RuleSet>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the rules file {}: {e}", path.display()))?;
+    let new = RuleSet::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let old = shared.rules.load_full();
+    let room = &shared.config.proxy.room;
+    if new.room_id(room) != Some(shared.room) {
+        return Err(format!(
+            "{}: room `{room}` moved or left the rules; restart the proxy for that",
+            path.display()
+        ));
+    }
+    let local = |r: &RuleSet| -> Vec<(String, String)> {
+        r.data_sources()
+            .iter()
+            .filter(|(_, ds)| &ds.room == room)
+            .map(|(n, ds)| (n.clone(), format!("{ds:?}")))
+            .collect()
+    };
+    if local(&old) != local(&new) {
+        return Err(format!(
+            "{}: the data sources of room `{room}` changed; restart the proxy for that (pools \
+             are built at start)",
+            path.display()
+        ));
+    }
+    if old.ids() != new.ids() {
+        return Err(format!(
+            "{}: the snowflake ID settings ([ids]) changed; restart every proxy for that",
+            path.display()
+        ));
+    }
+    let new = Arc::new(new);
+    shared.rules.store(new.clone());
+    Ok(new)
+}

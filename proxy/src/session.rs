@@ -58,8 +58,9 @@ const COM_RESET_CONNECTION: u8 = 0x1F;
 /// State shared by all sessions of one proxy.
 pub struct Shared {
     pub config: Config,
-    /// The rules this proxy applies (rooms, databases, users, route codes, write-ban).
-    pub rules: Arc<RuleSet>,
+    /// The rules this proxy applies (rooms, databases, users, route codes, write-ban); swapped
+    /// whole when the rules file is reloaded (SIGHUP). Each statement decides on one snapshot.
+    pub rules: arc_swap::ArcSwap<RuleSet>,
     /// This proxy's room in `rules`.
     pub room: RoomId,
     /// Snowflake IDs for generated key columns: this room, `proxy.worker_id`.
@@ -108,7 +109,7 @@ impl Shared {
             .map_err(|e| format!("snowflake IDs (rules `ids`, proxy.worker_id): {e}"))?;
         Ok(Shared {
             config,
-            rules: Arc::new(rules),
+            rules: arc_swap::ArcSwap::from_pointee(rules),
             room,
             ids,
             pools,
@@ -140,6 +141,7 @@ impl Shared {
         }
         let local: Vec<String> = self
             .rules
+            .load()
             .data_sources()
             .iter()
             .filter(|(_, ds)| ds.room == self.config.proxy.room)
@@ -401,6 +403,7 @@ impl Session {
         self.mode = self
             .shared
             .rules
+            .load()
             .users()
             .get(&user)
             .map_or(ConnectionMode::Unit, |u| u.mode);
@@ -427,7 +430,7 @@ impl Session {
 
     /// Checks the user's password and connection mode.
     fn authenticate(&self, user: &str, token: &[u8], db: Option<&str>) -> Result<(), ProxyError> {
-        let rules = &self.shared.rules;
+        let rules = self.shared.rules.load();
         let denied = || ProxyError::AccessDenied {
             user: user.to_string(),
             host: self.peer.ip().to_string(),
@@ -441,7 +444,7 @@ impl Session {
         if u.mode == ConnectionMode::Center && rules.room_role(self.shared.room) == RoomRole::Unit {
             return Err(ProxyError::CenterModeInUnitRoom {
                 room: self.shared.config.proxy.room.clone(),
-                center: center_room(rules),
+                center: center_room(&rules),
             });
         }
         let _ = db;
@@ -467,7 +470,7 @@ impl Session {
     /// The data source and schema serving logical database `db` for `user` in this room;
     /// checks existence and permission, changes nothing.
     fn resolve_db(&self, user: &str, db: &str) -> Result<(String, String), ProxyError> {
-        let rules = &self.shared.rules;
+        let rules = self.shared.rules.load();
         if db.eq_ignore_ascii_case("information_schema") {
             let ds = self
                 .ds
@@ -491,11 +494,11 @@ impl Session {
             });
         }
         match local_data_source(&self.shared, db) {
-            Some((ds, source)) => Ok((ds.to_string(), source.schema.clone())),
+            Some((ds, source)) => Ok((ds, source.schema)),
             None => Err(ProxyError::CenterDatabaseInUnitRoom {
                 db: db.to_string(),
                 room: self.shared.config.proxy.room.clone(),
-                center: center_room(rules),
+                center: center_room(&rules),
             }),
         }
     }
@@ -825,7 +828,7 @@ impl Session {
                                  INSERT INTO t (columns) VALUES (…), (…), or give the column a \
                                  value (rules version {})",
                                 g.generator.column,
-                                self.shared.rules.version()
+                                self.shared.rules.load().version()
                             ),
                         })?;
                 let mut payload = Vec::with_capacity(rewritten.len() + 1);
@@ -876,7 +879,8 @@ impl Session {
     /// one a session without a database falls back to.
     fn rules_database(&self) -> Option<String> {
         self.db.clone().or_else(|| {
-            let user = self.shared.rules.users().get(&self.user)?;
+            let rules = self.shared.rules.load();
+            let user = rules.users().get(&self.user)?;
             user.databases
                 .iter()
                 .find(|d| local_data_source(&self.shared, d).is_some())
@@ -885,10 +889,10 @@ impl Session {
     }
 
     /// What the multi-active checks need to know of this session.
-    fn rules_ctx<'a>(&'a self, database: &'a str) -> crate::enforce::Ctx<'a> {
+    fn rules_ctx<'a>(&'a self, rules: &'a RuleSet, database: &'a str) -> crate::enforce::Ctx<'a> {
         let syntax = self.syntax();
         crate::enforce::Ctx {
-            rules: &self.shared.rules,
+            rules,
             room: self.shared.room,
             mode: self.mode,
             database,
@@ -909,7 +913,8 @@ impl Session {
         let Some(database) = self.rules_database() else {
             return Ok(crate::enforce::Verdict::Forward(None));
         };
-        let ctx = self.rules_ctx(&database);
+        let rules = self.shared.rules.load_full();
+        let ctx = self.rules_ctx(&rules, &database);
         let verdict = crate::enforce::check_text(&ctx, sql, ids, several)?;
         if let crate::enforce::Verdict::Forward(Some(d)) = &verdict {
             crate::enforce::single_source(&ctx, d)?;
@@ -1218,7 +1223,8 @@ impl Session {
         let Some(database) = self.rules_database() else {
             return Ok(None);
         };
-        let ctx = self.rules_ctx(&database);
+        let rules = self.shared.rules.load_full();
+        let ctx = self.rules_ctx(&rules, &database);
         crate::enforce::prepare(&ctx, sql)
     }
 
@@ -1231,7 +1237,8 @@ impl Session {
         let Some(database) = self.rules_database() else {
             return Ok(());
         };
-        let ctx = self.rules_ctx(&database);
+        let rules = self.shared.rules.load_full();
+        let ctx = self.rules_ctx(&rules, &database);
         if let Some(d) = crate::enforce::decide_all(&ctx, a, values)? {
             crate::enforce::single_source(&ctx, &d)?;
         }
@@ -1580,6 +1587,7 @@ impl Session {
         self.mode = self
             .shared
             .rules
+            .load()
             .users()
             .get(&self.user)
             .map_or(ConnectionMode::Unit, |u| u.mode);
@@ -1664,23 +1672,24 @@ fn merge_multi(stmts: Vec<Statement>) -> Result<Statement, ProxyError> {
 /// The data source for a session without a current database: the first of the user's
 /// databases served in this room.
 fn default_ds(shared: &Shared, user: &str) -> Option<String> {
-    let user = shared.rules.users().get(user)?;
+    let rules = shared.rules.load();
+    let user = rules.users().get(user)?;
     user.databases
         .iter()
-        .find_map(|db| local_data_source(shared, db).map(|(n, _)| n.to_string()))
+        .find_map(|db| local_data_source(shared, db).map(|(n, _)| n))
 }
 
 /// The physical data source serving logical database `db`'s default data source in this
 /// proxy's room, if the database is served here.
-fn local_data_source<'a>(shared: &'a Shared, db: &str) -> Option<(&'a str, &'a DataSource)> {
-    let database = shared.rules.database(db)?;
+fn local_data_source(shared: &Shared, db: &str) -> Option<(String, DataSource)> {
+    let rules = shared.rules.load();
+    let database = rules.database(db)?;
     let logical = database.data_sources.get(database.default_data_source)?;
     let name = logical.physical.get(shared.room as usize)?.as_deref()?;
-    shared
-        .rules
+    rules
         .data_sources()
         .get_key_value(name)
-        .map(|(n, d)| (n.as_str(), d))
+        .map(|(n, d)| (n.clone(), d.clone()))
 }
 
 fn center_room(rules: &RuleSet) -> String {

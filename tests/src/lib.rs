@@ -193,6 +193,8 @@ pub struct Proxy {
     child: Child,
     pub port: u16,
     pub log: PathBuf,
+    /// The rules file the proxy reads (rewrite it, then [`Proxy::reload`]).
+    pub rules_path: PathBuf,
 }
 
 /// The `rainbow-bridge` binary built for this test run.
@@ -284,7 +286,12 @@ impl Proxy {
                     std::fs::read_to_string(&log).unwrap_or_default()
                 )
             });
-        Proxy { child, port, log }
+        Proxy {
+            child,
+            port,
+            log,
+            rules_path: dir.join(&rules),
+        }
     }
 
     pub fn opts(&self, user: &str, password: &str, db: Option<&str>) -> Opts {
@@ -325,6 +332,36 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// Replaces the rules file and sends SIGHUP; waits (bounded) until the proxy logged the
+    /// outcome, and returns whether the new rules were taken.
+    pub fn reload(&self, rules: &str) -> bool {
+        let before = self.log_text().matches("rules reload").count();
+        std::fs::write(&self.rules_path, rules).unwrap();
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(ok.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.log_text();
+            if log.matches("rules reload").count() > before {
+                let last = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("rules reload"))
+                    .unwrap_or("");
+                return last.contains("rules reloaded");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reload logged:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     pub fn log_text(&self) -> String {

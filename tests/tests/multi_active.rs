@@ -541,3 +541,78 @@ async fn texts_the_proxy_cannot_read_as_the_server_does_are_refused() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_write_ban_applied_at_run_time_takes_effect_on_the_next_write() {
+    let r = rooms("ma_reload").await;
+    let text = rules(&r.db, &r.cu);
+    let mut a = Conn::new(opts(&r.a, "app", &r.db)).await.unwrap();
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (1, 1001, 1)")
+        .await
+        .unwrap();
+
+    // The cut-over bans route code 1001 while the transaction is open.
+    let banned = text
+        .replace(
+            "version = 2\nroute_codes = [\"4000-4099\"]",
+            "version = 9\nroute_codes = [\"1001\", \"4000-4099\"]",
+        )
+        .replace("version = 3\n", "version = 4\n");
+    assert_ne!(banned, text);
+    assert!(r.a.reload(&banned), "{}", r.a.log_text());
+    assert!(
+        r.a.log_text().contains("ban_version=9"),
+        "{}",
+        r.a.log_text()
+    );
+    // The transaction's next write to the banned code is refused; others go on.
+    let (code, msg) = refused(
+        &mut a,
+        "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (2, 1001, 1)",
+    )
+    .await;
+    assert_eq!(code, 8032, "{msg}");
+    assert!(
+        msg.contains("write-ban version 9") && msg.contains("rules version 4"),
+        "{msg}"
+    );
+    a.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (3, 1002, 1)")
+        .await
+        .unwrap();
+    a.query_drop("COMMIT").await.unwrap();
+    let (code, _) = refused(
+        &mut a,
+        "UPDATE t_order SET amount = 5 WHERE buyer_id = 1001",
+    )
+    .await;
+    assert_eq!(code, 8032);
+
+    // A broken file is refused with its problems; the last good rules keep serving.
+    assert!(!r.a.reload("version = 5\n[rooms.A]\nrole = \"unit\"\n"));
+    assert!(
+        r.a.log_text()
+            .contains("rules reload refused, the old rules keep serving"),
+        "{}",
+        r.a.log_text()
+    );
+    let (code, _) = refused(
+        &mut a,
+        "UPDATE t_order SET amount = 5 WHERE buyer_id = 1001",
+    )
+    .await;
+    assert_eq!(code, 8032);
+    a.query_drop("UPDATE t_order SET amount = 5 WHERE buyer_id = 1002")
+        .await
+        .unwrap();
+
+    // Lifting the ban: the code is writable again.
+    assert!(r.a.reload(&text.replace("version = 3\n", "version = 6\n")));
+    a.query_drop("UPDATE t_order SET amount = 7 WHERE buyer_id = 1001")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(ROOM_A_PORT, &r.db, "SELECT COUNT(*) FROM t_order").await,
+        2
+    );
+}
