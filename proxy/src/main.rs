@@ -334,15 +334,29 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                             return;
                         };
                         while hup.recv().await.is_some() {
+                            let before = shared.rules.load_full();
                             match rainbow_bridge::server::reload(&shared, &path) {
-                                Ok(r) => info!(
-                                    rules = %path.display(),
-                                    rules_version = r.version(),
-                                    traffic_version = r.traffic_version(),
-                                    ban_version = r.ban_version(),
-                                    banned = %r.banned_codes(),
-                                    "rules reloaded"
-                                ),
+                                Ok(r) => {
+                                    info!(
+                                        rules = %path.display(),
+                                        rules_version = r.version(),
+                                        traffic_version = r.traffic_version(),
+                                        ban_version = r.ban_version(),
+                                        banned = %r.banned_codes(),
+                                        "rules reloaded"
+                                    );
+                                    if r.banned_codes() != before.banned_codes()
+                                        || r.ban_version() != before.ban_version()
+                                    {
+                                        let shared = shared.clone();
+                                        let timeout = std::time::Duration::from_secs(
+                                            shared.config.proxy.ban_wait_timeout_s,
+                                        );
+                                        tokio::spawn(async move {
+                                            shared.ban_effective(&r, timeout).await;
+                                        });
+                                    }
+                                }
                                 Err(e) => tracing::error!(
                                     "rules reload refused, the old rules keep serving: {e}"
                                 ),

@@ -65,6 +65,8 @@ pub struct Shared {
     pub room: RoomId,
     /// Snowflake IDs for generated key columns: this room, `proxy.worker_id`.
     pub ids: id_gen::Generator,
+    /// The last write-ban this proxy reported effective: its version and when.
+    pub ban_effective: std::sync::Mutex<Option<(u64, std::time::SystemTime)>>,
     pub pools: Pools,
     version: RwLock<Option<String>>,
     /// When the last attempt to learn the version failed: logins do not retry for a while.
@@ -85,6 +87,9 @@ pub struct SessionHandle {
     backend: std::sync::Mutex<Option<(String, u32)>>,
     killed: std::sync::atomic::AtomicBool,
     wake: tokio::sync::Notify,
+    /// Route codes this session writes in its current transaction (or its statement in flight):
+    /// a write-ban on any of them is effective only once they are gone.
+    writing: std::sync::Mutex<std::collections::BTreeSet<u32>>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -109,6 +114,10 @@ impl Shared {
             .map_err(|e| format!("snowflake IDs (rules `ids`, proxy.worker_id): {e}"))?;
         Ok(Shared {
             config,
+            ban_effective: std::sync::Mutex::new(Some((
+                rules.ban_version(),
+                std::time::SystemTime::now(),
+            ))),
             rules: arc_swap::ArcSwap::from_pointee(rules),
             room,
             ids,
@@ -119,6 +128,59 @@ impl Shared {
             shutdown: tokio::sync::watch::Sender::new(false),
             sessions: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Waits until a write-ban just swapped in is effective — no session still writes, in a
+    /// statement in flight or an open transaction, to a code it bans — and reports when. A
+    /// session still writing to a banned code after `timeout` is killed (its transaction is
+    /// rolled back). "Effective" means no write to a banned code commits after that time.
+    pub async fn ban_effective(&self, rules: &RuleSet, timeout: Duration) -> std::time::SystemTime {
+        let banned =
+            |codes: &std::collections::BTreeSet<u32>| codes.iter().any(|c| rules.is_banned(*c));
+        let holders = || -> Vec<(u32, Arc<SessionHandle>)> {
+            lock(&self.sessions)
+                .iter()
+                .filter(|(_, h)| banned(&lock(&h.writing)))
+                .map(|(id, h)| (*id, h.clone()))
+                .collect()
+        };
+        let start = std::time::Instant::now();
+        let waited = holders().len();
+        let mut aborted = 0;
+        loop {
+            let now = holders();
+            if now.is_empty() {
+                break;
+            }
+            if start.elapsed() >= timeout {
+                for (id, h) in &now {
+                    if !h.killed.swap(true, Ordering::AcqRel) {
+                        aborted += 1;
+                        warn!(
+                            connection_id = id,
+                            ban_version = rules.ban_version(),
+                            "aborting a transaction that wrote to a code the new write-ban bans"
+                        );
+                    }
+                    h.wake.notify_waiters();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let at = std::time::SystemTime::now();
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        *lock(&self.ban_effective) = Some((rules.ban_version(), at));
+        info!(
+            ban_version = rules.ban_version(),
+            banned = %rules.banned_codes(),
+            effective_ms = ms as u64,
+            waited_for = waited,
+            aborted,
+            "write-ban effective"
+        );
+        at
     }
 
     /// The server version clients see: the backend's, with MariaDB's `5.5.5-` prefix.
@@ -646,8 +708,36 @@ impl Session {
             if fatal.is_some() {
                 break;
             }
+            if !self.in_transaction() {
+                lock(&self.handle.writing).clear();
+            }
         }
         self.close();
+        lock(&self.handle.writing).clear();
+    }
+
+    /// Records the route codes a write is about to touch, then checks the current write-ban
+    /// once more: a ban swapped in after the decision was made either sees these codes (and
+    /// waits for this session) or is seen here (and the write is refused).
+    fn claim_codes(&self, codes: &[u32]) -> Result<(), ProxyError> {
+        if codes.is_empty() {
+            return Ok(());
+        }
+        lock(&self.handle.writing).extend(codes.iter().copied());
+        let rules = self.shared.rules.load();
+        if let Some(code) = codes.iter().find(|c| rules.is_banned(**c)) {
+            return Err(ProxyError::Rule {
+                code: crate::enforce::code::BANNED,
+                state: *b"HY000",
+                message: format!(
+                    "write with route code {code} was banned while it was being decided (write-ban \
+                     version {}); retry later (rules version {})",
+                    rules.ban_version(),
+                    rules.version()
+                ),
+            });
+        }
+        Ok(())
     }
 
     async fn send_err(&mut self, seq: u8, payload: &[u8]) -> Result<(), ()> {
@@ -808,6 +898,9 @@ impl Session {
                 }
             }
         };
+        if let Some(d) = &decision {
+            self.claim_codes(&d.write_codes)?;
+        }
         // Generated keys: the INSERT gets the column and one value per row.
         let p = match decision.as_deref().and_then(|d| d.generated.first()) {
             None => p,
@@ -1241,6 +1334,7 @@ impl Session {
         let ctx = self.rules_ctx(&rules, &database);
         if let Some(d) = crate::enforce::decide_all(&ctx, a, values)? {
             crate::enforce::single_source(&ctx, &d)?;
+            self.claim_codes(&d.write_codes)?;
         }
         Ok(())
     }

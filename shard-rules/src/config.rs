@@ -37,6 +37,11 @@ pub struct ProxySection {
     /// (0–127 in the default layout). Default 0.
     #[serde(default)]
     pub worker_id: u32,
+    /// Seconds a newly applied write-ban waits for transactions that already wrote to its
+    /// codes; those still open then are aborted (rolled back) and the ban is effective.
+    /// Default 30.
+    #[serde(default = "default_ban_wait")]
+    pub ban_wait_timeout_s: u64,
     /// Maximum concurrent client connections; more get error 1040. Default 4096.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -185,6 +190,9 @@ fn default_max_packet() -> usize {
 }
 fn default_handshake_timeout() -> u64 {
     10
+}
+fn default_ban_wait() -> u64 {
+    30
 }
 fn default_shutdown_timeout() -> u64 {
     30

@@ -109,6 +109,9 @@ pub struct Decision {
     pub generated: Vec<Generated>,
     /// The hint asked to log this decision.
     pub trace: bool,
+    /// Every route code a write to a unit database was allowed for (all its keys): what a
+    /// write-ban applied while the statement runs must wait for.
+    pub write_codes: Vec<u32>,
 }
 
 impl Decision {
@@ -421,7 +424,7 @@ impl Decider<'_> {
             }
         }
 
-        let route = self.route(db, write, &generated)?;
+        let (route, write_codes) = self.route(db, write, &generated)?;
         let foreign_read = !write && route.as_ref().is_some_and(|r| r.owner != s.room);
 
         // Data nodes of every table.
@@ -442,6 +445,7 @@ impl Decider<'_> {
             tables,
             generated,
             trace: self.hint.and_then(|h| h.trace).unwrap_or(false),
+            write_codes,
         })
     }
 
@@ -451,7 +455,7 @@ impl Decider<'_> {
         db: &Database,
         write: bool,
         generated: &[Generated],
-    ) -> Result<Option<Route>, RouteError> {
+    ) -> Result<(Option<Route>, Vec<u32>), RouteError> {
         let rules = self.rules;
         let target = self.write_target(db);
         let table_name: &str = target
@@ -582,13 +586,21 @@ impl Decider<'_> {
                 }
             }
         }
-        Ok(keys.into_iter().next().map(|(key, code, source)| Route {
-            key,
-            code,
-            owner: rules.owner(code),
-            banned: rules.is_banned(code),
-            source,
-        }))
+        let codes: Vec<u32> = if write && db.db_type == DatabaseType::Unit {
+            keys.iter().map(|(_, c, _)| *c).collect()
+        } else {
+            Vec::new()
+        };
+        Ok((
+            keys.into_iter().next().map(|(key, code, source)| Route {
+                key,
+                code,
+                owner: rules.owner(code),
+                banned: rules.is_banned(code),
+                source,
+            }),
+            codes,
+        ))
     }
 
     /// The table a write goes to (INSERT target, or the first table of UPDATE/DELETE), with its

@@ -221,18 +221,40 @@ impl Proxy {
 
     /// A proxy in `room` (pools of 16, 2 s connect timeout) with these rules.
     pub async fn start_rules(room: &str, rules: &str) -> Proxy {
+        Proxy::start_rules_with(room, rules, "").await
+    }
+
+    /// [`Proxy::start_rules`] with extra `[proxy]` lines (e.g. `ban_wait_timeout_s = 1`).
+    pub async fn start_rules_with(room: &str, rules: &str, proxy_lines: &str) -> Proxy {
         let rules_text = rules.to_string();
         let room = room.to_string();
+        let extra = proxy_lines.to_string();
         Proxy::start_with(move |file| {
             (
                 format!(
-                    "[proxy]\nlisten = \"127.0.0.1:0\"\nroom = \"{room}\"\nrules = \"{file}\"\n\n\
+                    "[proxy]\nlisten = \"127.0.0.1:0\"\nroom = \"{room}\"\nrules = \"{file}\"\n{extra}\n\n\
                      [pool]\nmax_size = 16\nconnect_timeout_ms = 2000\n"
                 ),
                 rules_text.clone(),
             )
         })
         .await
+    }
+
+    /// Waits (bounded) until the log has `n` lines containing `what`; returns the last.
+    pub fn wait_log(&self, what: &str, n: usize, timeout: std::time::Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let log = self.log_text();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(what)).collect();
+            if lines.len() >= n {
+                return lines.last().map(|l| l.to_string());
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     async fn start_with(render: impl Fn(&str) -> (String, String)) -> Proxy {
