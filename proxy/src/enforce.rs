@@ -52,6 +52,8 @@ pub struct Ctx<'a> {
 pub enum Verdict {
     /// Forward it (the decision, when one was made, says where it may go).
     Forward(Option<Box<Decision>>),
+    /// A read whose hinted ShardingKey belongs to another room: served here, counted.
+    ForeignRead { code: u32, owner: RoomId },
     /// Generate this many snowflake IDs and check again with them.
     NeedIds(usize),
     /// `SET @@rb_sharding_key = …`: the proxy answers it; `None` resets the key.
@@ -349,6 +351,22 @@ pub fn check_text(
                     if let Ok(facts) = shard_rules::analyze::analyze(&text) {
                         return decide_one(ctx, &facts, Some(h), &[])
                             .map(|d| Verdict::Forward(Some(Box::new(d))));
+                    }
+                }
+            }
+            // A read hinted with another room's key is served locally and counted (without the
+            // hint the key is not looked for in reads: parsing every read would cost more than
+            // the read; issue 7's plan cache makes that affordable).
+            if let Some(h) = &hint {
+                let code = match (&h.route_code, &h.sharding_key) {
+                    (Some(c), _) => Some(*c),
+                    (None, Some(k)) => ctx.rules.route().route_code(k).ok(),
+                    _ => None,
+                };
+                if let Some(code) = code {
+                    let owner = ctx.rules.owner(code);
+                    if owner != ctx.room {
+                        return Ok(Verdict::ForeignRead { code, owner });
                     }
                 }
             }

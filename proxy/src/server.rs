@@ -92,7 +92,12 @@ pub async fn serve(
     let all = u32::try_from(limit).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(grace, permits.acquire_many(all)).await;
     match drained {
-        Ok(_) => info!("all sessions closed"),
+        Ok(_) => info!(
+            foreign_reads = shared
+                .foreign_reads
+                .load(std::sync::atomic::Ordering::Relaxed),
+            "all sessions closed"
+        ),
         Err(_) => warn!(
             open_sessions = limit - permits.available_permits(),
             "shutdown timeout: closing sessions still in a transaction (they roll back)"

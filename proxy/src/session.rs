@@ -65,6 +65,8 @@ pub struct Shared {
     pub room: RoomId,
     /// Snowflake IDs for generated key columns: this room, `proxy.worker_id`.
     pub ids: id_gen::Generator,
+    /// Reads whose (hinted) ShardingKey belongs to another room, served locally.
+    pub foreign_reads: std::sync::atomic::AtomicU64,
     /// The last write-ban this proxy reported effective: its version and when.
     pub ban_effective: std::sync::Mutex<Option<(u64, std::time::SystemTime)>>,
     pub pools: Pools,
@@ -114,6 +116,7 @@ impl Shared {
             .map_err(|e| format!("snowflake IDs (rules `ids`, proxy.worker_id): {e}"))?;
         Ok(Shared {
             config,
+            foreign_reads: std::sync::atomic::AtomicU64::new(0),
             ban_effective: std::sync::Mutex::new(Some((
                 rules.ban_version(),
                 std::time::SystemTime::now(),
@@ -890,6 +893,17 @@ impl Session {
         let decision = loop {
             match self.enforce_text(sql, &ids, several)? {
                 crate::enforce::Verdict::Forward(d) => break d,
+                crate::enforce::Verdict::ForeignRead { code, owner } => {
+                    let n = self.shared.foreign_reads.fetch_add(1, Ordering::Relaxed) + 1;
+                    debug!(
+                        connection_id = self.connection_id,
+                        route_code = code,
+                        owner = %self.shared.rules.load().room_name(owner),
+                        foreign_reads = n,
+                        "read of another room's data, served locally"
+                    );
+                    break None;
+                }
                 crate::enforce::Verdict::NeedIds(n) => ids = self.next_ids(n).await?,
                 crate::enforce::Verdict::SetSessionKey(key) => {
                     debug!(connection_id = self.connection_id, key = ?key, "session ShardingKey");

@@ -208,6 +208,25 @@ async fn writes_land_only_in_the_room_that_owns_their_key() {
         "room B's copy has no row of room A's buyer in this test (no replication)"
     );
 
+    // A read hinted with another room's key is served here and counted.
+    let n: i64 = b
+        .query_first("/* rb: sharding_key=1001 */ SELECT COUNT(*) FROM t_order")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
+    let line =
+        r.b.wait_log(
+            "read of another room's data",
+            1,
+            std::time::Duration::from_secs(5),
+        )
+        .expect("foreign read logged");
+    assert!(
+        line.contains("foreign_reads=1") && line.contains("route_code=1001"),
+        "{line}"
+    );
+
     // The backends hold exactly the accepted writes.
     assert_eq!(
         count(ROOM_A_PORT, &r.db, "SELECT COUNT(*) FROM t_order").await,
