@@ -54,8 +54,9 @@ pub enum Verdict {
     Forward(Option<Box<Decision>>),
     /// A read whose hinted ShardingKey belongs to another room: served here, counted.
     ForeignRead { code: u32, owner: RoomId },
-    /// Generate this many snowflake IDs and check again with them.
-    NeedIds(usize),
+    /// Generate one key per entry (snowflake or segment, in this order) and check again with
+    /// them.
+    NeedIds(Vec<shard_rules::ruleset::KeyGenerator>),
     /// `SET @@rb_sharding_key = …`: the proxy answers it; `None` resets the key.
     SetSessionKey(Option<ShardingKey>),
 }
@@ -375,7 +376,7 @@ pub fn check_text(
         Gate::Decide => {
             let analysed = analyse(&parsed.sql, hint, ctx)?;
             let needed = keys_needed(ctx, &analysed)?;
-            if needed > 0 && analysed.facts.len() > 1 {
+            if !needed.is_empty() && analysed.facts.len() > 1 {
                 return Err(refused(
                     ctx,
                     *b"0A000",
@@ -384,7 +385,7 @@ pub fn check_text(
                         .into(),
                 ));
             }
-            if needed > ids.len() {
+            if needed.len() > ids.len() {
                 return Ok(Verdict::NeedIds(needed));
             }
             decide_all_with(ctx, &analysed, &[], ids).map(|d| Verdict::Forward(d.map(Box::new)))
@@ -394,12 +395,15 @@ pub fn check_text(
 
 /// How many snowflake IDs the statements' INSERTs need (rows that leave out a generated key
 /// column). Segment keys are refused until the allocation table exists.
-pub fn keys_needed(ctx: &Ctx<'_>, a: &Analysed) -> Result<usize, ProxyError> {
+pub fn keys_needed(
+    ctx: &Ctx<'_>,
+    a: &Analysed,
+) -> Result<Vec<shard_rules::ruleset::KeyGenerator>, ProxyError> {
     use shard_rules::analyze::WriteKind;
     let Some(db) = ctx.rules.database(ctx.database) else {
-        return Ok(0);
+        return Ok(Vec::new());
     };
-    let mut n = 0;
+    let mut n = Vec::new();
     for facts in &a.facts {
         let Some(ins) = &facts.insert else { continue };
         if !matches!(
@@ -429,20 +433,20 @@ pub fn keys_needed(ctx: &Ctx<'_>, a: &Analysed) -> Result<usize, ProxyError> {
                 ),
             });
         }
-        if g.kind == shard_rules::rules::KeyGeneratorKind::Segment {
-            return Err(ProxyError::Rule {
-                code: code::REFUSED,
-                state: *b"0A000",
-                message: format!(
-                    "`{}`.`{}` uses segment keys, which this version of the proxy does not \
-                     allocate yet; give the column a value (rules version {})",
-                    t.name,
-                    g.column,
-                    ctx.rules.version()
+        if g.kind == shard_rules::rules::KeyGeneratorKind::Segment && ctx.rules.segments().is_none()
+        {
+            return Err(refused(
+                ctx,
+                *b"HY000",
+                format!(
+                    "`{}`.`{}` uses segment keys but the rules have no [segments]",
+                    t.name, g.column
                 ),
-            });
+            ));
         }
-        n += ins.rows.len();
+        for _ in &ins.rows {
+            n.push(g.clone());
+        }
     }
     Ok(n)
 }
@@ -589,23 +593,11 @@ fn decide_raw(
         session_key: ctx.session_key,
         privileged: false,
     };
-    // The proxy does not generate keys yet (issue 6's next step): an INSERT that leaves a
-    // generated key column out is refused with that reason rather than sent without its key.
-    decide(
-        ctx.rules,
-        facts,
-        hint,
-        &session,
-        params,
-        &mut |g| match g.kind {
-            shard_rules::rules::KeyGeneratorKind::Snowflake => ids
-                .next()
-                .ok_or_else(|| "no snowflake ID was generated for this row".to_string()),
-            shard_rules::rules::KeyGeneratorKind::Segment => {
-                Err("segment keys are not allocated by this version of the proxy".into())
-            }
-        },
-    )
+    // Keys come in the order decide asks for them (statements, then rows), whatever their kind.
+    decide(ctx.rules, facts, hint, &session, params, &mut |_| {
+        ids.next()
+            .ok_or_else(|| "no key was generated for this row".to_string())
+    })
 }
 
 /// At COM_STMT_PREPARE: the analysis of a statement that may change data in a unit or
@@ -623,7 +615,7 @@ pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<Analysed>, ProxyError
         return Ok(None);
     }
     let a = analyse(&parsed.sql, parsed.hint, ctx)?;
-    if keys_needed(ctx, &a)? > 0 {
+    if !keys_needed(ctx, &a)?.is_empty() {
         return Err(ProxyError::Rule {
             code: code::REFUSED,
             state: *b"0A000",

@@ -14,5 +14,6 @@ pub mod error;
 pub mod packet;
 pub mod pool;
 pub mod response;
+pub mod segments;
 pub mod server;
 pub mod session;

@@ -137,6 +137,12 @@ pub fn reload(shared: &Shared, path: &std::path::Path) -> Result<Arc<RuleSet>, S
             path.display()
         ));
     }
+    if old.segments() != new.segments() {
+        return Err(format!(
+            "{}: the segment allocation table ([segments]) changed; restart the proxy for that",
+            path.display()
+        ));
+    }
     if old.ids() != new.ids() {
         return Err(format!(
             "{}: the snowflake ID settings ([ids]) changed; restart every proxy for that",

@@ -65,6 +65,8 @@ pub struct Shared {
     pub room: RoomId,
     /// Snowflake IDs for generated key columns: this room, `proxy.worker_id`.
     pub ids: id_gen::Generator,
+    /// Segment keys from the rules' `[segments]` table, when there is one.
+    pub segments: Option<id_gen::SegmentAllocator<crate::segments::CenterSegments>>,
     /// Reads whose (hinted) ShardingKey belongs to another room, served locally.
     pub foreign_reads: std::sync::atomic::AtomicU64,
     /// The last write-ban this proxy reported effective: its version and when.
@@ -114,6 +116,33 @@ impl Shared {
             .ok_or_else(|| format!("room `{}` is not a room of the rules", config.proxy.room))?;
         let ids = id_gen::Generator::new(rules.ids(), u32::from(room), config.proxy.worker_id)
             .map_err(|e| format!("snowflake IDs (rules `ids`, proxy.worker_id): {e}"))?;
+        let segments = match rules.segments() {
+            None => None,
+            Some(seg) => {
+                // The center database's data source in the center room.
+                let db = rules
+                    .database(&seg.database)
+                    .ok_or_else(|| format!("segments: no database `{}`", seg.database))?;
+                let physical = db
+                    .data_sources
+                    .get(db.default_data_source)
+                    .and_then(|l| l.physical.get(rules.center() as usize).cloned().flatten())
+                    .ok_or_else(|| {
+                        format!(
+                            "segments: `{}` has no data source in the center room",
+                            seg.database
+                        )
+                    })?;
+                let ds = rules
+                    .data_sources()
+                    .get(&physical)
+                    .ok_or_else(|| format!("segments: no data source `{physical}`"))?;
+                Some(id_gen::SegmentAllocator::new(
+                    crate::segments::CenterSegments::new(ds, &seg.table, seg.step),
+                    id_gen::SegmentConfig::default(),
+                ))
+            }
+        };
         Ok(Shared {
             config,
             foreign_reads: std::sync::atomic::AtomicU64::new(0),
@@ -124,6 +153,7 @@ impl Shared {
             rules: arc_swap::ArcSwap::from_pointee(rules),
             room,
             ids,
+            segments,
             pools,
             version: RwLock::new(None),
             version_failed_at: std::sync::Mutex::new(None),
@@ -904,7 +934,7 @@ impl Session {
                     );
                     break None;
                 }
-                crate::enforce::Verdict::NeedIds(n) => ids = self.next_ids(n).await?,
+                crate::enforce::Verdict::NeedIds(g) => ids = self.next_ids(&g).await?,
                 crate::enforce::Verdict::SetSessionKey(key) => {
                     debug!(connection_id = self.connection_id, key = ?key, "session ShardingKey");
                     self.session_key = key;
@@ -964,19 +994,29 @@ impl Session {
 
     /// `n` snowflake IDs from the proxy's generator, sleeping (not blocking the runtime) through
     /// a used-up millisecond or a small clock step back.
-    async fn next_ids(&self, n: usize) -> Result<Vec<i64>, ProxyError> {
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let id = self
-                .shared
-                .ids
-                .next_with(tokio::time::sleep)
-                .await
-                .map_err(|e| ProxyError::Rule {
-                    code: crate::enforce::code::REFUSED,
-                    state: *b"HY000",
-                    message: format!("cannot generate a key: {e}"),
-                })?;
+    async fn next_ids(
+        &self,
+        wanted: &[shard_rules::ruleset::KeyGenerator],
+    ) -> Result<Vec<i64>, ProxyError> {
+        let failed = |e: String| ProxyError::Rule {
+            code: crate::enforce::code::REFUSED,
+            state: *b"HY000",
+            message: format!("cannot generate a key: {e}"),
+        };
+        let mut out = Vec::with_capacity(wanted.len());
+        for g in wanted {
+            let id = match g.kind {
+                shard_rules::rules::KeyGeneratorKind::Snowflake => self
+                    .shared
+                    .ids
+                    .next_with(tokio::time::sleep)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?,
+                shard_rules::rules::KeyGeneratorKind::Segment => match &self.shared.segments {
+                    Some(s) => s.next_id(&g.tag).await.map_err(|e| failed(e.to_string()))?,
+                    None => return Err(failed("the rules have no [segments]".into())),
+                },
+            };
             out.push(id);
         }
         Ok(out)

@@ -29,6 +29,8 @@ pub struct RulesFile {
     /// vibration; `docs/ids.md`). Default: 41/3/7/12 bits from 2024-01-01.
     #[serde(default)]
     pub ids: id_gen::SnowflakeConfig,
+    /// Where segment keys are allocated. Required when a table uses a segment generator.
+    pub segments: Option<Segments>,
     /// Physical databases, keyed by name. Required.
     pub data_sources: BTreeMap<String, DataSource>,
     /// Logical databases, keyed by name. Required.
@@ -126,4 +128,26 @@ pub enum KeyGeneratorKind {
     Snowflake,
     #[serde(alias = "SEGMENT")]
     Segment,
+}
+
+/// The segment allocation table: a table in a center database, one row per business tag
+/// (`docs/ids.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Segments {
+    /// A center database (its data source in the center room holds the table). Required.
+    pub database: String,
+    /// Table name. Default `rb_id_segment`.
+    #[serde(default = "default_segment_table")]
+    pub table: String,
+    /// IDs per block fetched by a proxy. Default 1000.
+    #[serde(default = "default_segment_step")]
+    pub step: u32,
+}
+
+fn default_segment_table() -> String {
+    "rb_id_segment".into()
+}
+fn default_segment_step() -> u32 {
+    1000
 }

@@ -51,6 +51,7 @@ pub struct RuleSet {
     databases: HashMap<String, Arc<Database>>,
     users: BTreeMap<String, User>,
     ids: id_gen::SnowflakeConfig,
+    segments: Option<crate::rules::Segments>,
 }
 
 /// A logical database, compiled.
@@ -294,6 +295,10 @@ impl RuleSet {
     pub fn ids(&self) -> &id_gen::SnowflakeConfig {
         &self.ids
     }
+    /// The segment allocation table, if the rules have one.
+    pub fn segments(&self) -> Option<&crate::rules::Segments> {
+        self.segments.as_ref()
+    }
 
     /// This rule set with another write-ban (the admin interface's `SET WRITE BAN`).
     pub fn with_write_ban(&self, banned: CodeSet, version: u64) -> RuleSet {
@@ -318,6 +323,7 @@ impl RuleSet {
             databases: self.databases.clone(),
             users: self.users.clone(),
             ids: self.ids.clone(),
+            segments: self.segments.clone(),
         }
     }
 
@@ -358,6 +364,49 @@ impl RuleSet {
         }
         let center = centers.first().copied().unwrap_or(0) as RoomId;
         let room_id = |name: &str| rooms.iter().position(|(n, _)| n == name);
+
+        // Segment keys need the allocation table in a center database.
+        let uses_segments = file.databases.values().any(|d| {
+            d.tables.values().any(|t| {
+                t.key_generator
+                    .as_ref()
+                    .is_some_and(|k| k.kind == crate::rules::KeyGeneratorKind::Segment)
+            })
+        });
+        match &file.segments {
+            None if uses_segments => problems.add(
+                "segments",
+                "database",
+                "a table uses a segment key generator: name the center database of the \
+                 allocation table in [segments]",
+            ),
+            Some(seg) => {
+                match file.databases.get(&seg.database) {
+                    Some(d) if d.db_type == DatabaseType::Center => {}
+                    Some(_) => problems.add(
+                        "segments",
+                        "database",
+                        format!("`{}` is not a center database", seg.database),
+                    ),
+                    None => problems.add(
+                        "segments",
+                        "database",
+                        format!("database `{}` is not defined in [databases]", seg.database),
+                    ),
+                }
+                if !is_identifier(&seg.table) {
+                    problems.add(
+                        "segments",
+                        "table",
+                        format!("`{}` is not a table name", seg.table),
+                    );
+                }
+                if seg.step == 0 {
+                    problems.add("segments", "step", "must be at least 1");
+                }
+            }
+            None => {}
+        }
 
         // Snowflake IDs carry the room's index: every room must fit the layout's room field.
         let max_room = file.ids.layout.max_room() as usize;
@@ -524,6 +573,7 @@ impl RuleSet {
             databases,
             users: file.users.clone(),
             ids: file.ids.clone(),
+            segments: file.segments.clone(),
         };
         rs = rs.with_write_ban(banned, file.write_ban.version);
         Ok(rs)

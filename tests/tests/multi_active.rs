@@ -55,6 +55,22 @@ password = "rb"
 [databases.{db}]
 type = "unit"
 data_sources.ds = ["u_a", "u_b"]
+[segments]
+database = "{db}_ops"
+step = 10
+[data_sources.ops_a]
+room = "A"
+host = "127.0.0.1"
+port = {ROOM_A_PORT}
+schema = "{db}_ops"
+user = "rb"
+password = "rb"
+[databases.{db}_ops]
+type = "center"
+data_sources.ds = ["ops_a"]
+[databases.{db}.tables.t_item]
+sharding_key = "buyer_id"
+key_generator = {{ column = "item_id", type = "segment", tag = "item" }}
 [databases.{db}.tables.t_order]
 sharding_key = "buyer_id"
 key_generator = {{ column = "order_id", type = "snowflake" }}
@@ -828,4 +844,60 @@ async fn under_load_no_banned_write_commits_after_the_ban_is_effective() {
         }
         assert!(banned_rows > 0, "room {i} wrote banned buyers between bans");
     }
+}
+
+#[tokio::test]
+async fn segment_keys_come_in_blocks_from_the_center_table() {
+    let r = rooms("ma_segments").await;
+    {
+        let mut c = direct_room(ROOM_A_PORT, None).await;
+        c.query_drop(format!("DROP DATABASE IF EXISTS `{}_ops`", r.db))
+            .await
+            .unwrap();
+        c.query_drop(format!("CREATE DATABASE `{}_ops`", r.db))
+            .await
+            .unwrap();
+        for port in [ROOM_A_PORT, ROOM_B_PORT] {
+            let mut d = direct_room(port, Some(&r.db)).await;
+            d.query_drop("CREATE TABLE t_item (item_id BIGINT PRIMARY KEY, buyer_id BIGINT NOT NULL, sku VARCHAR(16))")
+                .await
+                .unwrap();
+        }
+    }
+    let mut a = Conn::new(opts(&r.a, "app", &r.db)).await.unwrap();
+    let mut b = Conn::new(opts(&r.b, "app", &r.db)).await.unwrap();
+    a.query_drop("INSERT INTO t_item (buyer_id, sku) VALUES (1001, 'x'), (1002, 'y')")
+        .await
+        .unwrap();
+    let first_a = a.last_insert_id().unwrap() as i64;
+    b.query_drop("INSERT INTO t_item (buyer_id, sku) VALUES (5001, 'z')")
+        .await
+        .unwrap();
+    let first_b = b.last_insert_id().unwrap() as i64;
+    let ids_a: Vec<i64> = a
+        .query("SELECT item_id FROM t_item ORDER BY item_id")
+        .await
+        .unwrap();
+    assert_eq!(ids_a, [first_a, first_a + 1], "dense within a block");
+    assert!(first_a >= 1 && first_b >= 1);
+    assert!(
+        !ids_a.contains(&first_b),
+        "the rooms' blocks do not overlap: {ids_a:?} {first_b}"
+    );
+    let lid: i64 = b
+        .query_first("SELECT LAST_INSERT_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lid, first_b);
+    // The center table holds the tag's high-water mark, in whole steps.
+    let mut c = direct_room(ROOM_A_PORT, Some(&format!("{}_ops", r.db))).await;
+    let (max_id, step): (i64, i64) = c
+        .query_first("SELECT max_id, step FROM rb_id_segment WHERE tag = 'item'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(step, 10);
+    assert!(max_id >= 20 && max_id % 10 == 0, "{max_id}");
+    assert!(first_a <= max_id && first_b <= max_id);
 }
