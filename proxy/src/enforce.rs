@@ -629,7 +629,12 @@ pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<Analysed>, ProxyError
     for facts in &a.facts {
         match decide_raw(ctx, facts, a.hint.as_ref(), &[], &mut std::iter::empty()) {
             Ok(_) => {}
-            Err(r) if matches!(r.reason, RouteError::MissingParameter { .. }) => {}
+            // Decided at execute: the values, or the session key set after the prepare.
+            Err(r)
+                if matches!(
+                    r.reason,
+                    RouteError::MissingParameter { .. } | RouteError::NoShardingKey { .. }
+                ) => {}
             Err(r) => return Err(refusal(&r)),
         }
     }

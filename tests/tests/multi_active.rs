@@ -354,11 +354,21 @@ async fn prepared_statements_are_decided_with_their_bound_values() {
         .unwrap();
     a.exec_drop(&upd, ("paid", 1001)).await.unwrap();
     assert!(a.exec_drop(&upd, ("paid", 9001)).await.is_err());
-    // A write without any key is refused at prepare already.
-    match a.prep("DELETE FROM t_order WHERE order_id = ?").await {
+    // A write without a key is refused at execute (the session key may come after the prepare).
+    let del = a
+        .prep("DELETE FROM t_order WHERE order_id = ?")
+        .await
+        .unwrap();
+    match a.exec_drop(&del, (99,)).await {
         Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 8030, "{}", e.message),
-        other => panic!("expected no ShardingKey, got {:?}", other.map(|_| ())),
+        other => panic!("expected no ShardingKey, got {other:?}"),
     }
+    a.query_drop("SET @@rb_sharding_key = 1001").await.unwrap();
+    a.exec_drop(&del, (99,)).await.unwrap();
+    a.query_drop("SET @@rb_sharding_key = DEFAULT")
+        .await
+        .unwrap();
+
     assert_eq!(
         count(ROOM_A_PORT, &r.db, "SELECT COUNT(*) FROM t_order").await,
         2
