@@ -544,8 +544,9 @@ pub fn decide_all(
     ctx: &Ctx<'_>,
     a: &Analysed,
     params: &[Value],
+    ids: &[i64],
 ) -> Result<Option<Decision>, ProxyError> {
-    decide_all_with(ctx, a, params, &[])
+    decide_all_with(ctx, a, params, ids)
 }
 
 fn decide_all_with(
@@ -603,7 +604,15 @@ fn decide_raw(
 /// At COM_STMT_PREPARE: the analysis of a statement that may change data in a unit or
 /// center-unit database, decided again at each execute with the bound values; `None` for
 /// statements that need no decision. Refusals that do not depend on the values come here.
-pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<Analysed>, ProxyError> {
+/// What a prepared statement needs at execute: its analysis and the keys each execute generates.
+#[derive(Clone)]
+pub struct PreparedRules {
+    pub analysed: Analysed,
+    /// One generator per INSERT row that leaves out a generated key column (same column).
+    pub keys: Vec<shard_rules::ruleset::KeyGenerator>,
+}
+
+pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<PreparedRules>, ProxyError> {
     let parsed = sql_hint::parse_with(sql, ctx.backslash_escapes).map_err(bad_hint)?;
     let keyword = first_keyword(&parsed.sql);
     if keyword == "SET" && contains_word(&parsed.sql, b"RB_SHARDING_KEY") {
@@ -615,16 +624,13 @@ pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<Analysed>, ProxyError
         return Ok(None);
     }
     let a = analyse(&parsed.sql, parsed.hint, ctx)?;
-    if !keys_needed(ctx, &a)?.is_empty() {
-        return Err(ProxyError::Rule {
-            code: code::REFUSED,
-            state: *b"0A000",
-            message: format!(
-                "a prepared INSERT that leaves out a generated key column is not supported yet: \
-                 send it as text, or give the column a value (rules version {})",
-                ctx.rules.version()
-            ),
-        });
+    let keys = keys_needed(ctx, &a)?;
+    if !keys.is_empty() && keys.iter().any(|k| k.column != keys[0].column) {
+        return Err(refused(
+            ctx,
+            *b"0A000",
+            "a prepared INSERT may generate one key column only".into(),
+        ));
     }
     for facts in &a.facts {
         match decide_raw(ctx, facts, a.hint.as_ref(), &[], &mut std::iter::empty()) {
@@ -635,10 +641,11 @@ pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<Analysed>, ProxyError
                     r.reason,
                     RouteError::MissingParameter { .. } | RouteError::NoShardingKey { .. }
                 ) => {}
+            Err(r) if matches!(r.reason, RouteError::KeyGeneration { .. }) && !keys.is_empty() => {}
             Err(r) => return Err(refusal(&r)),
         }
     }
-    Ok(Some(a))
+    Ok(Some(PreparedRules { analysed: a, keys }))
 }
 
 /// The decision may only use the database's default data source until sharded execution
@@ -820,6 +827,56 @@ pub fn decode_params(
     Ok(out)
 }
 
+/// The byte length of each parameter value in a COM_STMT_EXECUTE's value area (0 for NULL and
+/// long-data parameters), to re-order parameters without decoding them.
+pub fn param_lengths(
+    null_bitmap: &[u8],
+    types: &[u8],
+    values: &[u8],
+    long_data: &[bool],
+) -> Result<Vec<usize>, ProxyError> {
+    let n = types.len() / 2;
+    let short = || ProxyError::Malformed("short parameter value");
+    let byte = |k: usize| values.get(k).copied().ok_or_else(short);
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let null = null_bitmap
+            .get(i / 8)
+            .is_some_and(|b| b & (1 << (i % 8)) != 0);
+        if null || long_data.get(i).copied().unwrap_or(false) {
+            out.push(0);
+            continue;
+        }
+        let len = match types[2 * i] {
+            0x01 => 1,
+            0x02 | 0x0d => 2,
+            0x03 | 0x09 | 0x04 => 4,
+            0x08 | 0x05 => 8,
+            0x06 => 0,
+            0x07 | 0x0a | 0x0c | 0x0b => 1 + byte(at)? as usize,
+            _ => match byte(at)? {
+                0xfc => 3 + u16::from_le_bytes([byte(at + 1)?, byte(at + 2)?]) as usize,
+                0xfd => {
+                    4 + u32::from_le_bytes([byte(at + 1)?, byte(at + 2)?, byte(at + 3)?, 0])
+                        as usize
+                }
+                0xfe => {
+                    let b = values.get(at + 1..at + 9).ok_or_else(short)?;
+                    9 + u64::from_le_bytes(b.try_into().map_err(|_| short())?) as usize
+                }
+                x => 1 + x as usize,
+            },
+        };
+        if at + len > values.len() {
+            return Err(short());
+        }
+        out.push(len);
+        at += len;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod param_tests {
     use super::*;
@@ -860,13 +917,49 @@ mod param_tests {
 /// first generated id, as with AUTO_INCREMENT. Everything else is kept byte for byte. `None`
 /// when the text does not have that shape (the caller refuses the statement).
 pub fn add_generated_column(sql: &[u8], column: &str, ids: &[i64]) -> Option<Vec<u8>> {
+    let values: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(k, id)| {
+            if k == 0 {
+                format!("LAST_INSERT_ID({id})")
+            } else {
+                id.to_string()
+            }
+        })
+        .collect();
+    add_column_values(sql, column, &values).map(|(out, _)| out)
+}
+
+/// [`add_generated_column`] for a prepared INSERT: one `?` per row (the first as
+/// `LAST_INSERT_ID(?)`), bound at each execute with newly generated keys.
+pub fn add_generated_placeholders(
+    sql: &[u8],
+    column: &str,
+    rows: usize,
+) -> Option<(Vec<u8>, Vec<usize>)> {
+    let values: Vec<String> = (0..rows)
+        .map(|k| {
+            if k == 0 {
+                "LAST_INSERT_ID(?)".into()
+            } else {
+                "?".into()
+            }
+        })
+        .collect();
+    add_column_values(sql, column, &values)
+}
+
+fn add_column_values(sql: &[u8], column: &str, ids: &[String]) -> Option<(Vec<u8>, Vec<usize>)> {
     // Top-level ( and ) positions, and where VALUE(S) ends, skipping strings and comments.
     let mut parens: Vec<(usize, usize)> = Vec::new(); // (open, close) at depth 0
     let mut values_kw: Option<usize> = None;
     let (mut i, mut depth, mut open) = (0usize, 0usize, 0usize);
+    let mut marks: Vec<usize> = Vec::new(); // positions of `?` placeholders
     while i < sql.len() {
         let c = sql[i];
         match c {
+            b'?' => marks.push(i),
             b'\'' | b'"' | b'`' => {
                 let q = c;
                 i += 1;
@@ -973,16 +1066,15 @@ pub fn add_generated_column(sql: &[u8], column: &str, ids: &[i64]) -> Option<Vec
     at = cols_close;
     for (k, close) in rows.iter().enumerate() {
         out.extend_from_slice(&sql[at..*close]);
-        let v = if k == 0 {
-            format!(", LAST_INSERT_ID({})", ids[k])
-        } else {
-            format!(", {}", ids[k])
-        };
-        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(format!(", {}", ids[k]).as_bytes());
         at = *close;
     }
     out.extend_from_slice(&sql[at..]);
-    Some(out)
+    let before = rows
+        .iter()
+        .map(|close| marks.iter().filter(|m| *m < close).count())
+        .collect();
+    Some((out, before))
 }
 
 #[cfg(test)]
@@ -997,6 +1089,14 @@ mod rewrite_tests {
             String::from_utf8(out).unwrap(),
             "/* rb: sk=1 */ INSERT INTO t_order (buyer_id, note, `order_id`) VALUES (1001, 'a,(b)', LAST_INSERT_ID(7)), (1002, \"c)\", 8) ON DUPLICATE KEY UPDATE note = VALUES(note)"
         );
+        let (out, before) =
+            add_generated_placeholders(b"INSERT INTO t (a, b) VALUES (?, 'q?'), (?, 1)", "id", 2)
+                .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "INSERT INTO t (a, b, `id`) VALUES (?, 'q?', LAST_INSERT_ID(?)), (?, 1, ?)"
+        );
+        assert_eq!(before, [1, 2]);
         let out = add_generated_column(b"insert into t(a) value(1)", "id", &[5]).unwrap();
         assert_eq!(out, b"insert into t(a, `id`) value(1, LAST_INSERT_ID(5))");
         // Shapes it does not rewrite.

@@ -321,9 +321,12 @@ struct Prepared {
     info: Statement,
     /// The statement's analysis when it may change data in a unit or center-unit database:
     /// decided again at every execute, with the bound values.
-    rules: Option<crate::enforce::Analysed>,
+    rules: Option<crate::enforce::PreparedRules>,
     /// The database the analysis was made for: a later `USE` means analysing again.
     rules_db: Option<String>,
+    /// For each generated key parameter the proxy added, how many client parameters precede
+    /// it in the backend's statement.
+    key_slots: Vec<usize>,
     /// Parameter types from the last execute that sent them (2 bytes per parameter).
     types: Option<Bytes>,
     /// COM_STMT_SEND_LONG_DATA payloads since the last execute or reset, replayed on execute.
@@ -1311,11 +1314,37 @@ impl Session {
             return Err(ProxyError::Unsupported(what.into()).into());
         }
         let analysed_rules = self.analyse_prepared(&sql)?;
+        // An INSERT that leaves out a generated key column is prepared with one more `?` per
+        // row; each execute binds them to new keys. The client sees its own parameters only.
+        let extra = analysed_rules.as_ref().map_or(0, |r| r.keys.len());
+        let (sql, payload, key_slots) = match analysed_rules.as_ref().and_then(|r| r.keys.first()) {
+            None => (sql, p.payload.clone(), Vec::new()),
+            Some(g) => {
+                let (rewritten, slots) = crate::enforce::add_generated_placeholders(
+                    &sql, &g.column, extra,
+                )
+                .ok_or_else(|| ProxyError::Rule {
+                    code: crate::enforce::code::REFUSED,
+                    state: *b"0A000",
+                    message: format!(
+                        "cannot add the generated column `{}` to this prepared INSERT: \
+                                 write it as INSERT INTO t (columns) VALUES (…), or give the \
+                                 column a value",
+                        g.column
+                    ),
+                })?;
+                let mut payload = Vec::with_capacity(rewritten.len() + 1);
+                payload.push(p.payload[0]);
+                payload.extend_from_slice(&rewritten);
+                (Bytes::from(rewritten), Bytes::from(payload), slots)
+            }
+        };
         self.acquire(&info).await?;
+        let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
         let Some(h) = self.held.as_mut() else {
             return Ok(());
         };
-        let r = match h.conn.exchange(&p.payload, ResponseKind::Prepare).await {
+        let r = match h.conn.exchange(&payload, ResponseKind::Prepare).await {
             Ok(r) => r,
             Err(e) => return Err(self.backend_lost(e.to_string(), false)),
         };
@@ -1330,26 +1359,36 @@ impl Session {
             }
             let id = self.next_stmt_id;
             self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
+            let client_params = params.saturating_sub(extra as u16);
             self.stmts.insert(
                 id,
                 Prepared {
                     sql,
-                    params,
+                    params: client_params,
                     info,
                     rules: analysed_rules,
                     rules_db: self.rules_database(),
+                    key_slots,
                     types: None,
                     long_data: Vec::new(),
                     long_data_bytes: 0,
                     long_data_overflow: false,
                 },
             );
+            // The generated keys' parameter definitions (the last ones) are the proxy's own.
+            let (n, k) = (client_params as usize, extra);
+            let hidden = |i: usize| {
+                k > 0 && ((i > n && i <= n + k) || (n == 0 && !deprecate_eof && i == 1 + n + k))
+            };
             for (i, packet) in r.packets.iter().enumerate() {
                 if i == 0 {
                     let mut first = packet.to_vec();
                     first[1..5].copy_from_slice(&id.to_le_bytes());
+                    if first.len() >= 9 {
+                        first[7..9].copy_from_slice(&client_params.to_le_bytes());
+                    }
                     seq = self.client.queue(seq, &first);
-                } else {
+                } else if !hidden(i) {
                     seq = self.client.queue(seq, packet);
                 }
             }
@@ -1366,7 +1405,10 @@ impl Session {
 
     /// At prepare: the analysis of a statement that may change data in a unit or center-unit
     /// database (decided at each execute), `None` for the rest.
-    fn analyse_prepared(&self, sql: &[u8]) -> Result<Option<crate::enforce::Analysed>, ProxyError> {
+    fn analyse_prepared(
+        &self,
+        sql: &[u8],
+    ) -> Result<Option<crate::enforce::PreparedRules>, ProxyError> {
         let Some(database) = self.rules_database() else {
             return Ok(None);
         };
@@ -1380,13 +1422,14 @@ impl Session {
         &self,
         a: &crate::enforce::Analysed,
         values: &[shard_rules::algorithm::Value],
+        ids: &[i64],
     ) -> Result<(), ProxyError> {
         let Some(database) = self.rules_database() else {
             return Ok(());
         };
         let rules = self.shared.rules.load_full();
         let ctx = self.rules_ctx(&rules, &database);
-        if let Some(d) = crate::enforce::decide_all(&ctx, a, values)? {
+        if let Some(d) = crate::enforce::decide_all(&ctx, a, values, ids)? {
             crate::enforce::single_source(&ctx, &d)?;
             self.claim_codes(&d.write_codes)?;
         }
@@ -1433,6 +1476,8 @@ impl Session {
         let types = stmt.types.clone();
         let rules = stmt.rules.clone();
         let prepared_db = stmt.rules_db.clone();
+        let extra = stmt.rules.as_ref().map_or(0, |r| r.keys.len());
+        let key_slots = stmt.key_slots.clone();
         let long_data_params: Vec<bool> = {
             let mut v = vec![false; n];
             for ld in &long_data {
@@ -1449,10 +1494,21 @@ impl Session {
         };
         // Prepared under another database: judge it as it runs now.
         let rules = if self.rules_database() != prepared_db {
+            if extra > 0 {
+                return Err(ProxyError::Rule {
+                    code: crate::enforce::code::REFUSED,
+                    state: *b"HY000",
+                    message: "a prepared INSERT with generated keys must be prepared again after \
+                              changing the database"
+                        .into(),
+                }
+                .into());
+            }
             self.analyse_prepared(&sql)?
         } else {
             rules
         };
+        let mut generated: Vec<i64> = Vec::new();
         if let Some(a) = rules {
             if long_data_params.iter().any(|l| *l) {
                 return Err(ProxyError::Rule {
@@ -1481,7 +1537,10 @@ impl Session {
                     &long_data_params,
                 )?
             };
-            self.enforce_prepared(&a, &values)?;
+            if !a.keys.is_empty() {
+                generated = self.next_ids(&a.keys).await?;
+            }
+            self.enforce_prepared(&a.analysed, &values, &generated)?;
         }
         if flags & 0x07 != 0 {
             st.pins |= pin::CURSOR;
@@ -1504,10 +1563,94 @@ impl Session {
                 return Err(self.backend_lost(e.to_string(), false));
             }
         }
-        let mut out = Vec::with_capacity(payload.len() + 2 * n);
+        let mut out = Vec::with_capacity(payload.len() + 2 * n + 10 * generated.len());
         out.push(COM_STMT_EXECUTE);
         out.extend_from_slice(&backend_id.to_le_bytes());
-        if n > 0 && payload[bound_at] == 0 {
+        if !generated.is_empty() {
+            // The client's parameters and the generated keys (LONGLONG), in the backend's order.
+            let k = generated.len();
+            out.extend_from_slice(&payload[5..10]);
+            let (client_types, values_at): (&[u8], usize) = if n == 0 {
+                (&[], 10)
+            } else if payload[bound_at] == 1 {
+                (
+                    &payload[bound_at + 1..bound_at + 1 + 2 * n],
+                    bound_at + 1 + 2 * n,
+                )
+            } else {
+                (
+                    types
+                        .as_deref()
+                        .ok_or(ProxyError::Malformed("parameters without types"))?,
+                    bound_at + 1,
+                )
+            };
+            // Backend parameter order: each generated key goes after the client parameters that
+            // precede its `?` in the rewritten text.
+            let client_values = payload.get(values_at..).unwrap_or_default();
+            let lengths = if n == 0 {
+                Vec::new()
+            } else {
+                crate::enforce::param_lengths(
+                    &payload[10..10 + bitmap],
+                    client_types,
+                    client_values,
+                    &long_data_params,
+                )?
+            };
+            let mut order: Vec<Option<usize>> = Vec::with_capacity(n + k); // Some(client) / None
+            let mut j = 0;
+            for i in 0..=n {
+                while j < k && key_slots.get(j).copied().unwrap_or(n) == i {
+                    order.push(None);
+                    j += 1;
+                }
+                if i < n {
+                    order.push(Some(i));
+                }
+            }
+            while order.len() < n + k {
+                order.push(None);
+            }
+            // Null bitmap in backend order.
+            let mut bm = vec![0u8; (n + k).div_ceil(8)];
+            for (pos, o) in order.iter().enumerate() {
+                if let Some(i) = o {
+                    if payload[10 + i / 8] & (1 << (i % 8)) != 0 {
+                        bm[pos / 8] |= 1 << (pos % 8);
+                    }
+                }
+            }
+            out.extend_from_slice(&bm);
+            out.push(1);
+            for o in &order {
+                match o {
+                    Some(i) => out.extend_from_slice(&client_types[2 * i..2 * i + 2]),
+                    None => out.extend_from_slice(&[0x08, 0x00]),
+                }
+            }
+            let mut starts = Vec::with_capacity(n);
+            let mut at = 0;
+            for l in &lengths {
+                starts.push(at);
+                at += l;
+            }
+            let mut gen = generated.iter();
+            for o in &order {
+                match o {
+                    Some(i) => {
+                        out.extend_from_slice(&client_values[starts[*i]..starts[*i] + lengths[*i]])
+                    }
+                    None => {
+                        if let Some(id) = gen.next() {
+                            out.extend_from_slice(&id.to_le_bytes());
+                        }
+                    }
+                }
+            }
+            // LAST_INSERT_ID(?) set the connection's value: read it back.
+            st.sets_last_insert_id = true;
+        } else if n > 0 && payload[bound_at] == 0 {
             if let Some(types) = &types {
                 out.extend_from_slice(&payload[5..bound_at]);
                 out.push(1);

@@ -504,12 +504,39 @@ async fn inserts_that_leave_out_the_key_get_room_stamped_snowflake_ids() {
     // Shapes the proxy cannot complete are refused, not sent without their key.
     let (code, msg) = refused(&mut a, "INSERT INTO t_order (buyer_id, amount) SELECT buyer_id, amount FROM t_order WHERE buyer_id = 1001").await;
     assert_eq!(code, 8035, "{msg}");
-    match a
+    // Prepared INSERTs get keys at every execute; the client binds only its own parameters.
+    let ins = a
         .prep("INSERT INTO t_order (buyer_id, amount) VALUES (?, ?)")
         .await
-    {
-        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 8035, "{}", e.message),
-        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        .unwrap();
+    assert_eq!(ins.num_params(), 2);
+    a.exec_drop(&ins, (1003, 5)).await.unwrap();
+    let p1 = a.last_insert_id().unwrap() as i64;
+    a.exec_drop(&ins, (1004, 6)).await.unwrap();
+    let p2 = a.last_insert_id().unwrap() as i64;
+    assert!(p2 > p1 && room_of(p1) == 0 && room_of(p2) == 0, "{p1} {p2}");
+    let lid: i64 = a
+        .query_first("SELECT LAST_INSERT_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lid, p2);
+    let two = a
+        .prep("INSERT INTO t_order (buyer_id, amount) VALUES (?, ?), (?, 1)")
+        .await
+        .unwrap();
+    assert_eq!(two.num_params(), 3);
+    a.exec_drop(&two, (1005, 1, 1006)).await.unwrap();
+    let p3 = a.last_insert_id().unwrap() as i64;
+    let got: Vec<i64> = a
+        .query("SELECT order_id FROM t_order WHERE buyer_id IN (1005, 1006) ORDER BY buyer_id")
+        .await
+        .unwrap();
+    assert_eq!(got, [p3, p3 + 1]);
+    // The room check still runs on prepared rows with generated keys.
+    match a.exec_drop(&ins, (5009, 1)).await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 8031, "{}", e.message),
+        other => panic!("expected wrong room, got {other:?}"),
     }
     // Giving the column a value is always possible.
     a.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (42, 1001, 1)")
