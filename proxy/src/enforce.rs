@@ -46,6 +46,9 @@ pub struct Ctx<'a> {
     /// The client character set can hide a quote in a multi-byte character (big5, gbk, sjis,
     /// cp932).
     pub escape_unsafe_charset: bool,
+    /// Parse reads of unit databases too, to count those of another room's keys
+    /// (`proxy.count_foreign_reads`).
+    pub count_foreign_reads: bool,
 }
 
 /// What to do with a statement.
@@ -368,6 +371,25 @@ pub fn check_text(
                     let owner = ctx.rules.owner(code);
                     if owner != ctx.room {
                         return Ok(Verdict::ForeignRead { code, owner });
+                    }
+                    return Ok(Verdict::Forward(None));
+                }
+            }
+            // Without a hint, the key of a read is in its WHERE: parsed only when asked for.
+            let unit = ctx
+                .rules
+                .database(ctx.database)
+                .is_some_and(|d| d.db_type == DatabaseType::Unit);
+            if ctx.count_foreign_reads && unit && !several {
+                let text = String::from_utf8_lossy(&parsed.sql);
+                if let Ok(facts) = shard_rules::analyze::analyze(&text) {
+                    if let Ok(d) = decide_one(ctx, &facts, None, &[]) {
+                        if let (true, Some(r)) = (d.foreign_read, &d.route) {
+                            return Ok(Verdict::ForeignRead {
+                                code: r.code,
+                                owner: r.owner,
+                            });
+                        }
                     }
                 }
             }

@@ -1050,6 +1050,7 @@ impl Session {
             backslash_escapes: syntax.backslash_escapes,
             ansi_quotes: syntax.ansi_quotes,
             escape_unsafe_charset: self.escape_unsafe_charset().is_some(),
+            count_foreign_reads: self.shared.config.proxy.count_foreign_reads,
         }
     }
 

@@ -938,3 +938,39 @@ async fn segment_keys_come_in_blocks_from_the_center_table() {
     assert!(max_id >= 20 && max_id % 10 == 0, "{max_id}");
     assert!(first_a <= max_id && first_b <= max_id);
 }
+
+#[tokio::test]
+async fn reads_of_another_rooms_keys_are_counted_when_asked() {
+    let db = fresh_unit_db("ma_foreign", &[ORDERS]).await;
+    let cu = fresh_unit_db(
+        "ma_foreign_cu",
+        &["CREATE TABLE t_sku (sku VARCHAR(16) PRIMARY KEY, price INT)"],
+    )
+    .await;
+    let b = Proxy::start_rules_with("B", &rules(&db, &cu), "count_foreign_reads = true").await;
+    let mut c = Conn::new(opts(&b, "app", &db)).await.unwrap();
+    // Room B's own buyer: not counted; room A's buyer, found in WHERE: counted, still served.
+    let _: Vec<i64> = c
+        .query("SELECT order_id FROM t_order WHERE buyer_id = 5001")
+        .await
+        .unwrap();
+    let _: Vec<i64> = c
+        .query("SELECT order_id FROM t_order WHERE buyer_id = 1001")
+        .await
+        .unwrap();
+    let line = b
+        .wait_log(
+            "read of another room's data",
+            1,
+            std::time::Duration::from_secs(5),
+        )
+        .expect("counted");
+    assert!(
+        line.contains("foreign_reads=1") && line.contains("route_code=1001"),
+        "{line}"
+    );
+    assert_eq!(
+        b.log_text().matches("read of another room's data").count(),
+        1
+    );
+}
