@@ -151,7 +151,7 @@ fn first_keyword(sql: &[u8]) -> String {
 fn is_read_only(keyword: &str, sql: &[u8]) -> bool {
     match keyword {
         "SELECT" | "SHOW" | "DESC" | "DESCRIBE" | "BEGIN" | "START" | "COMMIT" | "ROLLBACK"
-        | "SAVEPOINT" | "RELEASE" | "USE" | "HELP" | "DO" | "VALUES" | "TABLE" | "XA" => true,
+        | "SAVEPOINT" | "RELEASE" | "USE" | "HELP" | "DO" | "VALUES" | "TABLE" => true,
         // EXPLAIN runs nothing, unless it is EXPLAIN ANALYZE.
         "EXPLAIN" => !contains_word(sql, b"ANALYZE"),
         // SET changes session settings only; the proxy's own session key is handled here.
@@ -236,6 +236,25 @@ fn gate(ctx: &Ctx<'_>, stripped: &[u8], several: bool) -> Result<Gate, ProxyErro
     let read_only = !several
         && is_read_only(&first_keyword(&opened), &opened)
         && is_read_only(&first_keyword(&dropped), &dropped);
+    // An XA transaction outlives its session once prepared (XA PREPARE), so a write-ban
+    // could not wait for it: XA is for center databases only.
+    if first_keyword(&opened) == "XA" || first_keyword(&dropped) == "XA" {
+        let center = ctx
+            .rules
+            .database(ctx.database)
+            .is_some_and(|d| d.db_type == DatabaseType::Center);
+        if several || !center {
+            return Err(refused(
+                ctx,
+                *b"0A000",
+                "XA transactions are allowed only alone and with a center database selected: a \
+                 prepared XA transaction outlives its session, so a write-ban could not wait for \
+                 it"
+                .into(),
+            ));
+        }
+        return Ok(Gate::Read);
+    }
     let Some(db) = ctx.rules.database(ctx.database) else {
         // information_schema, or no database: nothing of the rules can be written from here.
         if read_only {
@@ -415,8 +434,8 @@ pub fn check_text(
     }
 }
 
-/// How many snowflake IDs the statements' INSERTs need (rows that leave out a generated key
-/// column). Segment keys are refused until the allocation table exists.
+/// The key generators (snowflake or segment) the statements' INSERTs need, one per row that
+/// leaves out a generated key column, in the order `decide` asks for the keys.
 pub fn keys_needed(
     ctx: &Ctx<'_>,
     a: &Analysed,
@@ -561,7 +580,8 @@ fn session_key(op: Option<&Operand>) -> Result<Verdict, ProxyError> {
     Ok(Verdict::SetSessionKey(key))
 }
 
-/// Decides every statement of an analysed text; the last decision is returned.
+/// Decides every statement of an analysed text; the last decision is returned, carrying
+/// the write codes of all of them.
 pub fn decide_all(
     ctx: &Ctx<'_>,
     a: &Analysed,
@@ -578,7 +598,9 @@ fn decide_all_with(
     ids: &[i64],
 ) -> Result<Option<Decision>, ProxyError> {
     let mut ids = ids.iter().copied();
-    let mut last = None;
+    let mut last: Option<Decision> = None;
+    // Every statement's codes are claimed, not only the last one's.
+    let mut codes: Vec<u32> = Vec::new();
     for facts in &a.facts {
         if facts.session_key.is_some() {
             return Err(ProxyError::Unsupported(
@@ -588,9 +610,17 @@ fn decide_all_with(
         let d =
             decide_raw(ctx, facts, a.hint.as_ref(), params, &mut ids).map_err(|r| refusal(&r))?;
         single_source(ctx, &d)?;
+        for c in &d.write_codes {
+            if !codes.contains(c) {
+                codes.push(*c);
+            }
+        }
         last = Some(d);
     }
-    Ok(last)
+    Ok(last.map(|mut d| {
+        d.write_codes = codes;
+        d
+    }))
 }
 
 fn decide_one(
@@ -1001,6 +1031,13 @@ fn add_column_values(sql: &[u8], column: &str, ids: &[String]) -> Option<(Vec<u8
                 }
             }
             b'/' if sql.get(i + 1) == Some(&b'*') => {
+                // An executable comment (`/*!…*/`, `/*M!…*/`) is code to the server: its `?`s
+                // and parentheses count, so the text is not rewritten (the caller refuses it).
+                if matches!(sql.get(i + 2), Some(b'!'))
+                    || (matches!(sql.get(i + 2), Some(b'M')) && sql.get(i + 3) == Some(&b'!'))
+                {
+                    return None;
+                }
                 let end = sql[i + 2..].windows(2).position(|w| w == b"*/")?;
                 i += end + 3;
             }
@@ -1010,7 +1047,11 @@ fn add_column_values(sql: &[u8], column: &str, ids: &[String]) -> Option<(Vec<u8
                     .position(|b| *b == b'\n')
                     .unwrap_or(sql.len() - i);
             }
-            b'-' if sql.get(i + 1) == Some(&b'-') => {
+            b'-' if sql.get(i + 1) == Some(&b'-')
+                && sql
+                    .get(i + 2)
+                    .is_none_or(|c| c.is_ascii_whitespace() || c.is_ascii_control()) =>
+            {
                 i += sql[i..]
                     .iter()
                     .position(|b| *b == b'\n')
@@ -1126,5 +1167,17 @@ mod rewrite_tests {
         assert!(add_generated_column(b"INSERT INTO t (a) VALUES (1), (2)", "id", &[1]).is_none());
         assert!(add_generated_column(b"INSERT INTO t (a) VALUES (1)", "id", &[1, 2]).is_none());
         assert!(add_generated_column(b"INSERT INTO t (a) SELECT 1", "id", &[1]).is_none());
+        // Executable comments are code: never rewritten around.
+        assert!(
+            add_generated_column(b"INSERT INTO t (a) VALUES (1 /*!, 2*/)", "id", &[1]).is_none()
+        );
+        // `--` without a following space is two minus signs, not a comment.
+        let (out, slots) =
+            add_generated_placeholders(b"INSERT INTO t (a, b) VALUES (1--?, ?)", "id", 1).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "INSERT INTO t (a, b, `id`) VALUES (1--?, ?, LAST_INSERT_ID(?))"
+        );
+        assert_eq!(slots, [2]);
     }
 }

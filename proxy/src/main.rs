@@ -322,17 +322,16 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 );
                 let shared = rainbow_bridge::server::shared(config, rules)
                     .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
-                // Learn the backend version before the first client arrives.
-                let _ = shared.server_version().await;
                 // SIGHUP: reload the rules file (a refused file leaves the old rules serving).
+                // The handler is installed before anything waits, so an early SIGHUP reloads
+                // instead of ending the process.
                 {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    let mut hup = signal(SignalKind::hangup())
+                        .context("cannot install the SIGHUP handler")?;
                     let shared = shared.clone();
                     let path = rules_path.clone();
                     tokio::spawn(async move {
-                        use tokio::signal::unix::{signal, SignalKind};
-                        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                            return;
-                        };
                         while hup.recv().await.is_some() {
                             let before = shared.rules.load_full();
                             match rainbow_bridge::server::reload(&shared, &path) {
@@ -364,6 +363,8 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                         }
                     });
                 }
+                // Learn the backend version before the first client arrives.
+                let _ = shared.server_version().await;
                 rainbow_bridge::server::serve(listener, shared, shutdown_signal()).await;
                 anyhow::Ok(())
             })?;

@@ -149,6 +149,33 @@ pub fn reload(shared: &Shared, path: &std::path::Path) -> Result<Arc<RuleSet>, S
             path.display()
         ));
     }
+    // The cut-over's invariant: a route code changes rooms only while it is banned, in the
+    // rules being replaced and in the new ones, so no write runs on either side of the move.
+    let (old_route, new_route) = (old.route(), new.route());
+    if old_route.count != new_route.count || old_route.key != new_route.key {
+        return Err(format!(
+            "{}: the route code function ([route_codes] count or key) changed; that moves \
+             every user, and needs a restart of every proxy with all writes stopped",
+            path.display()
+        ));
+    }
+    let moved: Vec<u32> = (0..new_route.count)
+        .filter(|c| old.room_name(old.owner(*c)) != new.room_name(new.owner(*c)))
+        .filter(|c| !(old.is_banned(*c) && new.is_banned(*c)))
+        .collect();
+    if let Some(first) = moved.first() {
+        return Err(format!(
+            "{}: the traffic rule moves route code {first} from room `{}` to room `{}` ({} \
+             code(s) in all) without a write-ban on it in both the serving rules (ban version \
+             {}) and the new ones (ban version {}); ban the codes first, then move them",
+            path.display(),
+            old.room_name(old.owner(*first)),
+            new.room_name(new.owner(*first)),
+            moved.len(),
+            old.ban_version(),
+            new.ban_version()
+        ));
+    }
     let new = Arc::new(new);
     shared.rules.store(new.clone());
     Ok(new)

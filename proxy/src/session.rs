@@ -167,7 +167,12 @@ impl Shared {
     /// statement in flight or an open transaction, to a code it bans — and reports when. A
     /// session still writing to a banned code after `timeout` is killed (its transaction is
     /// rolled back). "Effective" means no write to a banned code commits after that time.
-    pub async fn ban_effective(&self, rules: &RuleSet, timeout: Duration) -> std::time::SystemTime {
+    /// `None`: a newer write-ban was swapped in first, and its own waiter reports instead.
+    pub async fn ban_effective(
+        &self,
+        rules: &RuleSet,
+        timeout: Duration,
+    ) -> Option<std::time::SystemTime> {
         let banned =
             |codes: &std::collections::BTreeSet<u32>| codes.iter().any(|c| rules.is_banned(*c));
         let holders = || -> Vec<(u32, Arc<SessionHandle>)> {
@@ -181,6 +186,18 @@ impl Shared {
         let waited = holders().len();
         let mut aborted = 0;
         loop {
+            // A newer write-ban has been swapped in: its own waiter reports it.
+            let current = self.rules.load();
+            if current.ban_version() != rules.ban_version()
+                || current.banned_codes() != rules.banned_codes()
+            {
+                info!(
+                    ban_version = rules.ban_version(),
+                    newer_ban_version = current.ban_version(),
+                    "write-ban superseded before it took effect; the newer one is awaited instead"
+                );
+                return None;
+            }
             let now = holders();
             if now.is_empty() {
                 break;
@@ -213,7 +230,7 @@ impl Shared {
             aborted,
             "write-ban effective"
         );
-        at
+        Some(at)
     }
 
     /// The server version clients see: the backend's, with MariaDB's `5.5.5-` prefix.
@@ -302,6 +319,15 @@ impl Drop for Held {
         }
         // The connection goes back to the pool (or is closed): KILL must not reach it any more.
         *lock(&self.handle.backend) = None;
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Also after a panic: the registry must not keep the session, nor a write-ban wait for
+        // its claims (its backend, if any, is closed by `Held`'s drop).
+        lock(&self.shared.sessions).remove(&self.connection_id);
+        lock(&self.handle.writing).clear();
     }
 }
 
@@ -759,9 +785,16 @@ impl Session {
         if codes.is_empty() {
             return Ok(());
         }
-        lock(&self.handle.writing).extend(codes.iter().copied());
+        let before = {
+            let mut writing = lock(&self.handle.writing);
+            let before = writing.clone();
+            writing.extend(codes.iter().copied());
+            before
+        };
         let rules = self.shared.rules.load();
         if let Some(code) = codes.iter().find(|c| rules.is_banned(**c)) {
+            // The write does not run: only what the transaction already wrote stays claimed.
+            *lock(&self.handle.writing) = before;
             return Err(ProxyError::Rule {
                 code: crate::enforce::code::BANNED,
                 state: *b"HY000",
@@ -1479,6 +1512,12 @@ impl Session {
         let prepared_db = stmt.rules_db.clone();
         let extra = stmt.rules.as_ref().map_or(0, |r| r.keys.len());
         let key_slots = stmt.key_slots.clone();
+        // Long data for a parameter the statement does not have still counts as long data:
+        // the checks below must not miss it.
+        let stray_long_data = long_data.iter().any(|ld| {
+            ld.get(5..7)
+                .is_none_or(|b| u16::from_le_bytes([b[0], b[1]]) as usize >= n)
+        });
         let long_data_params: Vec<bool> = {
             let mut v = vec![false; n];
             for ld in &long_data {
@@ -1511,7 +1550,7 @@ impl Session {
         };
         let mut generated: Vec<i64> = Vec::new();
         if let Some(a) = rules {
-            if long_data_params.iter().any(|l| *l) {
+            if stray_long_data || long_data_params.iter().any(|l| *l) {
                 return Err(ProxyError::Rule {
                     code: crate::enforce::code::REFUSED,
                     state: *b"0A000",
@@ -1570,7 +1609,11 @@ impl Session {
         if !generated.is_empty() {
             // The client's parameters and the generated keys (LONGLONG), in the backend's order.
             let k = generated.len();
-            out.extend_from_slice(&payload[5..10]);
+            out.extend_from_slice(
+                payload
+                    .get(5..10)
+                    .ok_or(ProxyError::Malformed("short COM_STMT_EXECUTE"))?,
+            );
             let (client_types, values_at): (&[u8], usize) = if n == 0 {
                 (&[], 10)
             } else if payload[bound_at] == 1 {

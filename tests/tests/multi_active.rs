@@ -688,6 +688,42 @@ async fn a_write_ban_applied_at_run_time_takes_effect_on_the_next_write() {
         count(ROOM_A_PORT, &r.db, "SELECT COUNT(*) FROM t_order").await,
         2
     );
+
+    // The traffic rule may move a code only while it is banned in the serving rules and the
+    // new ones: moving 1001 unbanned is refused and room A keeps writing it.
+    let owners = "owners.A = [\"0-4999\"]\nowners.B = [\"5000-9999\"]";
+    assert!(text.contains(owners));
+    let unbanned_move = text
+        .replace(
+            owners,
+            "owners.A = [\"0-1000\", \"1002-4999\"]\nowners.B = [\"1001\", \"5000-9999\"]",
+        )
+        .replace("version = 3\n", "version = 7\n");
+    assert!(!r.a.reload(&unbanned_move), "{}", r.a.log_text());
+    assert!(
+        r.a.log_text()
+            .contains("moves route code 1001 from room `A` to room `B`"),
+        "{}",
+        r.a.log_text()
+    );
+    a.query_drop("UPDATE t_order SET amount = 8 WHERE buyer_id = 1001")
+        .await
+        .unwrap();
+    // 4000-4099 are banned in both: they move (room A now refuses them as room B's).
+    let banned_move = text
+        .replace(
+            owners,
+            "owners.A = [\"0-3999\", \"4100-4999\"]\nowners.B = [\"4000-4099\", \"5000-9999\"]",
+        )
+        .replace("version = 3\n", "version = 8\n");
+    assert!(r.a.reload(&banned_move), "{}", r.a.log_text());
+    let (code, msg) = refused(
+        &mut a,
+        "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (9, 4050, 1)",
+    )
+    .await;
+    assert_eq!(code, 8031, "{msg}");
+    assert!(msg.contains("belongs to room `B`"), "{msg}");
 }
 
 /// The rules with route codes `ban` banned (ban version `v`, rules version `100 + v`).
@@ -763,6 +799,38 @@ async fn a_ban_is_effective_only_after_transactions_that_wrote_its_codes_end() {
         count(ROOM_A_PORT, &db, "SELECT COUNT(*) FROM t_order").await,
         1
     );
+
+    // A multi-statement text claims the codes of all its statements, not only the last one's:
+    // a ban on the first statement's code waits for the transaction too.
+    let mut t = Conn::new(opts(&a, "app", &db)).await.unwrap();
+    t.query_drop("BEGIN").await.unwrap();
+    t.query_drop(
+        "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (3, 1003, 1); \
+         INSERT INTO t_order (order_id, buyer_id, amount) VALUES (4, 1004, 1)",
+    )
+    .await
+    .unwrap();
+    assert!(a.reload(&with_ban(&text, "\"1001-1003\"", 12)));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        a.log_text().matches("write-ban effective").count(),
+        2,
+        "{}",
+        a.log_text()
+    );
+    t.query_drop("COMMIT").await.unwrap();
+    let line = a
+        .wait_log("write-ban effective", 3, std::time::Duration::from_secs(5))
+        .expect("effective");
+    assert!(
+        line.contains("ban_version=12") && line.contains("waited_for=1"),
+        "{line}"
+    );
+
+    // XA transactions outlive their sessions once prepared: refused outside center databases.
+    let (code, msg) = refused(&mut t, "XA START 'rb1'").await;
+    assert_eq!(code, 8035, "{msg}");
+    assert!(msg.contains("XA transactions"), "{msg}");
 }
 
 /// Clients write continuously through both proxies while each proxy's write-ban is switched on
