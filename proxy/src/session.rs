@@ -80,6 +80,11 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Every logged-in session by connection id, for KILL.
     sessions: std::sync::Mutex<HashMap<u32, Arc<SessionHandle>>>,
+    /// Route codes written by backend connections lost in the middle of a write, until their
+    /// server thread is confirmed gone (a COMMIT the server received may still be finishing):
+    /// a write-ban waits for these too.
+    fences: std::sync::Mutex<HashMap<u64, std::collections::BTreeSet<u32>>>,
+    next_fence: std::sync::atomic::AtomicU64,
 }
 
 /// What other sessions may see of a session and do to it (KILL).
@@ -160,6 +165,8 @@ impl Shared {
             next_connection_id: AtomicU32::new(1),
             shutdown: tokio::sync::watch::Sender::new(false),
             sessions: std::sync::Mutex::new(HashMap::new()),
+            fences: std::sync::Mutex::new(HashMap::new()),
+            next_fence: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -199,7 +206,8 @@ impl Shared {
                 return None;
             }
             let now = holders();
-            if now.is_empty() {
+            let fenced = lock(&self.fences).values().any(banned);
+            if now.is_empty() && !fenced {
                 break;
             }
             if start.elapsed() >= timeout {
@@ -231,6 +239,54 @@ impl Shared {
             "write-ban effective"
         );
         Some(at)
+    }
+
+    /// Keeps `codes` claimed until backend thread `thread` of data source `ds` — whose
+    /// connection was lost in the middle of a write — is gone from the server: it is killed and
+    /// `KILL` is repeated until the server answers "unknown thread" (1094). While the server
+    /// cannot be reached the claims stay, so a write-ban on them is not reported effective.
+    pub fn fence_lost_backend(
+        self: &Arc<Self>,
+        ds: String,
+        thread: u32,
+        codes: std::collections::BTreeSet<u32>,
+    ) {
+        let id = self.next_fence.fetch_add(1, Ordering::Relaxed);
+        lock(&self.fences).insert(id, codes);
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let mut warned = false;
+            loop {
+                let gone = match shared.pools.dedicated(&ds).await {
+                    Ok(mut conn) => match conn.query(&format!("KILL {thread}")).await {
+                        Ok(Err(err)) => err.get(1..3) == Some(&1094u16.to_le_bytes()[..]),
+                        _ => false,
+                    },
+                    Err(_) => false,
+                };
+                if gone {
+                    break;
+                }
+                if !warned && start.elapsed() > Duration::from_secs(5) {
+                    warned = true;
+                    warn!(
+                        data_source = %ds,
+                        backend_thread = thread,
+                        "a backend connection lost during a write is not confirmed gone yet; \
+                         write-bans on its route codes wait for it"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            lock(&shared.fences).remove(&id);
+            info!(
+                data_source = %ds,
+                backend_thread = thread,
+                waited_ms = start.elapsed().as_millis() as u64,
+                "backend thread of a connection lost during a write is gone; its route codes are released"
+            );
+        });
     }
 
     /// The server version clients see: the backend's, with MariaDB's `5.5.5-` prefix.
@@ -831,6 +887,13 @@ impl Session {
                     );
                 }
             }
+            // A connection closed rather than returned may have a write still running on
+            // the server: its codes stay claimed until its thread is gone.
+            let claims = lock(&self.handle.writing).clone();
+            if h.conn.broken && !claims.is_empty() {
+                self.shared
+                    .fence_lost_backend(h.ds.clone(), h.conn.thread_id, claims);
+            }
         }
         lock(&self.shared.sessions).remove(&self.connection_id);
         debug!(connection_id = self.connection_id, "session closed");
@@ -1183,6 +1246,13 @@ impl Session {
     /// The backend failed: drop it and decide whether the client may go on.
     fn backend_lost(&mut self, why: String, sent: bool) -> SessionError {
         let held = self.held.take();
+        // The server may still be committing what this connection wrote: its codes stay
+        // claimed until its thread is gone.
+        let claims = lock(&self.handle.writing).clone();
+        if let Some(h) = held.as_ref().filter(|_| !claims.is_empty()) {
+            self.shared
+                .fence_lost_backend(h.ds.clone(), h.conn.thread_id, claims);
+        }
         let ds = held.as_ref().map(|h| h.ds.clone()).unwrap_or_default();
         let room = self
             .shared

@@ -1042,3 +1042,55 @@ async fn reads_of_another_rooms_keys_are_counted_when_asked() {
         1
     );
 }
+
+/// A client that leaves in the middle of a transaction that wrote a code: its backend thread is
+/// killed, and the codes stay claimed until the server confirms the thread gone.
+#[tokio::test]
+async fn a_client_lost_mid_write_keeps_its_codes_claimed_until_its_server_thread_is_gone() {
+    let db = fresh_unit_db("ma_fence", &[ORDERS]).await;
+    let cu = fresh_unit_db(
+        "ma_fence_cu",
+        &["CREATE TABLE t_sku (sku VARCHAR(16) PRIMARY KEY, price INT)"],
+    )
+    .await;
+    let text = rules(&db, &cu);
+    let a = Proxy::start_rules_with("A", &text, "ban_wait_timeout_s = 30").await;
+    let mut t = Conn::new(opts(&a, "app", &db)).await.unwrap();
+    t.query_drop("BEGIN").await.unwrap();
+    t.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (1, 1001, 1)")
+        .await
+        .unwrap();
+    t.disconnect().await.unwrap(); // leaves without COMMIT
+    let line = a
+        .wait_log(
+            "its route codes are released",
+            1,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("no release logged:\n{}", a.log_text()));
+    let thread: i64 = line
+        .split("backend_thread=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no backend_thread in {line}"));
+    assert_eq!(
+        count(
+            ROOM_A_PORT,
+            &db,
+            &format!("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {thread}")
+        )
+        .await,
+        0
+    );
+    // Rolled back, and a ban on its code is effective at once.
+    assert_eq!(
+        count(ROOM_A_PORT, &db, "SELECT COUNT(*) FROM t_order").await,
+        0
+    );
+    assert!(a.reload(&with_ban(&text, "\"1001\"", 10)));
+    let line = a
+        .wait_log("write-ban effective", 1, std::time::Duration::from_secs(5))
+        .expect("effective");
+    assert!(line.contains("waited_for=0"), "{line}");
+}
