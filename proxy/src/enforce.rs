@@ -380,13 +380,19 @@ pub fn check_text(
             // A read hinted with another room's key is served locally and counted (without the
             // hint the key is not looked for in reads: parsing every read would cost more than
             // the read; issue 7's plan cache makes that affordable).
-            if let Some(h) = &hint {
+            // Only unit databases have rows that belong to one room.
+            let unit = ctx
+                .rules
+                .database(ctx.database)
+                .is_some_and(|d| d.db_type == DatabaseType::Unit);
+            if let Some(h) = hint.as_ref().filter(|_| unit) {
                 let code = match (&h.route_code, &h.sharding_key) {
                     (Some(c), _) => Some(*c),
                     (None, Some(k)) => ctx.rules.route().route_code(k).ok(),
                     _ => None,
                 };
-                if let Some(code) = code {
+                // A route code out of range names no room's data: not counted.
+                if let Some(code) = code.filter(|c| *c < ctx.rules.route().count) {
                     let owner = ctx.rules.owner(code);
                     if owner != ctx.room {
                         return Ok(Verdict::ForeignRead { code, owner });
@@ -395,10 +401,6 @@ pub fn check_text(
                 }
             }
             // Without a hint, the key of a read is in its WHERE: parsed only when asked for.
-            let unit = ctx
-                .rules
-                .database(ctx.database)
-                .is_some_and(|d| d.db_type == DatabaseType::Unit);
             if ctx.count_foreign_reads && unit && !several {
                 let text = String::from_utf8_lossy(&parsed.sql);
                 if let Ok(facts) = shard_rules::analyze::analyze(&text) {

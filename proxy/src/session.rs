@@ -1023,14 +1023,7 @@ impl Session {
             match self.enforce_text(sql, &ids, several)? {
                 crate::enforce::Verdict::Forward(d) => break d,
                 crate::enforce::Verdict::ForeignRead { code, owner } => {
-                    let n = self.shared.foreign_reads.fetch_add(1, Ordering::Relaxed) + 1;
-                    debug!(
-                        connection_id = self.connection_id,
-                        route_code = code,
-                        owner = %self.shared.rules.load().room_name(owner),
-                        foreign_reads = n,
-                        "read of another room's data, served locally"
-                    );
+                    self.count_foreign_read(code, owner);
                     break None;
                 }
                 crate::enforce::Verdict::NeedIds(g) => ids = self.next_ids(&g).await?,
@@ -1165,11 +1158,27 @@ impl Session {
         let verdict = crate::enforce::check_text(&ctx, sql, ids, several)?;
         if let crate::enforce::Verdict::Forward(Some(d)) = &verdict {
             crate::enforce::single_source(&ctx, d)?;
-            if d.foreign_read {
-                debug!(connection_id = self.connection_id, route = ?d.route, "read of another room's data, served locally");
+            // A read with a room or node hint is decided in full; counted like the others.
+            let unit = rules
+                .database(&database)
+                .is_some_and(|db| db.db_type == shard_rules::config::DatabaseType::Unit);
+            if let (true, true, Some(r)) = (d.foreign_read, unit, &d.route) {
+                self.count_foreign_read(r.code, r.owner);
             }
         }
         Ok(verdict)
+    }
+
+    /// A read whose key belongs to another room, served locally: counted and logged.
+    fn count_foreign_read(&self, code: u32, owner: RoomId) {
+        let n = self.shared.foreign_reads.fetch_add(1, Ordering::Relaxed) + 1;
+        debug!(
+            connection_id = self.connection_id,
+            route_code = code,
+            owner = %self.shared.rules.load().room_name(owner),
+            foreign_reads = n,
+            "read of another room's data, served locally"
+        );
     }
 
     /// `USE db` and COM_INIT_DB: resolve in the proxy, then select the schema on the backend and

@@ -1041,6 +1041,42 @@ async fn reads_of_another_rooms_keys_are_counted_when_asked() {
         b.log_text().matches("read of another room's data").count(),
         1
     );
+    // Hinted reads: another room's route code is counted once; a route code out of range
+    // (no room's data) and reads of a center-unit database are not counted.
+    let _: Vec<i64> = c
+        .query("/* rb: route_code=1002 */ SELECT order_id FROM t_order")
+        .await
+        .unwrap();
+    let _: Vec<i64> = c
+        .query("/* rb: route_code=20000 */ SELECT order_id FROM t_order")
+        .await
+        .unwrap();
+    c.query_drop(format!("USE {cu}")).await.unwrap();
+    let _: Vec<String> = c
+        .query("/* rb: sharding_key=1003 */ SELECT sku FROM t_sku")
+        .await
+        .unwrap();
+    let _: Vec<String> = c
+        .query("SELECT sku FROM t_sku WHERE sku = 'a'")
+        .await
+        .unwrap();
+    let line = b
+        .wait_log(
+            "read of another room's data",
+            2,
+            std::time::Duration::from_secs(5),
+        )
+        .expect("counted");
+    assert!(
+        line.contains("foreign_reads=2") && line.contains("route_code=1002"),
+        "{line}"
+    );
+    assert_eq!(
+        b.log_text().matches("read of another room's data").count(),
+        2,
+        "{}",
+        b.log_text()
+    );
 }
 
 /// A client that leaves in the middle of a transaction that wrote a code: its backend thread is
