@@ -735,6 +735,14 @@ fn with_ban(text: &str, ban: &str, v: u64) -> String {
     .replace("version = 3\n", &format!("version = {}\n", 100 + v))
 }
 
+/// Milliseconds since 1970, the unit of `effective_ms`.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 fn effective_ms(line: &str) -> i64 {
     line.split("effective_ms=")
         .nth(1)
@@ -834,8 +842,9 @@ async fn a_ban_is_effective_only_after_transactions_that_wrote_its_codes_end() {
 }
 
 /// Clients write continuously through both proxies while each proxy's write-ban is switched on
-/// and off; afterwards the rows prove that no write to a banned code committed after the ban
-/// was reported effective (until it was lifted), and that every acknowledged write is there.
+/// and off, each write in a transaction held open a few milliseconds; afterwards the rows and
+/// the clients' COMMIT times prove that no write to a banned code committed after the ban was
+/// reported effective (until it was lifted), and that every acknowledged write is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_load_no_banned_write_commits_after_the_ban_is_effective() {
     use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -859,9 +868,22 @@ async fn under_load_no_banned_write_commits_after_the_ban_is_effective() {
                     let sql = format!(
                         "INSERT INTO t_order (order_id, buyer_id, amount) VALUES ({id}, {buyer}, 1)"
                     );
+                    // A transaction that stays open a little after its write: a ban swapped in
+                    // meanwhile must wait for its COMMIT.
+                    c.query_drop("BEGIN").await.unwrap();
                     match c.query_drop(sql).await {
-                        Ok(()) => acked.push((id, buyer)),
-                        Err(mysql_async::Error::Server(e)) if e.code == 8032 => {}
+                        Ok(()) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(
+                                (k % 7) as u64 * 3,
+                            ))
+                            .await;
+                            let sent = wall_ms();
+                            c.query_drop("COMMIT").await.unwrap();
+                            acked.push((id, buyer, sent));
+                        }
+                        Err(mysql_async::Error::Server(e)) if e.code == 8032 => {
+                            c.query_drop("ROLLBACK").await.unwrap();
+                        }
                         Err(e) => panic!("unexpected error: {e}"),
                     }
                 }
@@ -872,12 +894,6 @@ async fn under_load_no_banned_write_commits_after_the_ban_is_effective() {
     // Ban the first half of each room's buyers' codes, lift it, ban again…
     let mut windows: Vec<(usize, i64, i64)> = Vec::new(); // (room, effective, lift requested)
     let mut effective_count = [0usize; 2];
-    let now_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-    };
     for round in 0..6u64 {
         let on = round % 2 == 0;
         let ban = if on {
@@ -887,7 +903,7 @@ async fn under_load_no_banned_write_commits_after_the_ban_is_effective() {
         };
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         for (i, proxy) in [&r.a, &r.b].into_iter().enumerate() {
-            let requested = now_ms();
+            let requested = wall_ms();
             assert!(proxy.reload(&with_ban(&text, ban, 20 + round)));
             effective_count[i] += 1;
             let line = proxy
@@ -925,12 +941,26 @@ async fn under_load_no_banned_write_commits_after_the_ban_is_effective() {
             .unwrap();
         let ids: std::collections::HashSet<i64> = rows.iter().map(|r| r.0).collect();
         let base = if i == 0 { 1000 } else { 5000 };
-        let mine = acked.iter().filter(|(_, b)| *b >= base && *b < base + 100);
-        for (id, buyer) in mine {
+        let mine = acked
+            .iter()
+            .filter(|(_, b, _)| *b >= base && *b < base + 100);
+        for (id, buyer, sent) in mine {
             assert!(
                 ids.contains(id),
                 "acknowledged write {id} (buyer {buyer}) is missing in room {i}"
             );
+            // Its COMMIT was sent (client clock) before the ban was reported effective, or
+            // after it was lifted.
+            if buyer - base < 50 {
+                for (p, from, to) in &windows {
+                    if *p == i {
+                        assert!(
+                            !(*sent > from + 1 && *sent < *to),
+                            "order {id} of banned buyer {buyer}: COMMIT sent at {sent}, inside the ban window {from}..{to} of room {i}"
+                        );
+                    }
+                }
+            }
         }
         let mut banned_rows = 0;
         for (id, buyer, at) in rows {
