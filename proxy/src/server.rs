@@ -143,6 +143,15 @@ pub fn reload(shared: &Shared, path: &std::path::Path) -> Result<Arc<RuleSet>, S
             path.display()
         ));
     }
+    // The segment allocator holds a connection target chosen at start.
+    let source = |r: &RuleSet| crate::session::segment_source(r).map(|d| format!("{d:?}"));
+    if source(&old) != source(&new) {
+        return Err(format!(
+            "{}: the center data source of the segment allocation table changed; restart the \
+             proxy for that",
+            path.display()
+        ));
+    }
     if old.ids() != new.ids() {
         return Err(format!(
             "{}: the snowflake ID settings ([ids]) changed; restart every proxy for that",

@@ -101,6 +101,33 @@ pub struct SessionHandle {
     writing: std::sync::Mutex<std::collections::BTreeSet<u32>>,
 }
 
+/// The center room's data source of the rules' `[segments]` database, where segment blocks
+/// are taken; `None` without `[segments]`.
+pub fn segment_source(rules: &RuleSet) -> Result<Option<DataSource>, String> {
+    let Some(seg) = rules.segments() else {
+        return Ok(None);
+    };
+    let db = rules
+        .database(&seg.database)
+        .ok_or_else(|| format!("segments: no database `{}`", seg.database))?;
+    let physical = db
+        .data_sources
+        .get(db.default_data_source)
+        .and_then(|l| l.physical.get(rules.center() as usize).cloned().flatten())
+        .ok_or_else(|| {
+            format!(
+                "segments: `{}` has no data source in the center room",
+                seg.database
+            )
+        })?;
+    rules
+        .data_sources()
+        .get(&physical)
+        .cloned()
+        .map(Some)
+        .ok_or_else(|| format!("segments: no data source `{physical}`"))
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -121,32 +148,12 @@ impl Shared {
             .ok_or_else(|| format!("room `{}` is not a room of the rules", config.proxy.room))?;
         let ids = id_gen::Generator::new(rules.ids(), u32::from(room), config.proxy.worker_id)
             .map_err(|e| format!("snowflake IDs (rules `ids`, proxy.worker_id): {e}"))?;
-        let segments = match rules.segments() {
-            None => None,
-            Some(seg) => {
-                // The center database's data source in the center room.
-                let db = rules
-                    .database(&seg.database)
-                    .ok_or_else(|| format!("segments: no database `{}`", seg.database))?;
-                let physical = db
-                    .data_sources
-                    .get(db.default_data_source)
-                    .and_then(|l| l.physical.get(rules.center() as usize).cloned().flatten())
-                    .ok_or_else(|| {
-                        format!(
-                            "segments: `{}` has no data source in the center room",
-                            seg.database
-                        )
-                    })?;
-                let ds = rules
-                    .data_sources()
-                    .get(&physical)
-                    .ok_or_else(|| format!("segments: no data source `{physical}`"))?;
-                Some(id_gen::SegmentAllocator::new(
-                    crate::segments::CenterSegments::new(ds, &seg.table, seg.step),
-                    id_gen::SegmentConfig::default(),
-                ))
-            }
+        let segments = match (rules.segments(), segment_source(&rules)?) {
+            (Some(seg), Some(ds)) => Some(id_gen::SegmentAllocator::new(
+                crate::segments::CenterSegments::new(&ds, &seg.table, seg.step),
+                id_gen::SegmentConfig::default(),
+            )),
+            _ => None,
         };
         Ok(Shared {
             config,

@@ -1035,6 +1035,23 @@ async fn segment_keys_come_in_blocks_from_the_center_table() {
     assert_eq!(step, 10);
     assert!(max_id >= 20 && max_id % 10 == 0, "{max_id}");
     assert!(first_a <= max_id && first_b <= max_id);
+
+    // Room B's proxy took its blocks from room A's `ops_a`: moving that data source needs a
+    // restart (the allocator keeps its target), so the reload is refused.
+    let text = rules(&r.db, &r.cu);
+    let ops =
+        format!("[data_sources.ops_a]\nroom = \"A\"\nhost = \"127.0.0.1\"\nport = {ROOM_A_PORT}");
+    assert!(text.contains(&ops));
+    let moved = text
+        .replace(&ops, &ops.replace("127.0.0.1", "localhost"))
+        .replace("version = 3\n", "version = 4\n");
+    assert!(!r.b.reload(&moved), "{}", r.b.log_text());
+    assert!(
+        r.b.log_text()
+            .contains("the center data source of the segment allocation table changed"),
+        "{}",
+        r.b.log_text()
+    );
 }
 
 #[tokio::test]
