@@ -271,6 +271,22 @@ fn gate(ctx: &Ctx<'_>, stripped: &[u8], several: bool) -> Result<Gate, ProxyErro
         return Ok(Gate::Read);
     }
     if db.db_type == DatabaseType::Center {
+        // Served only in the center room: a session that chose the database before a reload
+        // made it a center database is stopped here.
+        if ctx.rules.room_role(ctx.room) != shard_rules::config::RoomRole::Center {
+            return Err(ProxyError::Rule {
+                code: code::CENTER_DATABASE,
+                state: *b"HY000",
+                message: format!(
+                    "database `{}` is a center database, served only in the center room `{}`; \
+                     this proxy is in room `{}` (rules version {})",
+                    db.name,
+                    ctx.rules.room_name(ctx.rules.center()),
+                    ctx.rules.room_name(ctx.room),
+                    ctx.rules.version()
+                ),
+            });
+        }
         // The center room's own database: free, but not a way into the others.
         let lower = String::from_utf8_lossy(stripped).to_ascii_lowercase();
         for other in ctx

@@ -1140,7 +1140,9 @@ impl Session {
         crate::enforce::Ctx {
             rules,
             room: self.shared.room,
-            mode: self.mode,
+            // The user's mode in the rules serving now: a reload that changes it applies to
+            // open sessions at their next statement.
+            mode: rules.users().get(&self.user).map_or(self.mode, |u| u.mode),
             database,
             session_key: self.session_key.as_ref(),
             backslash_escapes: syntax.backslash_escapes,

@@ -424,6 +424,28 @@ async fn modes_and_database_types_are_enforced_per_room() {
     boss.query_drop("ALTER TABLE t_order ADD COLUMN note VARCHAR(8)")
         .await
         .unwrap();
+
+    // A reload applies to open sessions at their next statement: user `app` becomes a
+    // center user (its open session in room A may now run DDL), and the center-unit database
+    // becomes a center database (the open session in room B may no longer write it).
+    let text = rules(&r.db, &r.cu);
+    let app_unit = "databases = [\"{db}\", \"{cu}\"]\nmode = \"unit\""
+        .replace("{db}", &r.db)
+        .replace("{cu}", &r.cu);
+    let cu_type = "type = \"center-unit\"\ndata_sources.ds = [\"cu_a\", \"cu_b\"]";
+    assert!(text.contains(&app_unit) && text.contains(cu_type));
+    let changed = text
+        .replace(&app_unit, &app_unit.replace("\"unit\"", "\"center\""))
+        .replace(cu_type, "type = \"center\"\ndata_sources.ds = [\"cu_a\"]")
+        .replace("version = 3\n", "version = 4\n");
+    assert!(r.a.reload(&changed), "{}", r.a.log_text());
+    ua.query_drop("ALTER TABLE t_order ADD COLUMN note2 VARCHAR(8)")
+        .await
+        .unwrap();
+    assert!(r.b.reload(&changed), "{}", r.b.log_text());
+    let (code, msg) = refused(&mut b, "UPDATE t_sku SET price = 2").await;
+    assert_eq!(code, 8021, "{msg}");
+    assert!(msg.contains("served only in the center room `A`"), "{msg}");
 }
 
 /// Room A is room 0 and B room 1 of the rules (rooms in name order): the room field of an ID.
