@@ -90,6 +90,7 @@ pub fn refusal(r: &Refusal) -> ProxyError {
         RouteError::CenterModeOutsideCenter { .. } => code::MODE_NOT_SERVED,
         RouteError::CenterDatabaseOutsideCenter { .. } => code::CENTER_DATABASE,
         RouteError::HintNotAllowed { .. }
+        | RouteError::BadHintKey { .. }
         | RouteError::HintRoom { .. }
         | RouteError::HintNode { .. } => code::BAD_HINT,
         RouteError::NeedsCenterConnection { .. } => code::NEEDS_CENTER,
@@ -267,13 +268,24 @@ fn gate(ctx: &Ctx<'_>, stripped: &[u8], several: bool) -> Result<Gate, ProxyErro
                 .into(),
         ));
     };
-    if read_only {
-        return Ok(Gate::Read);
+    // Reads too: a session that logged in or chose the database before a reload made the user
+    // a center user or the database a center database is stopped here, in a unit room.
+    let unit_room = ctx.rules.room_role(ctx.room) != shard_rules::config::RoomRole::Center;
+    if unit_room && ctx.mode == ConnectionMode::Center {
+        return Err(ProxyError::Rule {
+            code: code::MODE_NOT_SERVED,
+            state: *b"HY000",
+            message: format!(
+                "`center` connections are served only by proxies in the center room `{}`; this \
+                 proxy is in room `{}` (rules version {})",
+                ctx.rules.room_name(ctx.rules.center()),
+                ctx.rules.room_name(ctx.room),
+                ctx.rules.version()
+            ),
+        });
     }
     if db.db_type == DatabaseType::Center {
-        // Served only in the center room: a session that chose the database before a reload
-        // made it a center database is stopped here.
-        if ctx.rules.room_role(ctx.room) != shard_rules::config::RoomRole::Center {
+        if unit_room {
             return Err(ProxyError::Rule {
                 code: code::CENTER_DATABASE,
                 state: *b"HY000",
@@ -286,6 +298,9 @@ fn gate(ctx: &Ctx<'_>, stripped: &[u8], several: bool) -> Result<Gate, ProxyErro
                     ctx.rules.version()
                 ),
             });
+        }
+        if read_only {
+            return Ok(Gate::Read);
         }
         // The center room's own database: free, but not a way into the others.
         let lower = String::from_utf8_lossy(stripped).to_ascii_lowercase();
@@ -307,6 +322,9 @@ fn gate(ctx: &Ctx<'_>, stripped: &[u8], several: bool) -> Result<Gate, ProxyErro
                 ));
             }
         }
+        return Ok(Gate::Read);
+    }
+    if read_only {
         return Ok(Gate::Read);
     }
     if versioned {

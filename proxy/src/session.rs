@@ -226,6 +226,15 @@ impl Shared {
                             ban_version = rules.ban_version(),
                             "aborting a transaction that wrote to a code the new write-ban bans"
                         );
+                        // A statement running on the server (a lock wait, a long UPDATE) is
+                        // stopped too; the session then keeps its codes claimed until the
+                        // server thread is gone.
+                        let backend = lock(&h.backend).clone();
+                        if let Some((ds, thread)) = backend {
+                            if let Ok(mut c) = self.pools.dedicated(&ds).await {
+                                let _ = c.query(&format!("KILL {thread}")).await;
+                            }
+                        }
                     }
                     h.wake.notify_waiters();
                 }
@@ -258,10 +267,14 @@ impl Shared {
         thread: u32,
         codes: std::collections::BTreeSet<u32>,
     ) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            warn!(data_source = %ds, backend_thread = thread, "no runtime to confirm a lost backend thread gone");
+            return;
+        };
         let id = self.next_fence.fetch_add(1, Ordering::Relaxed);
         lock(&self.fences).insert(id, codes);
         let shared = Arc::clone(self);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let start = std::time::Instant::now();
             let mut warned = false;
             loop {
@@ -387,10 +400,14 @@ impl Drop for Held {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // Also after a panic: the registry must not keep the session, nor a write-ban wait for
-        // its claims (its backend, if any, is closed by `Held`'s drop).
+        // Also after a panic: the registry must not keep the session. Its claims go to a fence
+        // while a backend it held may still be finishing a write (`Held`'s drop closes it).
         lock(&self.shared.sessions).remove(&self.connection_id);
-        lock(&self.handle.writing).clear();
+        let claims = std::mem::take(&mut *lock(&self.handle.writing));
+        if let Some(h) = self.held.as_ref().filter(|_| !claims.is_empty()) {
+            self.shared
+                .fence_lost_backend(h.ds.clone(), h.conn.thread_id, claims);
+        }
     }
 }
 
@@ -413,6 +430,9 @@ struct Prepared {
     rules: Option<crate::enforce::PreparedRules>,
     /// The database the analysis was made for: a later `USE` means analysing again.
     rules_db: Option<String>,
+    /// The rules version the analysis was made with: a statement that needed no checks then
+    /// (say, in a database that was a center database) is analysed again after a reload.
+    rules_version: u64,
     /// For each generated key parameter the proxy added, how many client parameters precede
     /// it in the backend's statement.
     key_slots: Vec<usize>,
@@ -1490,6 +1510,7 @@ impl Session {
                     info,
                     rules: analysed_rules,
                     rules_db: self.rules_database(),
+                    rules_version: self.shared.rules.load().version(),
                     key_slots,
                     types: None,
                     long_data: Vec::new(),
@@ -1598,6 +1619,8 @@ impl Session {
         let types = stmt.types.clone();
         let rules = stmt.rules.clone();
         let prepared_db = stmt.rules_db.clone();
+        let unchecked_under_old_rules =
+            stmt.rules.is_none() && stmt.rules_version != self.shared.rules.load().version();
         let extra = stmt.rules.as_ref().map_or(0, |r| r.keys.len());
         let key_slots = stmt.key_slots.clone();
         // Long data for a parameter the statement does not have still counts as long data:
@@ -1620,8 +1643,9 @@ impl Session {
             }
             v
         };
-        // Prepared under another database: judge it as it runs now.
-        let rules = if self.rules_database() != prepared_db {
+        // Prepared under another database, or unchecked under older rules: judge it as it
+        // runs now.
+        let rules = if self.rules_database() != prepared_db || unchecked_under_old_rules {
             if extra > 0 {
                 return Err(ProxyError::Rule {
                     code: crate::enforce::code::REFUSED,
@@ -1632,7 +1656,18 @@ impl Session {
                 }
                 .into());
             }
-            self.analyse_prepared(&sql)?
+            let fresh = self.analyse_prepared(&sql)?;
+            if fresh.as_ref().is_some_and(|r| !r.keys.is_empty()) {
+                return Err(ProxyError::Rule {
+                    code: crate::enforce::code::REFUSED,
+                    state: *b"HY000",
+                    message: "this prepared INSERT needs generated keys under the rules serving \
+                              now; prepare it again"
+                        .into(),
+                }
+                .into());
+            }
+            fresh
         } else {
             rules
         };

@@ -186,6 +186,9 @@ pub enum RouteError {
     },
     #[error("ShardingKey of `{table}`: {detail}")]
     BadShardingKey { table: String, detail: String },
+    /// The hint's key or route code has no route code of the rules.
+    #[error("bad hint for `{table}`: {detail}")]
+    BadHintKey { table: String, detail: String },
     #[error("the statement changes `{column}`, a sharding column of `{table}`; delete and re-insert the row instead")]
     ChangesShardingColumn { table: String, column: String },
     #[error("`{table}`: {detail}")]
@@ -282,6 +285,7 @@ pub fn decide(
             | RouteError::Banned { table, .. }
             | RouteError::NoShardingKey { table, .. }
             | RouteError::BadShardingKey { table, .. }
+            | RouteError::BadHintKey { table, .. }
             | RouteError::ChangesShardingColumn { table, .. }
             | RouteError::NoDataNode { table, .. }
             | RouteError::KeyGeneration { table, .. } => Some(table.clone()),
@@ -479,7 +483,7 @@ impl Decider<'_> {
         };
         if let Some(code) = self.hint.and_then(|h| h.route_code) {
             if code >= rules.route().count {
-                return Err(RouteError::BadShardingKey {
+                return Err(RouteError::BadHintKey {
                     table: table_name.to_string(),
                     detail: format!(
                         "hint route_code {code} is outside the route codes 0-{}",
@@ -490,7 +494,14 @@ impl Decider<'_> {
             keys.push((None, code, KeySource::HintRouteCode));
         }
         if let Some(k) = self.hint.and_then(|h| h.sharding_key.as_ref()) {
-            keys.push((Some(k.clone()), code_of(k)?, KeySource::HintKey));
+            let code = code_of(k).map_err(|e| match e {
+                RouteError::BadShardingKey { table, detail } => RouteError::BadHintKey {
+                    table,
+                    detail: format!("hint sharding_key {k}: {detail}"),
+                },
+                other => other,
+            })?;
+            keys.push((Some(k.clone()), code, KeySource::HintKey));
         }
         if let (Some((t, Some(rule))), Some(col)) = (target, key_column) {
             let values = match self.key_values(t, rule, col, generated)? {

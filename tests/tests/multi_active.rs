@@ -327,6 +327,26 @@ async fn the_session_sharding_key_serves_clients_that_strip_comments() {
     // A bad hint is its own error.
     let (code, msg) = refused(&mut b, "/* rb: sharding_key=abc */ SELECT 1").await;
     assert_eq!(code, 8034, "{msg}");
+    // On writes too: a key of the wrong type, a route code out of range.
+    for sql in [
+        "/* rb: sharding_key='abc' */ DELETE FROM t_order WHERE order_id = 9",
+        "/* rb: route_code=20000 */ DELETE FROM t_order WHERE order_id = 9",
+    ] {
+        let (code, msg) = refused(&mut b, sql).await;
+        assert_eq!(code, 8034, "{sql}: {msg}");
+        assert!(msg.contains("bad hint for `t_order`"), "{msg}");
+    }
+    // Only alone; a string session key where keys are integers; NULL as the reset.
+    let (code, msg) = refused(&mut b, "SET @@rb_sharding_key = 'abc'; SELECT 1").await;
+    assert_eq!(code, 8010, "{msg}");
+    b.query_drop("SET @@rb_sharding_key = 'abc'").await.unwrap();
+    let (code, msg) = refused(&mut b, "DELETE FROM t_order WHERE order_id = 9").await;
+    assert_eq!(code, 8035, "{msg}");
+    assert!(msg.contains("'abc' is not an integer"), "{msg}");
+    b.query_drop("SET @@rb_sharding_key = 5001").await.unwrap();
+    b.query_drop("SET @@rb_sharding_key = NULL").await.unwrap();
+    let (code, _) = refused(&mut b, "DELETE FROM t_order WHERE order_id = 9").await;
+    assert_eq!(code, 8030);
 }
 
 #[tokio::test]
@@ -434,18 +454,32 @@ async fn modes_and_database_types_are_enforced_per_room() {
         .replace("{cu}", &r.cu);
     let cu_type = "type = \"center-unit\"\ndata_sources.ds = [\"cu_a\", \"cu_b\"]";
     assert!(text.contains(&app_unit) && text.contains(cu_type));
-    let changed = text
-        .replace(&app_unit, &app_unit.replace("\"unit\"", "\"center\""))
+    let center_cu = text
         .replace(cu_type, "type = \"center\"\ndata_sources.ds = [\"cu_a\"]")
         .replace("version = 3\n", "version = 4\n");
+    let changed = center_cu.replace(&app_unit, &app_unit.replace("\"unit\"", "\"center\""));
     assert!(r.a.reload(&changed), "{}", r.a.log_text());
     ua.query_drop("ALTER TABLE t_order ADD COLUMN note2 VARCHAR(8)")
         .await
         .unwrap();
-    assert!(r.b.reload(&changed), "{}", r.b.log_text());
+    // Room B: a prepared read made while the database was center-unit, then the reload.
+    let read = b.prep("SELECT COUNT(*) FROM t_sku").await.unwrap();
+    assert!(r.b.reload(&center_cu), "{}", r.b.log_text());
     let (code, msg) = refused(&mut b, "UPDATE t_sku SET price = 2").await;
     assert_eq!(code, 8021, "{msg}");
     assert!(msg.contains("served only in the center room `A`"), "{msg}");
+    let (code, msg) = refused(&mut b, "SELECT COUNT(*) FROM t_sku").await;
+    assert_eq!(code, 8021, "{msg}");
+    match b.exec_first::<i64, _, _>(&read, ()).await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 8021, "{}", e.message),
+        other => panic!("expected 8021 for the prepared read, got {other:?}"),
+    }
+    // And once the user is a center user, its open sessions in room B are refused (8020).
+    assert!(r
+        .b
+        .reload(&changed.replace("version = 4\n", "version = 5\n")));
+    let (code, msg) = refused(&mut b, "SELECT 1").await;
+    assert_eq!(code, 8020, "{msg}");
 }
 
 /// Room A is room 0 and B room 1 of the rules (rooms in name order): the room field of an ID.
@@ -856,6 +890,34 @@ async fn a_ban_is_effective_only_after_transactions_that_wrote_its_codes_end() {
         line.contains("ban_version=12") && line.contains("waited_for=1"),
         "{line}"
     );
+
+    // A statement stuck on the server (a lock wait of 50 s) is killed after the timeout too.
+    let mut holder = direct_room(ROOM_A_PORT, Some(&db)).await;
+    holder.query_drop("BEGIN").await.unwrap();
+    holder
+        .query_drop("UPDATE t_order SET amount = 9 WHERE order_id = 4")
+        .await
+        .unwrap();
+    let mut stuck = Conn::new(opts(&a, "app", &db)).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        stuck
+            .query_drop("UPDATE t_order SET amount = 3 WHERE buyer_id = 1004 AND order_id = 4")
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(a.reload(&with_ban(&text, "\"1001-1004\"", 13)));
+    let line = a
+        .wait_log("write-ban effective", 4, std::time::Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("the lock wait held the ban back:\n{}", a.log_text()));
+    assert!(
+        line.contains("ban_version=13") && line.contains("aborted=1"),
+        "{line}"
+    );
+    assert!(
+        waiting.await.unwrap().is_err(),
+        "the stuck statement was killed"
+    );
+    holder.query_drop("ROLLBACK").await.unwrap();
 
     // XA transactions outlive their sessions once prepared: refused outside center databases.
     let (code, msg) = refused(&mut t, "XA START 'rb1'").await;
