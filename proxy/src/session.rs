@@ -197,7 +197,8 @@ impl Shared {
                 .collect()
         };
         let start = std::time::Instant::now();
-        let waited = holders().len();
+        // Which sessions the ban waits for, by connection id (as KILL and the log name them).
+        let waited: Vec<u32> = holders().iter().map(|(id, _)| *id).collect();
         let mut aborted = 0;
         loop {
             // A newer write-ban has been swapped in: its own waiter reports it.
@@ -250,7 +251,8 @@ impl Shared {
             ban_version = rules.ban_version(),
             banned = %rules.banned_codes(),
             effective_ms = ms as u64,
-            waited_for = waited,
+            waited_for = waited.len(),
+            connections = ?waited,
             aborted,
             "write-ban effective"
         );

@@ -837,6 +837,7 @@ async fn a_ban_is_effective_only_after_transactions_that_wrote_its_codes_end() {
     assert!(
         line.contains("ban_version=10")
             && line.contains("waited_for=1")
+            && line.contains("connections=[")
             && line.contains("aborted=0"),
         "{line}"
     );
