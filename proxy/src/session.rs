@@ -866,7 +866,8 @@ impl Session {
     /// Records the route codes a write is about to touch, then checks the current write-ban
     /// once more: a ban swapped in after the decision was made either sees these codes (and
     /// waits for this session) or is seen here (and the write is refused).
-    fn claim_codes(&self, codes: &[u32]) -> Result<(), ProxyError> {
+    fn claim_codes(&self, d: &shard_rules::decide::Decision) -> Result<(), ProxyError> {
+        let codes = &d.write_codes;
         if codes.is_empty() {
             return Ok(());
         }
@@ -884,8 +885,16 @@ impl Session {
                 code: crate::enforce::code::BANNED,
                 state: *b"HY000",
                 message: format!(
-                    "write with route code {code} was banned while it was being decided (write-ban \
-                     version {}); retry later (rules version {})",
+                    "write to `{}`{} with route code {code} (owner room `{}`) was banned while it \
+                     was being decided (write-ban version {}); retry later (rules version {})",
+                    d.tables.first().map_or("?", |t| t.table.as_str()),
+                    d.route
+                        .as_ref()
+                        .filter(|r| r.code == *code)
+                        .and_then(|r| r.key.as_ref())
+                        .map(|k| format!(" with ShardingKey {k}"))
+                        .unwrap_or_default(),
+                    rules.room_name(rules.owner(*code)),
                     rules.ban_version(),
                     rules.version()
                 ),
@@ -1064,7 +1073,7 @@ impl Session {
             }
         };
         if let Some(d) = &decision {
-            self.claim_codes(&d.write_codes)?;
+            self.claim_codes(d)?;
         }
         // Generated keys: the INSERT gets the column and one value per row.
         let p = match decision.as_deref().and_then(|d| d.generated.first()) {
@@ -1576,7 +1585,7 @@ impl Session {
         let ctx = self.rules_ctx(&rules, &database);
         if let Some(d) = crate::enforce::decide_all(&ctx, a, values, ids)? {
             crate::enforce::single_source(&ctx, &d)?;
-            self.claim_codes(&d.write_codes)?;
+            self.claim_codes(&d)?;
         }
         Ok(())
     }
