@@ -699,6 +699,25 @@ fn compile_database(
     let mut tables = HashMap::default();
     for (tname, tspec) in &spec.tables {
         let tat = format!("{at}.tables.{tname}");
+        // In a unit database the ShardingKey picks the room: a generated key would give
+        // every new row a random room, and most INSERTs would be refused as another room's.
+        if let (DatabaseType::Unit, Some(k), Some(sk)) = (
+            spec.db_type,
+            tspec.key_generator.as_ref(),
+            tspec.sharding_key.as_deref(),
+        ) {
+            if k.column.trim().eq_ignore_ascii_case(sk.trim()) {
+                problems.add(
+                    &tat,
+                    "key_generator.column",
+                    format!(
+                        "`{}` is the ShardingKey of a table in a unit database: it picks the \
+                         room, so it cannot be generated (generate another column)",
+                        k.column.trim()
+                    ),
+                );
+            }
+        }
         if let Some(t) = compile_table(tname, tspec, &tat, &logical, default_data_source, problems)
         {
             if tables

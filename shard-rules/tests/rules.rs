@@ -473,3 +473,18 @@ fn a_failing_key_generator_refuses_the_insert_and_names_the_column() {
     );
     assert_eq!(e.table.as_deref(), Some("t_order_item"));
 }
+
+#[test]
+fn a_unit_tables_sharding_key_cannot_be_generated() {
+    let text = example().replace(
+        r#"key_generator = { column = "order_id", type = "snowflake" }"#,
+        r#"key_generator = { column = "Buyer_Id", type = "snowflake" }"#,
+    );
+    let Err(RulesError::Invalid(p)) = RuleSet::parse(&text) else {
+        panic!("accepted a generated ShardingKey")
+    };
+    assert_eq!(
+        p[0].to_string(),
+        "databases.shop.tables.t_order: field `key_generator.column`: `Buyer_Id` is the ShardingKey of a table in a unit database: it picks the room, so it cannot be generated (generate another column)"
+    );
+}
