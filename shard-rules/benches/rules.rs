@@ -84,5 +84,17 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The digest lexer (issue 7): what a plan-cache lookup costs before the hash.
+fn digest(c: &mut Criterion) {
+    let point = b"SELECT c FROM sbtest1 WHERE id=5013".as_slice();
+    let insert = b"INSERT INTO sbtest1 (id, k, c, pad) VALUES (5013, 4993, '83868641912-28773972837-60736120486-75162659906-27563526494-20381887404-41576422241-93426793964-56405065102-33518432330', '67847967377-48000963322-62604785301-91415491898-96926520291')".as_slice();
+    c.bench_function("digest/point_select", |b| {
+        b.iter(|| shard_rules::digest::digest(black_box(point)))
+    });
+    c.bench_function("digest/oltp_insert", |b| {
+        b.iter(|| shard_rules::digest::digest(black_box(insert)))
+    });
+}
+
+criterion_group!(benches, bench, digest);
 criterion_main!(benches);

@@ -5,11 +5,13 @@
 //! - [`rules`]: the rules file as written (rooms, route codes, traffic, write-ban, data sources,
 //!   logical databases with table rules, users); [`RuleSet`] its compiled form.
 //! - [`route`]: ShardingKey → route code; [`algorithm`] and [`inline`]: sharding algorithms.
+//! - [`digest`]: a statement's shape and literal values, the key of a plan cache (issue 7).
 
 pub mod algorithm;
 pub mod analyze;
 pub mod config;
 pub mod decide;
+pub mod digest;
 pub mod inline;
 mod nodeset;
 pub mod route;
