@@ -9,7 +9,9 @@
 //! `/* */` comments, `X'…'`, `0x…`, `B'…'` and `0b…` literals, and numbers (integers, decimals,
 //! exponents). A text the lexer cannot cache safely gives `None`: an executable comment
 //! (`/*!…*/`, its meaning depends on the server version), an unterminated string, identifier or
-//! comment. Word case is kept: table names are case-sensitive on Linux.
+//! comment. Word case is kept: table names are case-sensitive on Linux. Under sql_mode
+//! ANSI_QUOTES (`"…"` names a column) or NO_BACKSLASH_ESCAPES the text reads differently: the
+//! caller must not use a digest made for a session in either mode.
 
 use std::ops::Range;
 
