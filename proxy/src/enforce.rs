@@ -228,18 +228,16 @@ enum Gate {
 fn gate(ctx: &Ctx<'_>, stripped: &[u8], several: bool) -> Result<Gate, ProxyError> {
     let versioned = has_versioned_comment(stripped);
     let opened = open_executable_comments(stripped);
-    let dropped = if versioned {
-        drop_executable_comments(stripped)
-    } else {
-        opened.to_vec()
-    };
+    // The text as a server that skips versioned comments reads it (without any, the same).
+    let dropped = versioned.then(|| drop_executable_comments(stripped));
+    let dropped: &[u8] = dropped.as_deref().unwrap_or(&opened);
+    let (keyword, keyword_dropped) = (first_keyword(&opened), first_keyword(dropped));
     // Read only as the server reads it whatever its version: executable comments run or not.
-    let read_only = !several
-        && is_read_only(&first_keyword(&opened), &opened)
-        && is_read_only(&first_keyword(&dropped), &dropped);
+    let read_only =
+        !several && is_read_only(&keyword, &opened) && is_read_only(&keyword_dropped, dropped);
     // An XA transaction outlives its session once prepared (XA PREPARE), so a write-ban
     // could not wait for it: XA is for center databases only.
-    if first_keyword(&opened) == "XA" || first_keyword(&dropped) == "XA" {
+    if keyword == "XA" || keyword_dropped == "XA" {
         let center = ctx
             .rules
             .database(ctx.database)
@@ -271,33 +269,31 @@ fn gate(ctx: &Ctx<'_>, stripped: &[u8], several: bool) -> Result<Gate, ProxyErro
     // Reads too: a session that logged in or chose the database before a reload made the user
     // a center user or the database a center database is stopped here, in a unit room.
     let unit_room = ctx.rules.room_role(ctx.room) != shard_rules::config::RoomRole::Center;
+    // The same refusals as `decide` gives writes.
+    let outside_center = |reason: RouteError| {
+        refusal(&Refusal {
+            reason,
+            rule_version: ctx.rules.version(),
+            table: None,
+            route_code: None,
+            owner_room: None,
+        })
+    };
+    let room = || ctx.rules.room_name(ctx.room).to_string();
+    let center = || ctx.rules.room_name(ctx.rules.center()).to_string();
     if unit_room && ctx.mode == ConnectionMode::Center {
-        return Err(ProxyError::Rule {
-            code: code::MODE_NOT_SERVED,
-            state: *b"HY000",
-            message: format!(
-                "`center` connections are served only by proxies in the center room `{}`; this \
-                 proxy is in room `{}` (rules version {})",
-                ctx.rules.room_name(ctx.rules.center()),
-                ctx.rules.room_name(ctx.room),
-                ctx.rules.version()
-            ),
-        });
+        return Err(outside_center(RouteError::CenterModeOutsideCenter {
+            room: room(),
+            center: center(),
+        }));
     }
     if db.db_type == DatabaseType::Center {
         if unit_room {
-            return Err(ProxyError::Rule {
-                code: code::CENTER_DATABASE,
-                state: *b"HY000",
-                message: format!(
-                    "database `{}` is a center database, served only in the center room `{}`; \
-                     this proxy is in room `{}` (rules version {})",
-                    db.name,
-                    ctx.rules.room_name(ctx.rules.center()),
-                    ctx.rules.room_name(ctx.room),
-                    ctx.rules.version()
-                ),
-            });
+            return Err(outside_center(RouteError::CenterDatabaseOutsideCenter {
+                database: db.name.clone(),
+                room: room(),
+                center: center(),
+            }));
         }
         if read_only {
             return Ok(Gate::Read);

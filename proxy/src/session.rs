@@ -232,9 +232,7 @@ impl Shared {
                         // server thread is gone.
                         let backend = lock(&h.backend).clone();
                         if let Some((ds, thread)) = backend {
-                            if let Ok(mut c) = self.pools.dedicated(&ds).await {
-                                let _ = c.query(&format!("KILL {thread}")).await;
-                            }
+                            let _ = self.kill_backend_thread(&ds, thread, false).await;
                         }
                     }
                     h.wake.notify_waiters();
@@ -259,6 +257,26 @@ impl Shared {
         Some(at)
     }
 
+    /// `KILL [QUERY] thread` on data source `ds`, sent from a new connection: the server's
+    /// answer (`Err(packet)` for an ERR), or why the server could not be asked.
+    pub async fn kill_backend_thread(
+        &self,
+        ds: &str,
+        thread: u32,
+        query_only: bool,
+    ) -> Result<Result<(), Bytes>, String> {
+        let mut conn = self.pools.dedicated(ds).await.map_err(|e| e.to_string())?;
+        let sql = if query_only {
+            format!("KILL QUERY {thread}")
+        } else {
+            format!("KILL {thread}")
+        };
+        conn.query(&sql)
+            .await
+            .map(|r| r.map(|_| ()))
+            .map_err(|e| e.to_string())
+    }
+
     /// Keeps `codes` claimed until backend thread `thread` of data source `ds` — whose
     /// connection was lost in the middle of a write — is gone from the server: it is killed and
     /// `KILL` is repeated until the server answers "unknown thread" (1094). While the server
@@ -280,13 +298,10 @@ impl Shared {
             let start = std::time::Instant::now();
             let mut warned = false;
             loop {
-                let gone = match shared.pools.dedicated(&ds).await {
-                    Ok(mut conn) => match conn.query(&format!("KILL {thread}")).await {
-                        Ok(Err(err)) => err.get(1..3) == Some(&1094u16.to_le_bytes()[..]),
-                        _ => false,
-                    },
-                    Err(_) => false,
-                };
+                let gone = matches!(
+                    shared.kill_backend_thread(&ds, thread, false).await,
+                    Ok(Err(err)) if err.get(1..3) == Some(&1094u16.to_le_bytes()[..])
+                );
                 if gone {
                     break;
                 }
@@ -402,8 +417,9 @@ impl Drop for Held {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // Also after a panic: the registry must not keep the session. Its claims go to a fence
-        // while a backend it held may still be finishing a write (`Held`'s drop closes it).
+        // Every end of a session, a panic included: the registry forgets it and its claims are
+        // released — to a fence while a backend it still holds (only after a panic; `close`
+        // fences its own) may be finishing a write (`Held`'s drop closes it).
         lock(&self.shared.sessions).remove(&self.connection_id);
         let claims = std::mem::take(&mut *lock(&self.handle.writing));
         if let Some(h) = self.held.as_ref().filter(|_| !claims.is_empty()) {
@@ -859,8 +875,8 @@ impl Session {
                 lock(&self.handle.writing).clear();
             }
         }
+        // Dropping the session then leaves the registry and releases its claims.
         self.close();
-        lock(&self.handle.writing).clear();
     }
 
     /// Records the route codes a write is about to touch, then checks the current write-ban
@@ -871,16 +887,22 @@ impl Session {
         if codes.is_empty() {
             return Ok(());
         }
-        let before = {
+        let added: Vec<u32> = {
             let mut writing = lock(&self.handle.writing);
-            let before = writing.clone();
-            writing.extend(codes.iter().copied());
-            before
+            codes
+                .iter()
+                .copied()
+                .filter(|c| writing.insert(*c))
+                .collect()
         };
         let rules = self.shared.rules.load();
         if let Some(code) = codes.iter().find(|c| rules.is_banned(**c)) {
             // The write does not run: only what the transaction already wrote stays claimed.
-            *lock(&self.handle.writing) = before;
+            let mut writing = lock(&self.handle.writing);
+            for c in &added {
+                writing.remove(c);
+            }
+            drop(writing);
             return Err(ProxyError::Rule {
                 code: crate::enforce::code::BANNED,
                 state: *b"HY000",
@@ -933,7 +955,6 @@ impl Session {
                     .fence_lost_backend(h.ds.clone(), h.conn.thread_id, claims);
             }
         }
-        lock(&self.shared.sessions).remove(&self.connection_id);
         debug!(connection_id = self.connection_id, "session closed");
     }
 
@@ -1199,10 +1220,7 @@ impl Session {
         if let crate::enforce::Verdict::Forward(Some(d)) = &verdict {
             crate::enforce::single_source(&ctx, d)?;
             // A read with a room or node hint is decided in full; counted like the others.
-            let unit = rules
-                .database(&database)
-                .is_some_and(|db| db.db_type == shard_rules::config::DatabaseType::Unit);
-            if let (true, true, Some(r)) = (d.foreign_read, unit, &d.route) {
+            if let (true, Some(r)) = (d.foreign_read, &d.route) {
                 self.count_foreign_read(r.code, r.owner);
             }
         }
@@ -1964,24 +1982,16 @@ impl Session {
                     .map(|t| t.room.clone())
                     .unwrap_or_default()
             };
-            let mut conn = self.shared.pools.dedicated(&ds).await.map_err(|e| {
-                ProxyError::BackendUnavailable {
-                    ds: ds.clone(),
-                    room: room(),
-                    reason: e.to_string(),
-                }
-            })?;
-            let sql = if query_only {
-                format!("KILL QUERY {thread}")
-            } else {
-                format!("KILL {thread}")
-            };
             // An ERR here means the backend statement already ended: nothing left to kill.
-            if let Err(e) = conn.query(&sql).await {
+            if let Err(reason) = self
+                .shared
+                .kill_backend_thread(&ds, thread, query_only)
+                .await
+            {
                 return Err(ProxyError::BackendUnavailable {
                     ds: ds.clone(),
                     room: room(),
-                    reason: e.to_string(),
+                    reason,
                 }
                 .into());
             }

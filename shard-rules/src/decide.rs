@@ -103,7 +103,7 @@ pub struct Decision {
     pub rule_version: u64,
     /// Set when a ShardingKey or route code is known.
     pub route: Option<Route>,
-    /// A read whose ShardingKey belongs to another room (served locally, counted).
+    /// A read of a unit database whose ShardingKey belongs to another room (served locally, counted).
     pub foreign_read: bool,
     pub tables: Vec<TableRoute>,
     pub generated: Vec<Generated>,
@@ -429,7 +429,10 @@ impl Decider<'_> {
         }
 
         let (route, write_codes) = self.route(db, write, &generated)?;
-        let foreign_read = !write && route.as_ref().is_some_and(|r| r.owner != s.room);
+        // Only a unit database's rows belong to one room.
+        let foreign_read = !write
+            && db.db_type == DatabaseType::Unit
+            && route.as_ref().is_some_and(|r| r.owner != s.room);
 
         // Data nodes of every table.
         let mut tables = Vec::new();

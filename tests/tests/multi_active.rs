@@ -112,13 +112,19 @@ struct Rooms {
     cu: String,
 }
 
-async fn rooms(name: &str) -> Rooms {
+/// Fresh unit (`t_order`) and center-unit (`t_sku`) databases in both rooms.
+async fn databases(name: &str) -> (String, String) {
     let db = fresh_unit_db(name, &[ORDERS]).await;
     let cu = fresh_unit_db(
         &format!("{name}_cu"),
         &["CREATE TABLE t_sku (sku VARCHAR(16) PRIMARY KEY, price INT)"],
     )
     .await;
+    (db, cu)
+}
+
+async fn rooms(name: &str) -> Rooms {
+    let (db, cu) = databases(name).await;
     let text = rules(&db, &cu);
     let a = Proxy::start_rules("A", &text).await;
     let b = Proxy::start_rules("B", &text).await;
@@ -809,12 +815,7 @@ fn effective_ms(line: &str) -> i64 {
 
 #[tokio::test]
 async fn a_ban_is_effective_only_after_transactions_that_wrote_its_codes_end() {
-    let db = fresh_unit_db("ma_effective", &[ORDERS]).await;
-    let cu = fresh_unit_db(
-        "ma_effective_cu",
-        &["CREATE TABLE t_sku (sku VARCHAR(16) PRIMARY KEY, price INT)"],
-    )
-    .await;
+    let (db, cu) = databases("ma_effective").await;
     let text = rules(&db, &cu);
     let a = Proxy::start_rules_with("A", &text, "ban_wait_timeout_s = 2").await;
     let mut t = Conn::new(opts(&a, "app", &db)).await.unwrap();
@@ -1141,12 +1142,7 @@ async fn segment_keys_come_in_blocks_from_the_center_table() {
 
 #[tokio::test]
 async fn reads_of_another_rooms_keys_are_counted_when_asked() {
-    let db = fresh_unit_db("ma_foreign", &[ORDERS]).await;
-    let cu = fresh_unit_db(
-        "ma_foreign_cu",
-        &["CREATE TABLE t_sku (sku VARCHAR(16) PRIMARY KEY, price INT)"],
-    )
-    .await;
+    let (db, cu) = databases("ma_foreign").await;
     let b = Proxy::start_rules_with("B", &rules(&db, &cu), "count_foreign_reads = true").await;
     let mut c = Conn::new(opts(&b, "app", &db)).await.unwrap();
     // Room B's own buyer: not counted; room A's buyer, found in WHERE: counted, still served.
@@ -1215,12 +1211,7 @@ async fn reads_of_another_rooms_keys_are_counted_when_asked() {
 /// killed, and the codes stay claimed until the server confirms the thread gone.
 #[tokio::test]
 async fn a_client_lost_mid_write_keeps_its_codes_claimed_until_its_server_thread_is_gone() {
-    let db = fresh_unit_db("ma_fence", &[ORDERS]).await;
-    let cu = fresh_unit_db(
-        "ma_fence_cu",
-        &["CREATE TABLE t_sku (sku VARCHAR(16) PRIMARY KEY, price INT)"],
-    )
-    .await;
+    let (db, cu) = databases("ma_fence").await;
     let text = rules(&db, &cu);
     let a = Proxy::start_rules_with("A", &text, "ban_wait_timeout_s = 30").await;
     let mut t = Conn::new(opts(&a, "app", &db)).await.unwrap();
