@@ -4,14 +4,16 @@
 //!
 //! Reads, transaction control and session statements take a fast path: the hint is parsed
 //! (and a bad hint refused), nothing else. Everything that may change data in a unit or
-//! center-unit database is parsed with sqlparser and decided against the rules; what cannot be
-//! parsed there is refused, never guessed. Center databases (served in the center room only)
-//! are not checked statement by statement.
+//! center-unit database is analysed and decided against the rules; what cannot be parsed there
+//! is refused, never guessed. The analysis comes from the plan cache
+//! ([`shard_rules::plan`]): sqlparser runs once per statement shape, not per statement. Center
+//! databases (served in the center room only) are not checked statement by statement.
 
 use shard_rules::algorithm::Value;
-use shard_rules::analyze::{analyze_statement, Facts, Kind, Operand};
+use shard_rules::analyze::{analyze_statement, AnalyzeError, Facts, Kind, Operand};
 use shard_rules::config::{ConnectionMode, DatabaseType};
 use shard_rules::decide::{decide, Decision, Refusal, RouteError, SessionCtx};
+use shard_rules::plan::{Analysis, PlanCache};
 use shard_rules::{RoomId, RuleSet, ShardingKey};
 use sql_hint::Hint;
 use sqlparser::dialect::MySqlDialect;
@@ -49,6 +51,8 @@ pub struct Ctx<'a> {
     /// Parse reads of unit databases too, to count those of another room's keys
     /// (`proxy.count_foreign_reads`).
     pub count_foreign_reads: bool,
+    /// The proxy's plan cache (analyses by statement digest).
+    pub plans: &'a PlanCache,
 }
 
 /// What to do with a statement.
@@ -64,10 +68,11 @@ pub enum Verdict {
     SetSessionKey(Option<ShardingKey>),
 }
 
-/// A statement prepared with its analysis, for deciding at execute time.
+/// The analysis of a statement text (one per statement of a multi-statement text) and its
+/// hint, for deciding now or, prepared, at each execute.
 #[derive(Clone)]
 pub struct Analysed {
-    pub facts: Vec<Facts>,
+    pub plans: Vec<Analysis>,
     pub hint: Option<Hint>,
 }
 
@@ -400,16 +405,14 @@ pub fn check_text(
             // A hint is still checked for what it asks (a room, a node) when it asks something.
             if let Some(h) = &hint {
                 if h.room.is_some() || h.node.is_some() {
-                    let text = String::from_utf8_lossy(&parsed.sql);
-                    if let Ok(facts) = shard_rules::analyze::analyze(&text) {
-                        return decide_one(ctx, &facts, Some(h), &[])
+                    if let Ok(a) = analyse_one(ctx, &parsed.sql) {
+                        return decide_one(ctx, &a, Some(h))
                             .map(|d| Verdict::Forward(Some(Box::new(d))));
                     }
                 }
             }
-            // A read hinted with another room's key is served locally and counted (without the
-            // hint the key is not looked for in reads: parsing every read would cost more than
-            // the read; issue 7's plan cache makes that affordable).
+            // A read hinted with another room's key is served locally and counted (without a
+            // hint, only with `count_foreign_reads`: see below).
             // Only unit databases have rows that belong to one room.
             let unit = ctx
                 .rules
@@ -430,11 +433,10 @@ pub fn check_text(
                     return Ok(Verdict::Forward(None));
                 }
             }
-            // Without a hint, the key of a read is in its WHERE: parsed only when asked for.
+            // Without a hint, the key of a read is in its WHERE: analysed only when asked for.
             if ctx.count_foreign_reads && unit && !several {
-                let text = String::from_utf8_lossy(&parsed.sql);
-                if let Ok(facts) = shard_rules::analyze::analyze(&text) {
-                    if let Ok(d) = decide_one(ctx, &facts, None, &[]) {
+                if let Ok(a) = analyse_one(ctx, &parsed.sql) {
+                    if let Ok(d) = decide_one(ctx, &a, None) {
                         if let (true, Some(r)) = (d.foreign_read, &d.route) {
                             return Ok(Verdict::ForeignRead {
                                 code: r.code,
@@ -447,9 +449,9 @@ pub fn check_text(
             Ok(Verdict::Forward(None))
         }
         Gate::Decide => {
-            let analysed = analyse(&parsed.sql, hint, ctx)?;
+            let analysed = analyse(&parsed.sql, hint, ctx, several)?;
             let needed = keys_needed(ctx, &analysed)?;
-            if !needed.is_empty() && analysed.facts.len() > 1 {
+            if !needed.is_empty() && analysed.plans.len() > 1 {
                 return Err(refused(
                     ctx,
                     *b"0A000",
@@ -477,7 +479,7 @@ pub fn keys_needed(
         return Ok(Vec::new());
     };
     let mut n = Vec::new();
-    for facts in &a.facts {
+    for facts in a.plans.iter().map(|p| &*p.facts) {
         let Some(ins) = &facts.insert else { continue };
         if !matches!(
             facts.kind,
@@ -524,30 +526,58 @@ pub fn keys_needed(
     Ok(n)
 }
 
-/// Parses and analyses a statement text (hint stripped) that may change data.
-pub fn analyse(sql: &[u8], hint: Option<Hint>, ctx: &Ctx<'_>) -> Result<Analysed, ProxyError> {
+/// Analyses a statement text (hint stripped) that may change data: one statement through the
+/// plan cache, several (`several`) parsed together.
+pub fn analyse(
+    sql: &[u8],
+    hint: Option<Hint>,
+    ctx: &Ctx<'_>,
+    several: bool,
+) -> Result<Analysed, ProxyError> {
     let opened = open_executable_comments(sql);
-    let text = String::from_utf8_lossy(&opened);
-    let statements = match Parser::parse_sql(&MySqlDialect {}, &text) {
-        Ok(s) => s,
-        Err(e) => {
-            // What cannot be read cannot be checked: refused, never guessed.
-            return Err(ProxyError::Rule {
-                code: code::REFUSED,
-                state: *b"HY000",
-                message: format!(
-                    "the proxy cannot parse this statement, so it cannot check which room it may \
-                     write in ({e}); database `{}` (rules version {})",
-                    ctx.database,
-                    ctx.rules.version()
-                ),
-            });
-        }
+    // What cannot be read cannot be checked: refused, never guessed.
+    let unparsable = |e: &dyn std::fmt::Display| ProxyError::Rule {
+        code: code::REFUSED,
+        state: *b"HY000",
+        message: format!(
+            "the proxy cannot parse this statement, so it cannot check which room it may write \
+             in ({e}); database `{}` (rules version {})",
+            ctx.database,
+            ctx.rules.version()
+        ),
     };
+    if !several {
+        match analyse_one(ctx, &opened) {
+            Ok(a) => {
+                return Ok(Analysed {
+                    plans: vec![a],
+                    hint,
+                })
+            }
+            Err(AnalyzeError::Parse(e)) => return Err(unparsable(&e)),
+            // Statements the splitter did not see (`SELECT 1;;`): parsed together below.
+            Err(AnalyzeError::Several(_) | AnalyzeError::Empty) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&opened);
+    let statements = Parser::parse_sql(&MySqlDialect {}, &text).map_err(|e| unparsable(&e))?;
     Ok(Analysed {
-        facts: statements.iter().map(analyze_statement).collect(),
+        plans: statements
+            .iter()
+            .map(|s| Analysis::from_facts(analyze_statement(s)))
+            .collect(),
         hint,
     })
+}
+
+/// The analysis of one statement (hint stripped), from the plan cache when the session's
+/// sql_mode reads quotes as the digest does.
+fn analyse_one(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Analysis, AnalyzeError> {
+    if ctx.backslash_escapes && !ctx.ansi_quotes {
+        ctx.plans.analyze(sql)
+    } else {
+        shard_rules::analyze::analyze(&String::from_utf8_lossy(sql)).map(Analysis::from_facts)
+    }
 }
 
 /// MySQL runs the text of `/*!NNNNN … */` and MariaDB also of `/*M!NNNNNN … */`: their markers
@@ -633,14 +663,16 @@ fn decide_all_with(
     let mut last: Option<Decision> = None;
     // Every statement's codes are claimed, not only the last one's.
     let mut codes: Vec<u32> = Vec::new();
-    for facts in &a.facts {
+    for plan in &a.plans {
+        let facts = &*plan.facts;
         if facts.session_key.is_some() {
             return Err(ProxyError::Unsupported(
                 "SET @@rb_sharding_key together with other statements or as a prepared statement (send it alone, as text)".into(),
             ));
         }
+        let params = plan.params(params);
         let d =
-            decide_raw(ctx, facts, a.hint.as_ref(), params, &mut ids).map_err(|r| refusal(&r))?;
+            decide_raw(ctx, facts, a.hint.as_ref(), &params, &mut ids).map_err(|r| refusal(&r))?;
         single_source(ctx, &d)?;
         for c in &d.write_codes {
             if !codes.contains(c) {
@@ -655,13 +687,9 @@ fn decide_all_with(
     }))
 }
 
-fn decide_one(
-    ctx: &Ctx<'_>,
-    facts: &Facts,
-    hint: Option<&Hint>,
-    params: &[Value],
-) -> Result<Decision, ProxyError> {
-    decide_raw(ctx, facts, hint, params, &mut std::iter::empty()).map_err(|r| refusal(&r))
+fn decide_one(ctx: &Ctx<'_>, a: &Analysis, hint: Option<&Hint>) -> Result<Decision, ProxyError> {
+    decide_raw(ctx, &a.facts, hint, &a.params(&[]), &mut std::iter::empty())
+        .map_err(|r| refusal(&r))
 }
 
 fn decide_raw(
@@ -707,7 +735,7 @@ pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<PreparedRules>, Proxy
     if let Gate::Read = gate(ctx, &parsed.sql, false)? {
         return Ok(None);
     }
-    let a = analyse(&parsed.sql, parsed.hint, ctx)?;
+    let a = analyse(&parsed.sql, parsed.hint, ctx, false)?;
     let keys = keys_needed(ctx, &a)?;
     if !keys.is_empty() && keys.iter().any(|k| k.column != keys[0].column) {
         return Err(refused(
@@ -716,8 +744,15 @@ pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<PreparedRules>, Proxy
             "a prepared INSERT may generate one key column only".into(),
         ));
     }
-    for facts in &a.facts {
-        match decide_raw(ctx, facts, a.hint.as_ref(), &[], &mut std::iter::empty()) {
+    for plan in &a.plans {
+        let params = plan.params(&[]);
+        match decide_raw(
+            ctx,
+            &plan.facts,
+            a.hint.as_ref(),
+            &params,
+            &mut std::iter::empty(),
+        ) {
             Ok(_) => {}
             // Decided at execute: the values, or the session key set after the prepare.
             Err(r)

@@ -92,12 +92,20 @@ pub async fn serve(
     let all = u32::try_from(limit).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(grace, permits.acquire_many(all)).await;
     match drained {
-        Ok(_) => info!(
-            foreign_reads = shared
-                .foreign_reads
-                .load(std::sync::atomic::Ordering::Relaxed),
-            "all sessions closed"
-        ),
+        Ok(_) => {
+            let plans = shared.plans.stats();
+            info!(
+                foreign_reads = shared
+                    .foreign_reads
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                plan_cache_hits = plans.hits,
+                plan_cache_misses = plans.misses,
+                plan_cache_parsed = plans.parsed,
+                plan_cache_entries = plans.entries,
+                plan_cache_hit_rate = format!("{:.3}", plans.hit_rate()),
+                "all sessions closed"
+            )
+        }
         Err(_) => warn!(
             open_sessions = limit - permits.available_permits(),
             "shutdown timeout: closing sessions still in a transaction (they roll back)"

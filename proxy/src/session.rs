@@ -69,6 +69,8 @@ pub struct Shared {
     pub segments: Option<id_gen::SegmentAllocator<crate::segments::CenterSegments>>,
     /// Reads whose (hinted) ShardingKey belongs to another room, served locally.
     pub foreign_reads: std::sync::atomic::AtomicU64,
+    /// Statement analyses by digest, shared by all sessions.
+    pub plans: shard_rules::plan::PlanCache,
     /// The last write-ban this proxy reported effective: its version and when.
     pub ban_effective: std::sync::Mutex<Option<(u64, std::time::SystemTime)>>,
     pub pools: Pools,
@@ -156,6 +158,7 @@ impl Shared {
             _ => None,
         };
         Ok(Shared {
+            plans: shard_rules::plan::PlanCache::new(config.proxy.plan_cache_size),
             config,
             foreign_reads: std::sync::atomic::AtomicU64::new(0),
             ban_effective: std::sync::Mutex::new(Some((
@@ -1201,6 +1204,7 @@ impl Session {
             ansi_quotes: syntax.ansi_quotes,
             escape_unsafe_charset: self.escape_unsafe_charset().is_some(),
             count_foreign_reads: self.shared.config.proxy.count_foreign_reads,
+            plans: &self.shared.plans,
         }
     }
 

@@ -5,7 +5,8 @@
 //! - [`rules`]: the rules file as written (rooms, route codes, traffic, write-ban, data sources,
 //!   logical databases with table rules, users); [`RuleSet`] its compiled form.
 //! - [`route`]: ShardingKey → route code; [`algorithm`] and [`inline`]: sharding algorithms.
-//! - [`digest`]: a statement's shape and literal values, the key of a plan cache (issue 7).
+//! - [`digest`]: a statement's shape and literal values, the key of the plan cache.
+//! - [`plan`]: the plan cache: one sqlparser analysis per statement shape, verified.
 
 pub mod algorithm;
 pub mod analyze;
@@ -14,6 +15,7 @@ pub mod decide;
 pub mod digest;
 pub mod inline;
 mod nodeset;
+pub mod plan;
 pub mod route;
 pub mod rules;
 pub mod ruleset;

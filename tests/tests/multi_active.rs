@@ -138,6 +138,77 @@ async fn count(port: u16, db: &str, sql: &str) -> i64 {
     n
 }
 
+/// Statements of one shape share a cached analysis (issue 7), yet each is decided on its own
+/// values: the same INSERT, UPDATE and prepared UPDATE are taken for this room's keys and
+/// refused for the other room's, alternately, long after the shape was cached. The proxy's
+/// shutdown line reports the hits.
+#[tokio::test]
+async fn cached_statement_shapes_are_decided_on_each_statements_own_values() {
+    let (db, cu) = databases("ma_plans").await;
+    let mut a = Proxy::start_rules("A", &rules(&db, &cu)).await;
+    let mut c = Conn::new(opts(&a, "app", &db)).await.unwrap();
+    let mut taken = 0;
+    for i in 0..20i64 {
+        // Even rounds: a key of room A (taken); odd rounds: a key of room B (refused).
+        let buyer = if i % 2 == 0 { 1000 + i } else { 5000 + i };
+        let insert = format!(
+            "INSERT INTO t_order (order_id, buyer_id, amount) VALUES ({}, {buyer}, 1.5)",
+            100 + i
+        );
+        let update = format!("UPDATE t_order SET status = 's{i}' WHERE buyer_id = {buyer}");
+        for sql in [&insert, &update] {
+            if i % 2 == 0 {
+                c.query_drop(sql).await.unwrap();
+                taken += 1;
+            } else {
+                let (code, msg) = refused(&mut c, sql).await;
+                assert_eq!(code, 8031, "{sql}: {msg}");
+                assert!(
+                    msg.contains(&format!("ShardingKey {buyer} ")),
+                    "{sql}: {msg}"
+                );
+            }
+        }
+        // A prepared statement mixing a literal and a parameter: the literal is the key.
+        let stmt = format!("UPDATE t_order SET status = ? WHERE buyer_id = {buyer}");
+        let r = c.exec_drop(stmt.as_str(), (format!("p{i}"),)).await;
+        match (i % 2 == 0, r) {
+            (true, Ok(())) => {}
+            (false, Err(mysql_async::Error::Server(e))) if e.code == 8031 => {}
+            (_, other) => panic!("{stmt}: {other:?}"),
+        }
+    }
+    assert_eq!(taken, 20);
+    let rows = count(
+        ROOM_A_PORT,
+        &db,
+        "SELECT COUNT(*) FROM t_order WHERE status LIKE 'p%' AND buyer_id < 5000",
+    )
+    .await;
+    assert_eq!(rows, 10);
+    assert_eq!(
+        count(ROOM_B_PORT, &db, "SELECT COUNT(*) FROM t_order").await,
+        0,
+        "nothing reached room B"
+    );
+    c.disconnect().await.unwrap();
+    a.terminate();
+    assert!(a.wait_exit(std::time::Duration::from_secs(10)));
+    let log = a.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("all sessions closed"))
+        .unwrap_or_else(|| panic!("no shutdown line:\n{log}"));
+    // 20 rounds of 3 shapes: at most one miss per shape (per-connection prepares count too).
+    let hits: u64 = line
+        .split("plan_cache_hits=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no plan_cache_hits in {line}"));
+    assert!(hits >= 50, "{line}");
+}
+
 #[tokio::test]
 async fn writes_land_only_in_the_room_that_owns_their_key() {
     let r = rooms("ma_room").await;
