@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# sysbench.sh — compare direct MariaDB (room A, 127.0.0.1:3316) with Rainbow Bridge
-# (127.0.0.1:${RB_BENCH_PORT:-3390}, config fixtures/bench/proxy.toml) in one run:
-# oltp_point_select and oltp_read_write, each with --db-ps-mode=auto and =disable.
-# Env: THREADS (16), TIME (20 s per run), RB_BENCH_PORT (3390), RB_BENCH_DIR (raw outputs, logs).
+# sysbench.sh — compare, in one run, direct MariaDB (room A, 127.0.0.1:3316), HAProxy in TCP mode
+# (a plain forwarder, the floor of every proxy; 127.0.0.1:${RB_HAPROXY_PORT:-3391}) and Rainbow
+# Bridge (127.0.0.1:${RB_BENCH_PORT:-3390}, config fixtures/bench/proxy.toml: a unit database, so
+# writes are analysed and decided): oltp_point_select and oltp_read_write, each with
+# --db-ps-mode=auto and =disable. Every sysbench statement carries the hint
+# `/* rb: sharding_key=1 */` (a patched copy of sysbench's oltp_common.lua, made at run time).
+# Env: THREADS (16), TIME (20 s per run), RB_BENCH_PORT (3390), RB_HAPROXY_PORT (3391),
+# RB_BENCH_DIR (raw outputs, logs), TESTS (default "oltp_point_select oltp_read_write").
 # Any sysbench "ignored errors" (e.g. deadlocks, also possible directly) flag the row FAIL;
 # the script exits 1 only if a sysbench run itself failed (such runs show errors >= 1000).
 set -euo pipefail
@@ -10,6 +14,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PORT="${RB_BENCH_PORT:-3390}" THREADS="${THREADS:-16}" TIME="${TIME:-20}"
+HAPORT="${RB_HAPROXY_PORT:-3391}" TESTS="${TESTS:-oltp_point_select oltp_read_write}"
 OUT="${RB_BENCH_DIR:-/tmp/rainbow-bridge-bench}" CONFIG=fixtures/bench/proxy.toml
 TABLES=4 TABLE_SIZE="${TABLE_SIZE:-100000}"
 mkdir -p "$OUT"
@@ -18,11 +23,22 @@ direct_sql() { mariadb --no-defaults -h127.0.0.1 -P3316 -urb -prb "$@"; }
 
 say "rooms"
 scripts/rooms.sh up
-command -v sysbench >/dev/null || {
+if ! command -v sysbench >/dev/null || ! command -v haproxy >/dev/null; then
   if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q sysbench
-}
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q sysbench haproxy
+fi
+HAPROXY_BIN="$(command -v haproxy || echo /usr/sbin/haproxy)"
+
+# sysbench's own scripts, with the hint in front of every statement it prepares.
+LUA="$OUT/lua"
+mkdir -p "$LUA"
+cp /usr/share/sysbench/oltp_point_select.lua /usr/share/sysbench/oltp_read_write.lua "$LUA/"
+sed -E 's#^( *)"(SELECT|UPDATE|DELETE|INSERT) #\1"/* rb: sharding_key=1 */ \2 #' \
+  /usr/share/sysbench/oltp_common.lua >"$LUA/oltp_common.lua"
+[ "$(grep -c 'rb: sharding_key=1' "$LUA/oltp_common.lua")" -ge 9 ] || {
+  echo "bench: could not add the hint to sysbench's oltp_common.lua" >&2; exit 1; }
+export LUA_PATH="$LUA/?.lua;;"
 direct_sql -e 'CREATE DATABASE IF NOT EXISTS sbtest'
 
 say "build"
@@ -37,7 +53,28 @@ stop_proxy() {
   for _ in $(seq 25); do kill -0 "$PROXY" 2>/dev/null || return 0; sleep 0.2; done
   kill -9 "$PROXY" 2>/dev/null || true
 }
-trap stop_proxy EXIT
+
+say "haproxy (TCP mode, one thread) on 127.0.0.1:$HAPORT"
+cat >"$OUT/haproxy.cfg" <<CFG
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen mariadb
+  bind 127.0.0.1:$HAPORT
+  server room_a 127.0.0.1:3316
+CFG
+"$HAPROXY_BIN" -db -f "$OUT/haproxy.cfg" </dev/null >"$OUT/haproxy.log" 2>&1 &
+HAPROXY=$!
+stop_all() {
+  stop_proxy
+  kill "$HAPROXY" 2>/dev/null || true
+}
+trap stop_all EXIT
 for i in $(seq 60); do
   mariadb --no-defaults -h127.0.0.1 -P"$PORT" -ubench -pbench -Dsbtest --connect-timeout=2 \
     -e 'SELECT 1' >/dev/null 2>&1 && break
@@ -69,13 +106,23 @@ else
   sysbench oltp_point_select "${COMMON[@]}" "${DIRECT[@]}" prepare >"$OUT/prepare.txt"
 fi
 
-cpu_ticks() { sed 's/.*) //' "/proc/$PROXY/stat" | awk '{print $12 + $13}'; }  # utime+stime (fields 14,15)
+for i in $(seq 20); do
+  mariadb --no-defaults -h127.0.0.1 -P"$HAPORT" -urb -prb --connect-timeout=2 -e 'SELECT 1' \
+    >/dev/null 2>&1 && break
+  [ "$i" -lt 20 ] && kill -0 "$HAPROXY" 2>/dev/null || {
+    echo "bench: haproxy did not forward on 127.0.0.1:$HAPORT; $OUT/haproxy.log:" >&2
+    cat "$OUT/haproxy.log" >&2; exit 1; }
+  sleep 0.5
+done
+
+# utime+stime (fields 14, 15) of process $1, in clock ticks.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 CLK="$(getconf CLK_TCK)"
 
 # run NAME TEST PS_MODE TARGET... -> sets QPS QUERIES P95 ERR (ERR: ignored errors, +1000 if sysbench failed)
 run() {
   local name=$1 test=$2 ps=$3 rc=0; shift 3
-  sysbench "$test" "${COMMON[@]}" "$@" --db-ps-mode="$ps" --threads="$THREADS" --time="$TIME" \
+  sysbench "$LUA/$test.lua" "${COMMON[@]}" "$@" --db-ps-mode="$ps" --threads="$THREADS" --time="$TIME" \
     --report-interval=0 run >"$OUT/$name.txt" 2>&1 || rc=$?
   QUERIES="$(awk '$1 == "queries:" {print $2}' "$OUT/$name.txt")"
   QPS="$(awk '$1 == "queries:" {gsub(/[()]/, ""); print $3}' "$OUT/$name.txt")"
@@ -87,32 +134,48 @@ run() {
   fi
 }
 
+# measure NAME PID TEST PS TARGET... -> sets QPS P95 ERR CPU_US (CPU of PID per query; "-" without PID)
+measure() {
+  local name=$1 pid=$2 test=$3 ps=$4 t0=0 t1=0; shift 4
+  [ -n "$pid" ] && t0="$(cpu_ticks "$pid")"
+  run "$name" "$test" "$ps" "$@"
+  CPU_US=-
+  if [ -n "$pid" ]; then
+    t1="$(cpu_ticks "$pid" 2>/dev/null || echo "$t0")"
+    CPU_US="$(awk -v a="$t0" -v b="$t1" -v hz="$CLK" -v q="$QUERIES" \
+      'BEGIN { if (q > 0) printf "%.1f", (b - a) / hz * 1e6 / q; else print "n/a" }')"
+  fi
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "-" && b != "-") printf "%.2f", a / b; else print "n/a" }'; }
+
+HAVIA=(--mysql-port="$HAPORT" --mysql-user=rb --mysql-password=rb)
 ROWS=() FAILED=0
-for test in oltp_point_select oltp_read_write; do
+FMT='%-28s | %9s | %9s | %9s | %7s | %7s | %7s | %7s | %7s | %8s | %8s | %8s | %s'
+for test in $TESTS; do
   for ps in auto disable; do
     mode="$test/ps=$ps"
     say "$mode: direct"
-    run "$test-$ps-direct" "$test" "$ps" "${DIRECT[@]}"
+    measure "$test-$ps-direct" "" "$test" "$ps" "${DIRECT[@]}"
     d_qps=$QPS d_p95=$P95 d_err=$ERR
-    say "$mode: proxy"
-    t0="$(cpu_ticks)"
-    run "$test-$ps-proxy" "$test" "$ps" "${VIA[@]}"
-    t1="$(cpu_ticks 2>/dev/null || echo "$t0")"
+    say "$mode: haproxy"
+    measure "$test-$ps-haproxy" "$HAPROXY" "$test" "$ps" "${HAVIA[@]}"
+    h_qps=$QPS h_p95=$P95 h_err=$ERR h_cpu=$CPU_US
+    say "$mode: rainbow-bridge"
+    measure "$test-$ps-proxy" "$PROXY" "$test" "$ps" "${VIA[@]}"
+    p_qps=$QPS p_p95=$P95 p_err=$ERR p_cpu=$CPU_US
     rss="$(awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$PROXY/status" 2>/dev/null || echo '?')"
-    cpu_us="$(awk -v a="$t0" -v b="$t1" -v hz="$CLK" -v q="$QUERIES" \
-      'BEGIN { if (q > 0) printf "%.1f", (b - a) / hz * 1e6 / q; else print "n/a" }')"
-    ratio="$(awk -v d="$d_qps" -v p="$QPS" 'BEGIN { if (d > 0) printf "%.2f", p / d; else print "n/a" }')"
-    if [ "$d_err" = 0 ] && [ "$ERR" = 0 ]; then errs=ok; else errs="FAIL d=$d_err p=$ERR"; fi
-    [ "$d_err" -lt 1000 ] && [ "$ERR" -lt 1000 ] || FAILED=1
-    ROWS+=("$(printf '%-28s | %10s | %10s | %5s | %9s | %9s | %11s | %9s | %s' \
-      "$mode" "$d_qps" "$QPS" "$ratio" "$d_p95" "$P95" "$cpu_us" "$rss" "$errs")")
+    if [ "$d_err" = 0 ] && [ "$h_err" = 0 ] && [ "$p_err" = 0 ]; then errs=ok
+    else errs="FAIL d=$d_err h=$h_err p=$p_err"; fi
+    [ "$d_err" -lt 1000 ] && [ "$h_err" -lt 1000 ] && [ "$p_err" -lt 1000 ] || FAILED=1
+    ROWS+=("$(printf "$FMT" "$mode" "$d_qps" "$h_qps" "$p_qps" "$(ratio "$p_qps" "$d_qps")" \
+      "$(ratio "$p_qps" "$h_qps")" "$d_p95" "$h_p95" "$p_p95" "$h_cpu" "$p_cpu" \
+      "$(ratio "$p_cpu" "$h_cpu")" "$errs") | $rss MiB")
   done
 done
 
 echo
 echo "sysbench: threads=$THREADS time=${TIME}s tables=$TABLES x $TABLE_SIZE; raw output in $OUT"
-printf '%-28s | %10s | %10s | %5s | %9s | %9s | %11s | %9s | %s\n' mode "direct QPS" "proxy QPS" ratio \
-  "direct p95" "proxy p95" "proxy CPU" "proxy RSS" errors
-printf '%-28s | %10s | %10s | %5s | %9s | %9s | %12s | %9s | %s\n' "" "" "" "" ms ms "µs/query" MiB ""  # µ is 2 bytes
+echo "QPS; ratios rb/direct and rb/haproxy; p95 ms; CPU µs per query (haproxy, rb) and their ratio; rb RSS after the run"
+printf "$FMT | %s\n" mode direct haproxy rb rb/dir rb/ha "dir p95" "ha p95" "rb p95" "ha CPU" "rb CPU" "CPU rb/ha" errors RSS
 printf '%s\n' "${ROWS[@]}"
 [ "$FAILED" = 0 ] || { echo "bench: some sysbench runs failed (see $OUT)" >&2; exit 1; }

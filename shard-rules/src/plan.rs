@@ -16,7 +16,7 @@
 //! MariaDB's default quoting; callers bypass the cache under sql_mode ANSI_QUOTES or
 //! NO_BACKSLASH_ESCAPES.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -176,9 +176,7 @@ impl PlanCache {
     }
 
     fn shard(&self, key: &str) -> &Mutex<LruCache<Box<str>, Entry, foldhash::fast::FixedState>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % self.shards.len()]
+        &self.shards[(self.hasher.hash_one(key) as usize) % self.shards.len()]
     }
 
     /// The analysis of one statement (hint already stripped; default sql_mode quoting).
