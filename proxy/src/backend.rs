@@ -159,7 +159,7 @@ impl BackendConn {
     ) -> Result<BackendConn, BackendError> {
         let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
         stream.set_nodelay(true)?;
-        let mut io = PacketIo::new(stream);
+        let mut io = PacketIo::new(stream, crate::packet::BACKEND_CHUNK);
         let greeting = read(&mut io).await?;
         if greeting.payload.first() == Some(&0xFF) {
             return Err(BackendError::Refused(err_message(&greeting.payload)));

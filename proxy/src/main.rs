@@ -303,10 +303,17 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 Err(LoadError::Io(e)) => return Err(e),
                 Err(e) => anyhow::bail!("refused: {e}"),
             };
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            if config.proxy.worker_threads > 0 {
-                rt.worker_threads(config.proxy.worker_threads);
-            }
+            // One worker thread: tokio's current-thread scheduler runs every task on this
+            // thread with no work-stealing bookkeeping (benches/README.md measures both).
+            let mut rt = if config.proxy.worker_threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                if config.proxy.worker_threads > 0 {
+                    b.worker_threads(config.proxy.worker_threads);
+                }
+                b
+            };
             let rt = rt.enable_all().build()?;
             rt.block_on(async move {
                 let listen = config.proxy.listen.clone();

@@ -14,7 +14,11 @@ use tokio::net::TcpStream;
 /// Largest payload carried by one physical packet.
 pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
 
-const READ_CHUNK: usize = 64 * 1024;
+/// Read size of a backend connection: result sets stream through in 64 KiB reads.
+pub const BACKEND_CHUNK: usize = 64 * 1024;
+/// Read size of a client connection: commands are small, and an idle client should cost little
+/// (10 000 idle clients hold 10 000 of these). A larger packet grows the buffer to its size.
+pub const CLIENT_CHUNK: usize = 4 * 1024;
 
 /// One logical packet: the sequence id of its first physical packet and the joined payload.
 #[derive(Debug)]
@@ -30,23 +34,39 @@ pub struct PacketIo {
     pub stream: TcpStream,
     pub rbuf: BytesMut,
     pub wbuf: BytesMut,
+    /// How much room a read asks for ([`BACKEND_CHUNK`] or [`CLIENT_CHUNK`]).
+    chunk: usize,
 }
 
 impl PacketIo {
-    pub fn new(stream: TcpStream) -> Self {
+    /// A connection whose reads ask for `chunk` bytes of room; the write buffer starts empty.
+    pub fn new(stream: TcpStream, chunk: usize) -> Self {
         PacketIo {
             stream,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf: BytesMut::with_capacity(chunk),
+            wbuf: BytesMut::new(),
+            chunk,
         }
     }
 
     /// Reads more bytes into `rbuf`; `Ok(0)` means the peer closed the connection.
     pub async fn fill(&mut self) -> io::Result<usize> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
+        if self.rbuf.capacity() - self.rbuf.len() < self.chunk / 4 {
+            self.rbuf.reserve(self.chunk);
         }
         self.stream.read_buf(&mut self.rbuf).await
+    }
+
+    /// Between commands: gives back buffers a large packet grew beyond four chunks, so that
+    /// a client that once sent or received a big packet does not keep its memory while idle.
+    pub fn shrink_idle(&mut self) {
+        let limit = 4 * self.chunk;
+        if self.rbuf.is_empty() && self.rbuf.capacity() > limit {
+            self.rbuf = BytesMut::with_capacity(self.chunk);
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > limit {
+            self.wbuf = BytesMut::new();
+        }
     }
 
     /// Reads one logical packet, joining split payloads; refuses payloads over `max_len`.
@@ -245,12 +265,12 @@ mod tests {
         let payload: Vec<u8> = (0..MAX_PAYLOAD + 10).map(|i| i as u8).collect();
         let expected = payload.clone();
         let sender = tokio::spawn(async move {
-            let mut io = PacketIo::new(TcpStream::connect(addr).await.unwrap());
+            let mut io = PacketIo::new(TcpStream::connect(addr).await.unwrap(), CLIENT_CHUNK);
             let next = io.send(3, &payload).await.unwrap();
             io.send(next, b"tail").await.unwrap();
         });
         let (sock, _) = listener.accept().await.unwrap();
-        let mut io = PacketIo::new(sock);
+        let mut io = PacketIo::new(sock, CLIENT_CHUNK);
         let p = io.read_packet(usize::MAX).await.unwrap().unwrap();
         assert_eq!((p.seq, p.last_seq), (3, 4));
         assert_eq!(p.payload.as_ref(), expected.as_slice());
@@ -265,12 +285,15 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            let mut io = PacketIo::new(TcpStream::connect(addr).await.unwrap());
+            let mut io = PacketIo::new(TcpStream::connect(addr).await.unwrap(), CLIENT_CHUNK);
             io.send(0, &[7u8; 2000]).await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         });
         let (sock, _) = listener.accept().await.unwrap();
-        let err = PacketIo::new(sock).read_packet(1024).await.unwrap_err();
+        let err = PacketIo::new(sock, CLIENT_CHUNK)
+            .read_packet(1024)
+            .await
+            .unwrap_err();
         assert!(err.get_ref().unwrap().is::<PacketTooLarge>());
     }
 }

@@ -66,7 +66,7 @@ pub async fn serve(
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             tokio::spawn(async move {
-                let mut io = PacketIo::new(stream);
+                let mut io = PacketIo::new(stream, crate::packet::CLIENT_CHUNK);
                 let _ = io
                     .send(0, &ProxyError::TooManyConnections(limit).to_err_payload())
                     .await;

@@ -517,7 +517,7 @@ impl Session {
         let connection_id = shared.next_connection_id();
         let timeout = Duration::from_secs(shared.config.proxy.handshake_timeout_s);
         let mut session = Session {
-            client: PacketIo::new(stream),
+            client: PacketIo::new(stream, crate::packet::CLIENT_CHUNK),
             peer,
             connection_id,
             salt: auth::new_salt(),
@@ -837,6 +837,7 @@ impl Session {
             if self.handle.killed.load(Ordering::Acquire) {
                 break;
             }
+            self.client.shrink_idle();
             let read = tokio::select! {
                 r = self.read_client() => r,
                 _ = handle.wake.notified() => continue,
