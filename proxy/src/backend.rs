@@ -547,6 +547,13 @@ pub fn err_message(payload: &[u8]) -> String {
 /// Splits a (possibly multi-packet) command for forwarding: returns the framed bytes.
 pub fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 4 + 4 * (payload.len() / MAX_PAYLOAD));
+    frame_into(&mut out, seq, payload);
+    out
+}
+
+/// [`frame`] appending to `out`.
+pub fn frame_into(out: &mut Vec<u8>, seq: u8, payload: &[u8]) {
+    out.reserve(payload.len() + 4 + 4 * (payload.len() / MAX_PAYLOAD));
     let mut seq = seq;
     let mut rest = payload;
     loop {
@@ -557,7 +564,7 @@ pub fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
         seq = seq.wrapping_add(1);
         rest = &rest[n..];
         if n < MAX_PAYLOAD {
-            return out;
+            return;
         }
     }
 }

@@ -112,8 +112,36 @@ pub fn refusal(r: &Refusal) -> ProxyError {
     }
 }
 
+/// A statement's first word, upper-cased, kept on the stack (no allocation per statement).
+/// Words longer than 16 bytes are cut: none of them is a keyword the proxy looks for.
+#[derive(Clone, Copy, Default)]
+struct Keyword {
+    buf: [u8; 16],
+    len: usize,
+}
+
+impl std::ops::Deref for Keyword {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Only ASCII letters and `_` are stored.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl PartialEq<&str> for Keyword {
+    fn eq(&self, other: &&str) -> bool {
+        &**self == *other
+    }
+}
+
+impl std::fmt::Debug for Keyword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
 /// The first keyword of a statement, upper-cased, skipping whitespace, comments and `(`.
-fn first_keyword(sql: &[u8]) -> String {
+fn first_keyword(sql: &[u8]) -> Keyword {
     let mut i = 0;
     while i < sql.len() {
         match sql[i] {
@@ -129,28 +157,32 @@ fn first_keyword(sql: &[u8]) -> String {
                 }
                 match sql[i + 2..].windows(2).position(|w| w == b"*/") {
                     Some(p) => i += p + 4,
-                    None => return String::new(),
+                    None => return Keyword::default(),
                 }
             }
             b'#' => match sql[i..].iter().position(|c| *c == b'\n') {
                 Some(p) => i += p + 1,
-                None => return String::new(),
+                None => return Keyword::default(),
             },
             b'-' if sql.get(i + 1) == Some(&b'-') => {
                 match sql[i..].iter().position(|c| *c == b'\n') {
                     Some(p) => i += p + 1,
-                    None => return String::new(),
+                    None => return Keyword::default(),
                 }
             }
             _ => break,
         }
     }
-    let word: Vec<u8> = sql[i..]
+    let mut k = Keyword::default();
+    for c in sql[i..]
         .iter()
         .take_while(|c| c.is_ascii_alphabetic() || **c == b'_')
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    String::from_utf8(word).unwrap_or_default()
+        .take(k.buf.len())
+    {
+        k.buf[k.len] = c.to_ascii_uppercase();
+        k.len += 1;
+    }
+    k
 }
 
 /// Statements that never change data: no decision needed.
@@ -357,7 +389,7 @@ fn gate(ctx: &Ctx<'_>, stripped: &[u8], several: bool) -> Result<Gate, ProxyErro
         ));
     }
     if matches!(
-        first_keyword(stripped).as_str(),
+        &*first_keyword(stripped),
         "PREPARE" | "EXECUTE" | "DEALLOCATE"
     ) {
         return Err(refused(

@@ -29,7 +29,7 @@ use shard_rules::{RoomId, RuleSet};
 use tracing::{debug, info, warn};
 
 use crate::auth;
-use crate::backend::{charset_vars, frame, Response};
+use crate::backend::{charset_vars, frame, frame_into, Response};
 use crate::classify::{self, pin, Kind, Statement};
 use crate::error::{ProxyError, SessionError};
 use crate::packet::{Packet, PacketIo, PacketTooLarge};
@@ -475,6 +475,8 @@ pub struct Session {
     shared: Arc<Shared>,
     handle: Arc<SessionHandle>,
     client: PacketIo,
+    /// Reused to frame each command for its backend.
+    framed: Vec<u8>,
     peer: SocketAddr,
     connection_id: u32,
     salt: [u8; 20],
@@ -518,6 +520,7 @@ impl Session {
         let timeout = Duration::from_secs(shared.config.proxy.handshake_timeout_s);
         let mut session = Session {
             client: PacketIo::new(stream, crate::packet::CLIENT_CHUNK),
+            framed: Vec::new(),
             peer,
             connection_id,
             salt: auth::new_salt(),
@@ -1179,15 +1182,16 @@ impl Session {
 
     /// The database the rules judge the session's statements against: the current one, or the
     /// one a session without a database falls back to.
-    fn rules_database(&self) -> Option<String> {
-        self.db.clone().or_else(|| {
-            let rules = self.shared.rules.load();
-            let user = rules.users().get(&self.user)?;
-            user.databases
-                .iter()
-                .find(|d| local_data_source(&self.shared, d).is_some())
-                .cloned()
-        })
+    fn rules_database(&self) -> Option<std::borrow::Cow<'_, str>> {
+        if let Some(db) = self.db.as_deref() {
+            return Some(std::borrow::Cow::Borrowed(db));
+        }
+        let rules = self.shared.rules.load();
+        let user = rules.users().get(&self.user)?;
+        user.databases
+            .iter()
+            .find(|d| local_data_source(&self.shared, d).is_some())
+            .map(|d| std::borrow::Cow::Owned(d.clone()))
     }
 
     /// What the multi-active checks need to know of this session.
@@ -1349,8 +1353,15 @@ impl Session {
     }
 
     async fn relay(&mut self, p: &Packet, kind: ResponseKind) -> Result<Outcome> {
-        let framed = frame(p.seq, &p.payload);
-        self.relay_framed(&framed, kind, 0).await
+        // The session's framing buffer, reused: no allocation per statement.
+        let mut framed = std::mem::take(&mut self.framed);
+        framed.clear();
+        frame_into(&mut framed, p.seq, &p.payload);
+        let r = self.relay_framed(&framed, kind, 0).await;
+        if framed.capacity() <= 4 * crate::packet::CLIENT_CHUNK {
+            self.framed = framed;
+        }
+        r
     }
 
     async fn relay_framed(
@@ -1543,7 +1554,7 @@ impl Session {
                     params: client_params,
                     info,
                     rules: analysed_rules,
-                    rules_db: self.rules_database(),
+                    rules_db: self.rules_database().map(|d| d.into_owned()),
                     rules_version: self.shared.rules.load().version(),
                     key_slots,
                     types: None,
@@ -1679,7 +1690,9 @@ impl Session {
         };
         // Prepared under another database, or unchecked under older rules: judge it as it
         // runs now.
-        let rules = if self.rules_database() != prepared_db || unchecked_under_old_rules {
+        let rules = if self.rules_database().as_deref() != prepared_db.as_deref()
+            || unchecked_under_old_rules
+        {
             if extra > 0 {
                 return Err(ProxyError::Rule {
                     code: crate::enforce::code::REFUSED,
