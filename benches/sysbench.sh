@@ -134,11 +134,19 @@ run() {
   fi
 }
 
-# measure NAME PID TEST PS TARGET... -> sets QPS P95 ERR CPU_US (CPU of PID per query; "-" without PID)
+# The machine's total and stolen CPU ticks (/proc/stat): on a VM, time the host gave to others.
+steal_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
+STEALS=()
+
+# measure NAME PID TEST PS TARGET... -> sets QPS P95 ERR CPU_US (CPU of PID per query; "-" without
+# PID); appends the run's CPU steal percentage to STEALS
 measure() {
-  local name=$1 pid=$2 test=$3 ps=$4 t0=0 t1=0; shift 4
+  local name=$1 pid=$2 test=$3 ps=$4 t0=0 t1=0 s0 s1; shift 4
   [ -n "$pid" ] && t0="$(cpu_ticks "$pid")"
+  s0="$(steal_ticks)"
   run "$name" "$test" "$ps" "$@"
+  s1="$(steal_ticks)"
+  STEALS+=("$(echo "$s0 $s1" | awk '{ if ($3 > $1) printf "%.0f", ($4 - $2) * 100 / ($3 - $1); else print 0 }')")
   CPU_US=-
   if [ -n "$pid" ]; then
     t1="$(cpu_ticks "$pid" 2>/dev/null || echo "$t0")"
@@ -167,15 +175,18 @@ for test in $TESTS; do
     if [ "$d_err" = 0 ] && [ "$h_err" = 0 ] && [ "$p_err" = 0 ]; then errs=ok
     else errs="FAIL d=$d_err h=$h_err p=$p_err"; fi
     [ "$d_err" -lt 1000 ] && [ "$h_err" -lt 1000 ] && [ "$p_err" -lt 1000 ] || FAILED=1
+    n=${#STEALS[@]}
+    steal="${STEALS[n-3]}/${STEALS[n-2]}/${STEALS[n-1]}%"
     ROWS+=("$(printf "$FMT" "$mode" "$d_qps" "$h_qps" "$p_qps" "$(ratio "$p_qps" "$d_qps")" \
       "$(ratio "$p_qps" "$h_qps")" "$d_p95" "$h_p95" "$p_p95" "$h_cpu" "$p_cpu" \
-      "$(ratio "$p_cpu" "$h_cpu")" "$errs") | $rss MiB")
+      "$(ratio "$p_cpu" "$h_cpu")" "$errs") | $rss MiB | $steal")
   done
 done
 
 echo
 echo "sysbench: threads=$THREADS time=${TIME}s tables=$TABLES x $TABLE_SIZE; raw output in $OUT"
-echo "QPS; ratios rb/direct and rb/haproxy; p95 ms; CPU µs per query (haproxy, rb) and their ratio; rb RSS after the run"
-printf "$FMT | %s\n" mode direct haproxy rb rb/dir rb/ha "dir p95" "ha p95" "rb p95" "ha CPU" "rb CPU" "CPU rb/ha" errors RSS
+echo "QPS; ratios rb/direct and rb/haproxy; p95 ms; CPU µs per query (haproxy, rb) and their ratio; rb RSS after the run;"
+echo "CPU steal during the direct/haproxy/rb runs (a VM host busy elsewhere: above a few %, the row is noise)"
+printf "$FMT | %s | %s\n" mode direct haproxy rb rb/dir rb/ha "dir p95" "ha p95" "rb p95" "ha CPU" "rb CPU" "CPU rb/ha" errors RSS steal
 printf '%s\n' "${ROWS[@]}"
 [ "$FAILED" = 0 ] || { echo "bench: some sysbench runs failed (see $OUT)" >&2; exit 1; }
