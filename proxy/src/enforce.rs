@@ -605,7 +605,9 @@ pub fn analyse(
 /// The analysis of one statement (hint stripped), from the plan cache when the session's
 /// sql_mode reads quotes as the digest does.
 fn analyse_one(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Analysis, AnalyzeError> {
-    if ctx.backslash_escapes && !ctx.ansi_quotes {
+    // In big5, gbk, sjis or cp932 a multi-byte character can hide a quote from the lexer.
+    let charset_safe = !ctx.escape_unsafe_charset || sql.is_ascii();
+    if ctx.backslash_escapes && !ctx.ansi_quotes && charset_safe {
         ctx.plans.analyze(sql)
     } else {
         shard_rules::analyze::analyze(&String::from_utf8_lossy(sql)).map(Analysis::from_facts)
@@ -777,14 +779,10 @@ pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<PreparedRules>, Proxy
         ));
     }
     for plan in &a.plans {
-        let params = plan.params(&[]);
-        match decide_raw(
-            ctx,
-            &plan.facts,
-            a.hint.as_ref(),
-            &params,
-            &mut std::iter::empty(),
-        ) {
+        // The literals bound in, the client's `?` left as parameters: what depends only on
+        // the literals is decided (or refused) now, the rest at each execute.
+        let facts = shard_rules::plan::bind(&plan.facts, &plan.slots);
+        match decide_raw(ctx, &facts, a.hint.as_ref(), &[], &mut std::iter::empty()) {
             Ok(_) => {}
             // Decided at execute: the values, or the session key set after the prepare.
             Err(r)

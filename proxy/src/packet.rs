@@ -36,6 +36,9 @@ pub struct PacketIo {
     pub wbuf: BytesMut,
     /// How much room a read asks for ([`BACKEND_CHUNK`] or [`CLIENT_CHUNK`]).
     chunk: usize,
+    /// A packet larger than four chunks went through `rbuf` since the last [`Self::shrink_idle`]
+    /// (its allocation is still behind `rbuf`, whose own capacity no longer shows it).
+    grown: bool,
 }
 
 impl PacketIo {
@@ -46,6 +49,7 @@ impl PacketIo {
             rbuf: BytesMut::with_capacity(chunk),
             wbuf: BytesMut::new(),
             chunk,
+            grown: false,
         }
     }
 
@@ -61,8 +65,9 @@ impl PacketIo {
     /// a client that once sent or received a big packet does not keep its memory while idle.
     pub fn shrink_idle(&mut self) {
         let limit = 4 * self.chunk;
-        if self.rbuf.is_empty() && self.rbuf.capacity() > limit {
+        if self.rbuf.is_empty() && (self.grown || self.rbuf.capacity() > limit) {
             self.rbuf = BytesMut::with_capacity(self.chunk);
+            self.grown = false;
         }
         if self.wbuf.is_empty() && self.wbuf.capacity() > limit {
             self.wbuf = BytesMut::new();
@@ -127,6 +132,9 @@ impl PacketIo {
     }
 
     fn take_packet(&mut self, parts: usize, total: usize) -> Packet {
+        if total > 4 * self.chunk {
+            self.grown = true;
+        }
         let seq = self.rbuf[3];
         if parts == 1 {
             self.rbuf.advance(4);
@@ -278,6 +286,44 @@ mod tests {
         assert_eq!((tail.seq, tail.payload.as_ref()), (5, &b"tail"[..]));
         sender.await.unwrap();
         assert!(io.read_packet(usize::MAX).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_idle_client_gives_back_what_a_big_packet_grew() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut io = PacketIo::new(TcpStream::connect(addr).await.unwrap(), CLIENT_CHUNK);
+            io.send(0, &[7u8; 200_000]).await.unwrap();
+            io.send(1, b"small").await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        });
+        let (sock, _) = listener.accept().await.unwrap();
+        let mut io = PacketIo::new(sock, CLIENT_CHUNK);
+        let big = io.read_packet(usize::MAX).await.unwrap().unwrap();
+        assert_eq!(big.payload.len(), 200_000);
+        drop(big);
+        // Idle now: the 200 kB allocation must go, although `rbuf`'s own capacity (the tail
+        // after the packet) does not show it — reserving room would otherwise reclaim it.
+        if io.rbuf.is_empty() {
+            io.shrink_idle();
+            io.rbuf.reserve(1024);
+            assert!(
+                io.rbuf.capacity() <= 4 * CLIENT_CHUNK,
+                "{}",
+                io.rbuf.capacity()
+            );
+        }
+        let small = io.read_packet(usize::MAX).await.unwrap().unwrap();
+        assert_eq!(small.payload.as_ref(), b"small");
+        io.shrink_idle();
+        io.rbuf.reserve(1024);
+        assert!(
+            io.rbuf.capacity() <= 4 * CLIENT_CHUNK,
+            "{}",
+            io.rbuf.capacity()
+        );
+        assert!(!io.grown);
     }
 
     #[tokio::test]

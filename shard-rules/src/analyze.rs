@@ -165,18 +165,25 @@ pub fn analyze_statement(stmt: &Statement) -> Facts {
     a.facts
 }
 
-/// The text-order index of every `?`, keyed by its position (line, column).
+/// The text-order index of every `?`, keyed by its position (line, column). Every value of the
+/// statement is visited, not only expressions: a `?` can also stand where the grammar keeps a
+/// bare value (`MATCH (a) AGAINST (?)`), and it takes a client parameter all the same.
 fn param_order(stmt: &Statement) -> HashMap<(u64, u64), usize> {
-    let mut spans = Vec::new();
-    let _ = ast::visit_expressions(stmt, |e| {
-        if let Expr::Value(v) = e {
+    struct Placeholders(Vec<(u64, u64)>);
+    impl ast::Visitor for Placeholders {
+        type Break = ();
+        fn pre_visit_value(&mut self, v: &ast::ValueWithSpan) -> ControlFlow<()> {
             if matches!(v.value, ast::Value::Placeholder(_)) {
-                spans.push((v.span.start.line, v.span.start.column));
+                self.0.push((v.span.start.line, v.span.start.column));
             }
+            ControlFlow::Continue(())
         }
-        ControlFlow::<()>::Continue(())
-    });
+    }
+    let mut p = Placeholders(Vec::new());
+    let _ = ast::Visit::visit(stmt, &mut p);
+    let mut spans = p.0;
     spans.sort_unstable();
+    spans.dedup();
     spans.into_iter().enumerate().map(|(i, s)| (s, i)).collect()
 }
 
