@@ -448,7 +448,7 @@ struct Prepared {
     info: Statement,
     /// The statement's analysis when it may change data in a unit or center-unit database:
     /// decided again at every execute, with the bound values.
-    rules: Option<crate::enforce::PreparedRules>,
+    rules: Option<Arc<crate::enforce::PreparedRules>>,
     /// The database the analysis was made for: a later `USE` means analysing again.
     rules_db: Option<String>,
     /// The rules version the analysis was made with: a statement that needed no checks then
@@ -1553,7 +1553,7 @@ impl Session {
                     sql,
                     params: client_params,
                     info,
-                    rules: analysed_rules,
+                    rules: analysed_rules.map(Arc::new),
                     rules_db: self.rules_database().map(|d| d.into_owned()),
                     rules_version: self.shared.rules.load().version(),
                     key_slots,
@@ -1714,7 +1714,7 @@ impl Session {
                 }
                 .into());
             }
-            fresh
+            fresh.map(Arc::new)
         } else {
             rules
         };
