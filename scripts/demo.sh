@@ -35,8 +35,15 @@ command -v cargo >/dev/null || { echo "demo: cargo not found (install Rust: http
 cargo build --release -p rainbow-bridge
 
 echo "== proxies"
+# The proxies run on copies of fixtures/demo/: the admin interface writes rule changes back to
+# the rules file, and those belong to the demo, not to the repository. The rules copy is kept
+# across restarts (delete it to start over); the instance configs are refreshed.
+CONF="$DEMO/config"
+mkdir -p "$CONF"
+cp fixtures/demo/room-a.toml fixtures/demo/room-b.toml "$CONF/"
+[ -f "$CONF/rules.toml" ] || cp fixtures/demo/rules.toml "$CONF/rules.toml"
 start() { # room-letter port user password
-  local r="$1" port="$2" user="$3" pw="$4" config="fixtures/demo/room-$1.toml"
+  local r="$1" port="$2" user="$3" pw="$4" config="$CONF/room-$1.toml"
   [ -f "$config" ] || { echo "demo: $config is missing" >&2; exit 1; }
   if proxy_alive "$r"; then
     echo "demo: proxy of room ${r^^} already running (pid $(cat "$(pidf "$r")"))"
@@ -60,7 +67,7 @@ start b 3308 app app
 cat <<MSG
 
 Rainbow Bridge is listening: room A (center) on 127.0.0.1:3307, room B (unit) on 127.0.0.1:3308.
-Logs: $(logf a), $(logf b). Rules: fixtures/demo/rules.toml (buyers 0-4999 in A, 5000-9999 in B).
+Logs: $(logf a), $(logf b). Rules: $CONF/rules.toml (buyers 0-4999 in A, 5000-9999 in B).
 Connect (-c keeps comments, so hints reach the proxy):
   mariadb -h127.0.0.1 -P3307 -udemo -pdemo -c shop     # center connection, room A
   mariadb -h127.0.0.1 -P3308 -uapp -papp -c shop       # unit connection, room B
@@ -69,6 +76,10 @@ Try:
   USE scratch; CREATE TABLE t(a INT);                  # room A only: a center database
   target/release/rainbow-bridge route --rules fixtures/demo/rules.toml --room B --database shop \\
     "UPDATE t_order SET status = 'paid' WHERE buyer_id = 1001"
+Admin interface (docs/operations.md) and metrics:
+  mariadb -h127.0.0.1 -P6032 -uadmin -padmin -c shop   # room A: SHOW RULES; SHOW POOLS; PREVIEW …
+  mariadb -h127.0.0.1 -P6033 -uadmin -padmin -c shop   # room B
+  curl -s http://127.0.0.1:9104/metrics | grep rainbow_   # room A (room B: 9105)
 Stop the proxies and the rooms:
   scripts/demo.sh stop
 MSG

@@ -115,7 +115,7 @@ pub fn refusal(r: &Refusal) -> ProxyError {
 /// A statement's first word, upper-cased, kept on the stack (no allocation per statement).
 /// Words longer than 16 bytes are cut: none of them is a keyword the proxy looks for.
 #[derive(Clone, Copy, Default)]
-struct Keyword {
+pub struct Keyword {
     buf: [u8; 16],
     len: usize,
 }
@@ -141,7 +141,7 @@ impl std::fmt::Debug for Keyword {
 }
 
 /// The first keyword of a statement, upper-cased, skipping whitespace, comments and `(`.
-fn first_keyword(sql: &[u8]) -> Keyword {
+pub fn first_keyword(sql: &[u8]) -> Keyword {
     let mut i = 0;
     while i < sql.len() {
         match sql[i] {

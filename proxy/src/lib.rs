@@ -6,13 +6,16 @@
 //! connections to MariaDB; `response` finds where a backend response ends; `packet` frames
 //! bytes; `auth` verifies passwords; `error` maps every proxy error to a MySQL error.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod classify;
 pub mod enforce;
 pub mod error;
+pub mod metrics;
 pub mod packet;
 pub mod pool;
+pub mod reload;
 pub mod response;
 pub mod segments;
 pub mod server;

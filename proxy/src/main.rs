@@ -92,7 +92,7 @@ impl std::fmt::Display for LoadError {
 
 /// Reads and validates the config file and the rules file it names (relative to the config
 /// file's directory), and checks that the proxy's room is a room of the rules.
-fn load_all(path: &PathBuf) -> Result<(Config, shard_rules::RuleSet, PathBuf), LoadError> {
+fn load_all(path: &PathBuf) -> Result<(Config, shard_rules::RuleSet, PathBuf, String), LoadError> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {}", path.display()))
         .map_err(LoadError::Io)?;
@@ -113,6 +113,7 @@ fn load_all(path: &PathBuf) -> Result<(Config, shard_rules::RuleSet, PathBuf), L
         .map_err(LoadError::Io)?;
     let rules = shard_rules::RuleSet::parse(&text)
         .map_err(|e| LoadError::Rules(rules_path.clone(), e.to_string()))?;
+    let rules_text = text;
     if rules.room_id(&config.proxy.room).is_none() {
         return Err(LoadError::Config(
             path.clone(),
@@ -133,7 +134,7 @@ fn load_all(path: &PathBuf) -> Result<(Config, shard_rules::RuleSet, PathBuf), L
             ),
         ));
     }
-    Ok((config, rules, rules_path))
+    Ok((config, rules, rules_path, rules_text))
 }
 
 /// `rainbow-bridge route`: one statement's decision, printed for a person.
@@ -229,7 +230,7 @@ fn route_preview(
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Some(Command::CheckConfig { file }) => match load_all(&file) {
-            Ok((c, r, rules_path)) => {
+            Ok((c, r, rules_path, _)) => {
                 println!(
                     "{}: ok (room {}, rules {} version {}: {} rooms, {} data sources, {} \
                      databases, {} users)",
@@ -298,8 +299,9 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         None => {
             let path = cli.config.context("no --config given (see --help)")?;
-            let (config, rules, rules_path) = match load_all(&path) {
-                Ok(x) => x,
+            let (config, rules, rules_path, rules_text) = match load_all(&path) {
+                // Absolute, so SHOW RULES and the logs name the file whatever the cwd was.
+                Ok((c, r, p, t)) => (c, r, std::fs::canonicalize(&p).unwrap_or(p), t),
                 Err(LoadError::Io(e)) => return Err(e),
                 Err(e) => anyhow::bail!("refused: {e}"),
             };
@@ -327,8 +329,39 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     rules_version = rules.version(),
                     "rainbow-bridge listening"
                 );
-                let shared = rainbow_bridge::server::shared(config, rules)
-                    .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+                // The recorder goes first: the shared state's latency histograms come from it.
+                let metrics_listen = config.metrics.as_ref().map(|m| m.listen.clone());
+                if let Some(addr) = &metrics_listen {
+                    let addr: std::net::SocketAddr =
+                        addr.parse().context("metrics.listen is not IP:port")?;
+                    rainbow_bridge::metrics::install(addr).map_err(|e| anyhow::anyhow!(e))?;
+                    info!(listen = %addr, "metrics endpoint listening (GET /metrics)");
+                }
+                let admin = config.admin.clone();
+                let shared =
+                    rainbow_bridge::server::shared(config, rules, rules_path.clone(), rules_text)
+                        .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+                if metrics_listen.is_some() {
+                    rainbow_bridge::metrics::publish(&shared);
+                    rainbow_bridge::metrics::spawn_upkeep(shared.clone());
+                }
+                if let Some(admin) = admin {
+                    let listener = tokio::net::TcpListener::bind(&admin.listen)
+                        .await
+                        .with_context(|| {
+                            format!("cannot listen on {} (admin.listen)", admin.listen)
+                        })?;
+                    info!(
+                        admin_listen = %listener.local_addr()?,
+                        admin_users = admin.users.len(),
+                        "admin interface listening"
+                    );
+                    tokio::spawn(rainbow_bridge::admin::serve(
+                        listener,
+                        shared.clone(),
+                        admin.users,
+                    ));
+                }
                 // SIGHUP: reload the rules file (a refused file leaves the old rules serving).
                 // The handler is installed before anything waits, so an early SIGHUP reloads
                 // instead of ending the process.
@@ -337,36 +370,10 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     let mut hup = signal(SignalKind::hangup())
                         .context("cannot install the SIGHUP handler")?;
                     let shared = shared.clone();
-                    let path = rules_path.clone();
                     tokio::spawn(async move {
                         while hup.recv().await.is_some() {
-                            let before = shared.rules.load_full();
-                            match rainbow_bridge::server::reload(&shared, &path) {
-                                Ok(r) => {
-                                    info!(
-                                        rules = %path.display(),
-                                        rules_version = r.version(),
-                                        traffic_version = r.traffic_version(),
-                                        ban_version = r.ban_version(),
-                                        banned = %r.banned_codes(),
-                                        "rules reloaded"
-                                    );
-                                    if r.banned_codes() != before.banned_codes()
-                                        || r.ban_version() != before.ban_version()
-                                    {
-                                        let shared = shared.clone();
-                                        let timeout = std::time::Duration::from_secs(
-                                            shared.config.proxy.ban_wait_timeout_s,
-                                        );
-                                        tokio::spawn(async move {
-                                            shared.ban_effective(&r, timeout).await;
-                                        });
-                                    }
-                                }
-                                Err(e) => tracing::error!(
-                                    "rules reload refused, the old rules keep serving: {e}"
-                                ),
-                            }
+                            // Applied or refused, the outcome is logged by reload_file.
+                            let _ = rainbow_bridge::reload::reload_file(&shared, "SIGHUP").await;
                         }
                     });
                 }

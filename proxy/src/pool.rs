@@ -4,17 +4,19 @@
 //!
 //! No ping on checkout: a connection that failed is marked broken by the code that saw the
 //! failure, and bb8 drops it on return (`has_broken`). Pools are created lazily on first use.
+//! A rules reload replaces the pools of changed data sources only ([`Pools::update`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 use mysql_common::constants::CapabilityFlags;
 use shard_rules::config::PoolConfig;
 
-use crate::backend::{BackendConn, BackendError, SharedTarget, PROFILE_CAPS};
+use crate::backend::{BackendConn, BackendError, SharedTarget, Target, PROFILE_CAPS};
 use crate::error::ProxyError;
 
 pub struct Manager {
@@ -49,87 +51,197 @@ struct DsPool {
     connecting: AtomicU32,
 }
 
-/// All pools of this proxy.
+/// One data source: where it is, its pools (one per capability profile) and its counters.
+struct Source {
+    target: SharedTarget,
+    pools: RwLock<HashMap<u32, Arc<DsPool>>>,
+    /// Statements waiting for a connection right now.
+    waiters: AtomicU32,
+    /// Connects refused or timed out, checkouts timed out, connections lost mid-statement.
+    errors: AtomicU64,
+}
+
+/// What `SHOW POOLS` and the pool metrics show of one data source (all its profiles).
+#[derive(Debug, Clone)]
+pub struct PoolStats {
+    pub room: String,
+    pub data_source: String,
+    pub address: String,
+    /// Capability profiles with a pool (0 until the first checkout).
+    pub profiles: usize,
+    pub max: u32,
+    pub connections: u32,
+    pub idle: u32,
+    pub in_use: u32,
+    pub waiters: u32,
+    pub errors: u64,
+}
+
+/// All pools of this proxy. The set of data sources is swapped whole on a rules reload
+/// ([`Pools::update`]); a session that holds a connection keeps it until it releases it.
 pub struct Pools {
-    targets: HashMap<String, SharedTarget>,
     config: PoolConfig,
-    /// data source → capability profile bits → pool.
-    pools: RwLock<HashMap<String, HashMap<u32, Arc<DsPool>>>>,
+    /// data source → its pools; replaced, never edited in place.
+    sources: ArcSwap<HashMap<String, Arc<Source>>>,
+}
+
+fn source(target: SharedTarget) -> Arc<Source> {
+    Arc::new(Source {
+        target,
+        pools: RwLock::new(HashMap::new()),
+        waiters: AtomicU32::new(0),
+        errors: AtomicU64::new(0),
+    })
+}
+
+/// Counts a waiter for as long as it lives.
+struct Waiting<'a>(&'a AtomicU32);
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Pools {
     pub fn new(targets: HashMap<String, SharedTarget>, config: PoolConfig) -> Self {
         Pools {
-            targets,
             config,
-            pools: RwLock::new(HashMap::new()),
+            sources: ArcSwap::from_pointee(
+                targets.into_iter().map(|(n, t)| (n, source(t))).collect(),
+            ),
         }
     }
 
-    pub fn target(&self, ds: &str) -> Option<&SharedTarget> {
-        self.targets.get(ds)
+    /// Takes a new set of data sources: an unchanged one keeps its pools (and connections);
+    /// a changed one gets new, empty pools, and the old ones drain — connections in use finish
+    /// their statement or transaction on the old server and are closed when given back; an
+    /// added one is created, a removed one forgotten the same way. Returns the names of the
+    /// data sources that changed, were added or were removed.
+    pub fn update(&self, targets: HashMap<String, SharedTarget>) -> Vec<String> {
+        let old = self.sources.load_full();
+        let mut changed = Vec::new();
+        let mut next = HashMap::with_capacity(targets.len());
+        for (name, t) in targets {
+            match old.get(&name) {
+                Some(s) if same_target(&s.target, &t) => {
+                    next.insert(name, Arc::clone(s));
+                }
+                _ => {
+                    changed.push(name.clone());
+                    next.insert(name, source(t));
+                }
+            }
+        }
+        changed.extend(old.keys().filter(|n| !next.contains_key(*n)).cloned());
+        changed.sort();
+        self.sources.store(Arc::new(next));
+        changed
     }
 
-    fn pool(&self, ds: &str, profile: CapabilityFlags) -> Result<Arc<DsPool>, ProxyError> {
-        let bits = (profile & PROFILE_CAPS).bits();
-        if let Some(p) = self
-            .pools
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(ds)
-            .and_then(|m| m.get(&bits))
-        {
-            return Ok(Arc::clone(p));
+    pub fn target(&self, ds: &str) -> Option<SharedTarget> {
+        self.sources.load().get(ds).map(|s| Arc::clone(&s.target))
+    }
+
+    /// Counts a backend failure seen outside the pool (a connection lost mid-statement).
+    pub fn count_error(&self, ds: &str) {
+        if let Some(s) = self.sources.load().get(ds) {
+            s.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let target = self
-            .targets
+    }
+
+    /// Every data source's pools, summed over profiles, in name order.
+    pub fn stats(&self) -> Vec<PoolStats> {
+        let sources = self.sources.load();
+        let mut out: Vec<PoolStats> = sources
+            .iter()
+            .map(|(name, s)| {
+                let pools = s.pools.read().unwrap_or_else(|e| e.into_inner());
+                let (mut connections, mut idle) = (0, 0);
+                for p in pools.values() {
+                    let st = p.pool.state();
+                    connections += st.connections;
+                    idle += st.idle_connections;
+                }
+                PoolStats {
+                    room: s.target.room.clone(),
+                    data_source: name.clone(),
+                    address: format!("{}:{}/{}", s.target.host, s.target.port, s.target.schema),
+                    profiles: pools.len(),
+                    max: self.config.max_size,
+                    connections,
+                    idle,
+                    in_use: connections - idle,
+                    waiters: s.waiters.load(Ordering::Relaxed),
+                    errors: s.errors.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.data_source.cmp(&b.data_source));
+        out
+    }
+
+    fn source(&self, ds: &str) -> Result<Arc<Source>, ProxyError> {
+        self.sources
+            .load()
             .get(ds)
+            .cloned()
             .ok_or_else(|| ProxyError::BackendUnavailable {
                 ds: ds.to_string(),
                 room: "?".into(),
-                reason: "no such data source in the configuration".into(),
-            })?;
-        let mut pools = self.pools.write().unwrap_or_else(|e| e.into_inner());
-        let pool = pools
-            .entry(ds.to_string())
-            .or_default()
-            .entry(bits)
-            .or_insert_with(|| {
-                let pool = Pool::builder()
-                    .max_size(self.config.max_size)
-                    .min_idle(Some(self.config.min_idle).filter(|n| *n > 0))
-                    .test_on_check_out(false)
-                    .retry_connection(false)
-                    .connection_timeout(Duration::from_millis(self.config.checkout_timeout_ms))
-                    .idle_timeout(
-                        Some(Duration::from_secs(self.config.idle_timeout_s))
-                            .filter(|d| !d.is_zero()),
-                    )
-                    .max_lifetime(
-                        Some(Duration::from_secs(self.config.max_lifetime_s))
-                            .filter(|d| !d.is_zero()),
-                    )
-                    .error_sink(Box::new(LogSink))
-                    .build_unchecked(Manager {
-                        target: Arc::clone(target),
-                        profile: profile & PROFILE_CAPS,
-                    });
-                Arc::new(DsPool {
-                    pool,
-                    connecting: AtomicU32::new(0),
-                })
-            });
-        Ok(Arc::clone(pool))
+                reason: "no such data source in the rules this proxy applies".into(),
+            })
     }
 
-    /// Checks out a connection to `ds` for a client with `profile` capabilities.
-    pub async fn get(&self, ds: &str, profile: CapabilityFlags) -> Result<Conn, ProxyError> {
-        let p = self.pool(ds, profile)?;
-        let room = || {
-            self.targets
-                .get(ds)
-                .map(|t| t.room.clone())
-                .unwrap_or_default()
+    fn pool(&self, src: &Source, profile: CapabilityFlags) -> Arc<DsPool> {
+        let bits = (profile & PROFILE_CAPS).bits();
+        if let Some(p) = src
+            .pools
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&bits)
+        {
+            return Arc::clone(p);
+        }
+        let mut pools = src.pools.write().unwrap_or_else(|e| e.into_inner());
+        let pool = pools.entry(bits).or_insert_with(|| {
+            let pool = Pool::builder()
+                .max_size(self.config.max_size)
+                .min_idle(Some(self.config.min_idle).filter(|n| *n > 0))
+                .test_on_check_out(false)
+                .retry_connection(false)
+                .connection_timeout(Duration::from_millis(self.config.checkout_timeout_ms))
+                .idle_timeout(
+                    Some(Duration::from_secs(self.config.idle_timeout_s)).filter(|d| !d.is_zero()),
+                )
+                .max_lifetime(
+                    Some(Duration::from_secs(self.config.max_lifetime_s)).filter(|d| !d.is_zero()),
+                )
+                .error_sink(Box::new(LogSink))
+                .build_unchecked(Manager {
+                    target: Arc::clone(&src.target),
+                    profile: profile & PROFILE_CAPS,
+                });
+            Arc::new(DsPool {
+                pool,
+                connecting: AtomicU32::new(0),
+            })
+        });
+        Arc::clone(pool)
+    }
+
+    /// Checks out a connection to `ds` for a client with `profile` capabilities, with the
+    /// data source it was taken for.
+    pub async fn get(
+        &self,
+        ds: &str,
+        profile: CapabilityFlags,
+    ) -> Result<(Conn, SharedTarget), ProxyError> {
+        let src = self.source(ds)?;
+        let p = self.pool(&src, profile);
+        let room = || src.target.room.clone();
+        let failed = |e: ProxyError| {
+            src.errors.fetch_add(1, Ordering::Relaxed);
+            e
         };
         // bb8 reports connect failures only to its error sink and lets `get` run into its
         // timeout. When a new connection is needed anyway, open it here so a dead backend is
@@ -138,12 +250,7 @@ impl Pools {
         if state.idle_connections == 0 {
             let connecting = p.connecting.fetch_add(1, Ordering::AcqRel);
             let result = if state.connections + connecting < self.config.max_size {
-                match self.targets.get(ds) {
-                    Some(target) => {
-                        Some(BackendConn::connect(target, profile & PROFILE_CAPS).await)
-                    }
-                    None => None,
-                }
+                Some(BackendConn::connect(&src.target, profile & PROFILE_CAPS).await)
             } else {
                 None
             };
@@ -154,38 +261,65 @@ impl Pools {
                     let _ = p.pool.add(conn);
                 }
                 Some(Err(e)) => {
-                    return Err(ProxyError::BackendUnavailable {
+                    return Err(failed(ProxyError::BackendUnavailable {
                         ds: ds.to_string(),
                         room: room(),
                         reason: e.to_string(),
-                    })
+                    }))
                 }
                 None => {}
             }
         }
-        p.pool.get_owned().await.map_err(|e| match e {
-            RunError::TimedOut => ProxyError::PoolTimeout {
-                ds: ds.to_string(),
-                room: room(),
-                ms: self.config.checkout_timeout_ms,
-                max: self.config.max_size,
-            },
-            RunError::User(e) => ProxyError::BackendUnavailable {
-                ds: ds.to_string(),
-                room: room(),
-                reason: e.to_string(),
-            },
-        })
+        src.waiters.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(&src.waiters);
+        let got = p.pool.get_owned().await;
+        drop(waiting);
+        let conn = got.map_err(|e| {
+            failed(match e {
+                RunError::TimedOut => ProxyError::PoolTimeout {
+                    ds: ds.to_string(),
+                    room: room(),
+                    ms: self.config.checkout_timeout_ms,
+                    max: self.config.max_size,
+                },
+                RunError::User(e) => ProxyError::BackendUnavailable {
+                    ds: ds.to_string(),
+                    room: room(),
+                    reason: e.to_string(),
+                },
+            })
+        })?;
+        Ok((conn, Arc::clone(&src.target)))
     }
 
-    /// Opens a connection outside any pool (server version probe, health checks).
+    /// Opens a connection outside any pool (server version probe, KILL).
     pub async fn dedicated(&self, ds: &str) -> Result<BackendConn, BackendError> {
         let target = self
-            .targets
-            .get(ds)
+            .target(ds)
             .ok_or_else(|| BackendError::Handshake(format!("unknown data source `{ds}`")))?;
-        BackendConn::connect(target, CapabilityFlags::empty()).await
+        BackendConn::connect(&target, CapabilityFlags::empty()).await
     }
+}
+
+/// Whether two targets connect to the same server as the same account.
+fn same_target(a: &Target, b: &Target) -> bool {
+    (
+        &a.room,
+        &a.host,
+        a.port,
+        &a.schema,
+        &a.user,
+        &a.password,
+        a.connect_timeout,
+    ) == (
+        &b.room,
+        &b.host,
+        b.port,
+        &b.schema,
+        &b.user,
+        &b.password,
+        b.connect_timeout,
+    )
 }
 
 #[derive(Debug, Clone, Copy)]

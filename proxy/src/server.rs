@@ -1,7 +1,6 @@
 //! The client listener: one task per connection, bounded by a semaphore of
 //! `proxy.max_connections` permits; a client over the limit gets error 1040 instead of a greeting.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::backend::Target;
 use crate::error::ProxyError;
 use crate::packet::PacketIo;
 use crate::pool::Pools;
@@ -18,28 +16,17 @@ use crate::session::{Session, Shared};
 
 /// Builds the shared state (pools are created lazily, nothing connects yet). The proxy serves
 /// the data sources of its own room only; `config.proxy.room` must be a room of `rules`.
-pub fn shared(config: Config, rules: RuleSet) -> Result<Arc<Shared>, String> {
+/// `rules_text` is the rules file's text as read from `rules_path`.
+pub fn shared(
+    config: Config,
+    rules: RuleSet,
+    rules_path: std::path::PathBuf,
+    rules_text: String,
+) -> Result<Arc<Shared>, String> {
     let timeout = Duration::from_millis(config.pool.connect_timeout_ms);
-    let targets: HashMap<String, Arc<Target>> = rules
-        .data_sources()
-        .iter()
-        .filter(|(_, ds)| ds.room == config.proxy.room)
-        .map(|(name, ds)| {
-            let t = Target {
-                ds: name.clone(),
-                room: ds.room.clone(),
-                host: ds.host.clone(),
-                port: ds.port,
-                schema: ds.schema.clone(),
-                user: ds.user.clone(),
-                password: ds.password.clone(),
-                connect_timeout: timeout,
-            };
-            (name.clone(), Arc::new(t))
-        })
-        .collect();
+    let targets = crate::reload::local_targets(&rules, &config.proxy.room, timeout);
     let pools = Pools::new(targets, config.pool.clone());
-    Shared::new(config, rules, pools).map(Arc::new)
+    Shared::new(config, rules, pools, rules_path, rules_text).map(Arc::new)
 }
 
 /// Accepts clients until `shutdown` completes.
@@ -65,6 +52,10 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            shared
+                .stats
+                .refused_limit
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(async move {
                 let mut io = PacketIo::new(stream, crate::packet::CLIENT_CHUNK);
                 let _ = io
@@ -111,89 +102,4 @@ pub async fn serve(
             "shutdown timeout: closing sessions still in a transaction (they roll back)"
         ),
     }
-}
-
-/// Re-reads the rules file and swaps the new rules in atomically: statements already deciding
-/// keep the snapshot they took; the next statement of every session sees the new rules (a new
-/// write-ban refuses the next write to a banned code, also inside an open transaction). A file
-/// that does not parse or validate is refused with every problem, and the old rules keep
-/// serving. Changes that need a restart are refused too: this proxy's room leaving the rules,
-/// its data sources (pools are built at start), or the snowflake ID settings.
-pub fn reload(shared: &Shared, path: &std::path::Path) -> Result<Arc<RuleSet>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the rules file {}: {e}", path.display()))?;
-    let new = RuleSet::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let old = shared.rules.load_full();
-    let room = &shared.config.proxy.room;
-    if new.room_id(room) != Some(shared.room) {
-        return Err(format!(
-            "{}: room `{room}` moved or left the rules; restart the proxy for that",
-            path.display()
-        ));
-    }
-    let local = |r: &RuleSet| -> Vec<(String, String)> {
-        r.data_sources()
-            .iter()
-            .filter(|(_, ds)| &ds.room == room)
-            .map(|(n, ds)| (n.clone(), format!("{ds:?}")))
-            .collect()
-    };
-    if local(&old) != local(&new) {
-        return Err(format!(
-            "{}: the data sources of room `{room}` changed; restart the proxy for that (pools \
-             are built at start)",
-            path.display()
-        ));
-    }
-    if old.segments() != new.segments() {
-        return Err(format!(
-            "{}: the segment allocation table ([segments]) changed; restart the proxy for that",
-            path.display()
-        ));
-    }
-    // The segment allocator holds a connection target chosen at start.
-    let source = |r: &RuleSet| crate::session::segment_source(r).map(|d| format!("{d:?}"));
-    if source(&old) != source(&new) {
-        return Err(format!(
-            "{}: the center data source of the segment allocation table changed; restart the \
-             proxy for that",
-            path.display()
-        ));
-    }
-    if old.ids() != new.ids() {
-        return Err(format!(
-            "{}: the snowflake ID settings ([ids]) changed; restart every proxy for that",
-            path.display()
-        ));
-    }
-    // The cut-over's invariant: a route code changes rooms only while it is banned, in the
-    // rules being replaced and in the new ones, so no write runs on either side of the move.
-    let (old_route, new_route) = (old.route(), new.route());
-    if old_route.count != new_route.count || old_route.key != new_route.key {
-        return Err(format!(
-            "{}: the route code function ([route_codes] count or key) changed; that moves \
-             every user, and needs a restart of every proxy with all writes stopped",
-            path.display()
-        ));
-    }
-    let moved: Vec<u32> = (0..new_route.count)
-        .filter(|c| old.room_name(old.owner(*c)) != new.room_name(new.owner(*c)))
-        .filter(|c| !(old.is_banned(*c) && new.is_banned(*c)))
-        .collect();
-    if let Some(first) = moved.first() {
-        return Err(format!(
-            "{}: the traffic rule moves route code {first} from room `{}` to room `{}` ({} \
-             code(s) in all) without a write-ban on it in both the serving rules (ban version \
-             {}) and the new ones (ban version {}); ban the codes first, then move them",
-            path.display(),
-            old.room_name(old.owner(*first)),
-            new.room_name(new.owner(*first)),
-            moved.len(),
-            old.ban_version(),
-            new.ban_version()
-        ));
-    }
-    let new = Arc::new(new);
-    shared.rules.store(new.clone());
-    Ok(new)
 }

@@ -87,11 +87,30 @@ pub struct Shared {
     /// a write-ban waits for these too.
     fences: std::sync::Mutex<HashMap<u64, std::collections::BTreeSet<u32>>>,
     next_fence: std::sync::atomic::AtomicU64,
+    /// The counters behind `SHOW STATS` and the metrics.
+    pub stats: crate::metrics::Stats,
+    /// The rules file this proxy reloads and the admin interface writes back to.
+    pub rules_path: std::path::PathBuf,
+    /// Which rules are applied, since when, by whom.
+    applied: std::sync::Mutex<crate::reload::Applied>,
+    /// One rules change (reload, admin change) at a time.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Bumped by every rules swap: sessions then look up their data source again.
+    generation: std::sync::atomic::AtomicU64,
+    started: std::time::SystemTime,
 }
 
-/// What other sessions may see of a session and do to it (KILL).
+/// What other sessions may see of a session and do to it (KILL), and what `SHOW SESSIONS`
+/// shows of it.
 #[derive(Default)]
 pub struct SessionHandle {
+    /// Database, mode and client address: changed by USE and COM_CHANGE_USER only.
+    info: std::sync::Mutex<SessionInfo>,
+    /// [`SessionState`] after the last command, as a number.
+    state: std::sync::atomic::AtomicU8,
+    /// The first [`STATEMENT_SHOWN`] bytes of the current (or last) statement, in a buffer
+    /// reused from statement to statement; `SHOW SESSIONS` shows its digest.
+    statement: std::sync::Mutex<Vec<u8>>,
     user: std::sync::Mutex<String>,
     /// Data source and backend thread id serving the session right now; cleared when the
     /// backend connection leaves the session (see `Held`'s `Drop`).
@@ -101,6 +120,35 @@ pub struct SessionHandle {
     /// Route codes this session writes in its current transaction (or its statement in flight):
     /// a write-ban on any of them is effective only once they are gone.
     writing: std::sync::Mutex<std::collections::BTreeSet<u32>>,
+}
+
+#[derive(Default, Clone)]
+struct SessionInfo {
+    database: Option<String>,
+    mode: Option<ConnectionMode>,
+    peer: Option<SocketAddr>,
+    since: Option<std::time::SystemTime>,
+}
+
+/// How much of a statement a session keeps for `SHOW SESSIONS`.
+const STATEMENT_SHOWN: usize = 1024;
+
+/// One session as `SHOW SESSIONS` shows it.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub id: u32,
+    pub user: String,
+    pub peer: String,
+    pub database: Option<String>,
+    pub mode: Option<ConnectionMode>,
+    pub state: SessionState,
+    /// Data source and backend thread id serving the session now.
+    pub backend: Option<(String, u32)>,
+    /// Route codes its open transaction has written (a write-ban waits for these).
+    pub writing: String,
+    /// The current or last statement's digest (literals as `?`), cut at 1 KiB.
+    pub digest: String,
+    pub since: Option<std::time::SystemTime>,
 }
 
 /// The center room's data source of the rules' `[segments]` database, where segment blocks
@@ -144,7 +192,13 @@ const FALLBACK_VERSION: &str = "5.5.5-10.11.0-MariaDB-rainbow-bridge";
 impl Shared {
     /// `config.proxy.room` must be a room of `rules` (checked when the files are loaded); the
     /// ID generator must be valid for this room and `proxy.worker_id`.
-    pub fn new(config: Config, rules: RuleSet, pools: Pools) -> Result<Self, String> {
+    pub fn new(
+        config: Config,
+        rules: RuleSet,
+        pools: Pools,
+        rules_path: std::path::PathBuf,
+        rules_text: String,
+    ) -> Result<Self, String> {
         let room = rules
             .room_id(&config.proxy.room)
             .ok_or_else(|| format!("room `{}` is not a room of the rules", config.proxy.room))?;
@@ -157,7 +211,19 @@ impl Shared {
             )),
             _ => None,
         };
+        let now = std::time::SystemTime::now();
         Ok(Shared {
+            stats: crate::metrics::Stats::new(config.metrics.is_some()),
+            applied: std::sync::Mutex::new(crate::reload::Applied {
+                version: rules.version(),
+                at: now,
+                by: "start".into(),
+                text: rules_text.into(),
+            }),
+            rules_path,
+            reload_lock: tokio::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            started: now,
             plans: shard_rules::plan::PlanCache::new(config.proxy.plan_cache_size),
             config,
             foreign_reads: std::sync::atomic::AtomicU64::new(0),
@@ -244,6 +310,9 @@ impl Shared {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let at = std::time::SystemTime::now();
+        self.stats
+            .ban_wait_ms
+            .store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
         let ms = at
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -378,6 +447,78 @@ impl Shared {
         FALLBACK_VERSION.to_string()
     }
 
+    /// The rules swap count (see `generation`).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+    pub(crate) fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+    /// Which rules are applied, since when and by whom.
+    pub fn applied(&self) -> crate::reload::Applied {
+        lock(&self.applied).clone()
+    }
+    pub(crate) fn set_applied(&self, a: crate::reload::Applied) {
+        *lock(&self.applied) = a;
+    }
+    /// The last write-ban this proxy reported effective: its version and when.
+    pub fn ban_effective_at(&self) -> Option<(u64, std::time::SystemTime)> {
+        *lock(&self.ban_effective)
+    }
+    /// When this proxy started.
+    pub fn started(&self) -> std::time::SystemTime {
+        self.started
+    }
+    /// Logged-in client sessions.
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+    /// Whether connection `id` is still logged in.
+    pub fn has_session(&self, id: u32) -> bool {
+        lock(&self.sessions).contains_key(&id)
+    }
+    /// Every logged-in session, by connection id.
+    pub fn sessions(&self) -> Vec<SessionView> {
+        let handles: Vec<(u32, Arc<SessionHandle>)> = lock(&self.sessions)
+            .iter()
+            .map(|(id, h)| (*id, Arc::clone(h)))
+            .collect();
+        let mut out: Vec<SessionView> = handles
+            .into_iter()
+            .map(|(id, h)| {
+                let info = lock(&h.info).clone();
+                let text = lock(&h.statement).clone();
+                let digest = match shard_rules::digest::digest(&text) {
+                    Some(d) => d.text,
+                    // Cut inside a string or comment: the text up to the cut, literals and all
+                    // would leak values, so only its first word.
+                    None => String::from_utf8_lossy(&text)
+                        .split_whitespace()
+                        .next()
+                        .map(|w| format!("{w} …"))
+                        .unwrap_or_default(),
+                };
+                SessionView {
+                    id,
+                    user: lock(&h.user).clone(),
+                    peer: info.peer.map(|p| p.to_string()).unwrap_or_default(),
+                    database: info.database,
+                    mode: info.mode,
+                    state: SessionState::from_u8(h.state.load(Ordering::Relaxed)),
+                    backend: lock(&h.backend).clone(),
+                    writing: shard_rules::route::CodeSet::from_ranges(
+                        lock(&h.writing).iter().map(|c| (*c, *c)).collect(),
+                    )
+                    .to_string(),
+                    digest,
+                    since: info.since,
+                }
+            })
+            .collect();
+        out.sort_by_key(|v| v.id);
+        out
+    }
+
     pub fn next_connection_id(&self) -> u32 {
         // Wraps after 4 billion connections; 0 is skipped because clients treat it as "none".
         loop {
@@ -393,15 +534,23 @@ impl Shared {
 struct Held {
     conn: Conn,
     ds: String,
+    /// The data source the connection was opened to (a reload may since have changed it).
+    target: crate::backend::SharedTarget,
     handle: Arc<SessionHandle>,
 }
 
 impl Held {
-    fn new(conn: Conn, ds: String, handle: &Arc<SessionHandle>) -> Held {
+    fn new(
+        conn: Conn,
+        ds: String,
+        target: crate::backend::SharedTarget,
+        handle: &Arc<SessionHandle>,
+    ) -> Held {
         *lock(&handle.backend) = Some((ds.clone(), conn.thread_id));
         Held {
             conn,
             ds,
+            target,
             handle: Arc::clone(handle),
         }
     }
@@ -432,13 +581,36 @@ impl Drop for Session {
     }
 }
 
-/// What the admin interface (a later issue) will show for a session.
+/// What the admin interface shows for a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {
     Idle,
     Lingering,
     Pinned,
     InTransaction,
+    /// A command is being served (what `SHOW SESSIONS` shows meanwhile).
+    Running,
+}
+
+impl SessionState {
+    fn from_u8(v: u8) -> SessionState {
+        match v {
+            1 => SessionState::Lingering,
+            2 => SessionState::Pinned,
+            3 => SessionState::InTransaction,
+            4 => SessionState::Running,
+            _ => SessionState::Idle,
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            SessionState::Idle => "idle",
+            SessionState::Lingering => "lingering",
+            SessionState::Pinned => "pinned",
+            SessionState::InTransaction => "in transaction",
+            SessionState::Running => "running",
+        }
+    }
 }
 
 /// A statement prepared by the client, owned by the proxy.
@@ -504,6 +676,10 @@ pub struct Session {
     linger: bool,
     stmts: HashMap<u32, Prepared>,
     next_stmt_id: u32,
+    /// The last command got an error from the backend (for the counters).
+    backend_failed: bool,
+    /// [`Shared::generation`] when `ds` was last looked up.
+    ds_generation: u64,
 }
 
 type Result<T, E = SessionError> = std::result::Result<T, E>;
@@ -540,20 +716,38 @@ impl Session {
             linger: false,
             stmts: HashMap::new(),
             next_stmt_id: 1,
+            backend_failed: false,
+            ds_generation: shared.generation(),
             handle: Arc::new(SessionHandle::default()),
             shared,
         };
         match tokio::time::timeout(timeout, session.handshake()).await {
             Ok(Ok(())) => {
                 *lock(&session.handle.user) = session.user.clone();
+                session.publish_info();
                 lock(&session.shared.sessions).insert(connection_id, Arc::clone(&session.handle));
+                session
+                    .shared
+                    .stats
+                    .logged_in
+                    .fetch_add(1, Ordering::Relaxed);
                 Some(session)
             }
             Ok(Err(e)) => {
+                session
+                    .shared
+                    .stats
+                    .failed_login
+                    .fetch_add(1, Ordering::Relaxed);
                 info!(peer = %peer, connection_id, error = %e, "login refused");
                 None
             }
             Err(_) => {
+                session
+                    .shared
+                    .stats
+                    .failed_login
+                    .fetch_add(1, Ordering::Relaxed);
                 info!(peer = %peer, connection_id, "handshake timed out");
                 None
             }
@@ -734,6 +928,45 @@ impl Session {
         }
     }
 
+    /// Shows the session's database and mode to `SHOW SESSIONS` (after login, USE, change user).
+    fn publish_info(&self) {
+        let mut info = lock(&self.handle.info);
+        info.database = self.db.clone();
+        info.mode = Some(self.mode);
+        info.peer = Some(self.peer);
+        info.since.get_or_insert_with(std::time::SystemTime::now);
+    }
+
+    /// After a rules reload, a session between statements serves its database from the data
+    /// source the new rules name for it in this room (a moved or replaced data source).
+    fn follow_reload(&mut self) {
+        let generation = self.shared.generation();
+        if generation == self.ds_generation {
+            return;
+        }
+        self.ds_generation = generation;
+        let schema_only = self
+            .schema
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("information_schema"));
+        let found = match self.db.as_deref() {
+            Some(db) if !schema_only => {
+                local_data_source(&self.shared, db).map(|(n, d)| (n, Some(d.schema)))
+            }
+            Some(_) => None,
+            None => default_ds(&self.shared, &self.user).map(|n| (n, None)),
+        };
+        if let Some((ds, schema)) = found {
+            if self.ds.as_deref() != Some(ds.as_str()) {
+                debug!(connection_id = self.connection_id, data_source = %ds, "session follows the reloaded rules to another data source");
+            }
+            self.ds = Some(ds);
+            if let Some(schema) = schema {
+                self.schema = Some(schema);
+            }
+        }
+    }
+
     /// Makes `db` the current database in the proxy (the backend follows on next use).
     fn switch_db(&mut self, db: &str) -> Result<(), ProxyError> {
         let (ds, schema) = self.resolve_db(&self.user, db)?;
@@ -757,6 +990,8 @@ impl Session {
         self.db = Some(db.to_string());
         self.schema = Some(schema);
         self.ds = Some(ds);
+        self.ds_generation = self.shared.generation();
+        self.publish_info();
         Ok(())
     }
 
@@ -862,7 +1097,16 @@ impl Session {
                 Err(_) => break,
             };
             let seq = p.last_seq.wrapping_add(1);
+            let started = std::time::Instant::now();
+            let kind = self.note_statement(&p.payload);
+            self.backend_failed = false;
+            self.handle
+                .state
+                .store(SessionState::Running as u8, Ordering::Relaxed);
             let flow = self.command(p).await;
+            if let Some(kind) = kind {
+                self.count(kind, &flow, started.elapsed());
+            }
             let fatal = match flow {
                 Ok(Flow::Continue) => None,
                 Ok(Flow::Quit) => break,
@@ -881,9 +1125,65 @@ impl Session {
             if !self.in_transaction() {
                 lock(&self.handle.writing).clear();
             }
+            self.handle
+                .state
+                .store(self.state() as u8, Ordering::Relaxed);
         }
         // Dropping the session then leaves the registry and releases its claims.
         self.close();
+    }
+
+    /// Keeps the statement's first bytes for `SHOW SESSIONS` and says what kind it is for the
+    /// counters; `None` for commands that get no answer (nothing to count).
+    fn note_statement(&self, payload: &[u8]) -> Option<crate::metrics::StmtKind> {
+        use crate::metrics::StmtKind;
+        let (&cmd, rest) = payload.split_first()?;
+        let text: &[u8] = match cmd {
+            COM_QUERY | COM_STMT_PREPARE => rest,
+            COM_STMT_EXECUTE => self
+                .statement_id(payload)
+                .and_then(|id| self.stmts.get(&id))
+                .map_or(&[][..], |s| &s.sql[..]),
+            COM_QUIT | COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA => return None,
+            _ => return Some(StmtKind::Other),
+        };
+        let mut shown = lock(&self.handle.statement);
+        shown.clear();
+        shown.extend_from_slice(&text[..text.len().min(STATEMENT_SHOWN)]);
+        drop(shown);
+        if cmd == COM_STMT_PREPARE {
+            return Some(StmtKind::Prepare);
+        }
+        Some(StmtKind::of_keyword(&crate::enforce::first_keyword(text)))
+    }
+
+    /// Counts a finished command, and logs a refusal (at most a line per reason and second).
+    fn count(
+        &self,
+        kind: crate::metrics::StmtKind,
+        flow: &Result<Flow>,
+        took: std::time::Duration,
+    ) {
+        use crate::metrics::Outcome;
+        let outcome = match flow {
+            Ok(_) if self.backend_failed => Outcome::BackendError,
+            Ok(_) => Outcome::Ok,
+            Err(SessionError::Server(_)) => Outcome::BackendError,
+            Err(SessionError::Client(ProxyError::Rule { code, message, .. })) => {
+                if let Some(left_out) = self.shared.stats.refusal(*code) {
+                    info!(
+                        connection_id = self.connection_id,
+                        user = %self.user,
+                        code,
+                        left_out,
+                        "statement refused: {message}"
+                    );
+                }
+                Outcome::Refused
+            }
+            Err(_) => Outcome::Error,
+        };
+        self.shared.stats.statement(kind, outcome, took);
     }
 
     /// Records the route codes a write is about to touch, then checks the current write-ban
@@ -1164,14 +1464,28 @@ impl Session {
         let mut out = Vec::with_capacity(wanted.len());
         for g in wanted {
             let id = match g.kind {
-                shard_rules::rules::KeyGeneratorKind::Snowflake => self
-                    .shared
-                    .ids
-                    .next_with(tokio::time::sleep)
-                    .await
-                    .map_err(|e| failed(e.to_string()))?,
+                shard_rules::rules::KeyGeneratorKind::Snowflake => {
+                    let id = self
+                        .shared
+                        .ids
+                        .next_with(tokio::time::sleep)
+                        .await
+                        .map_err(|e| failed(e.to_string()))?;
+                    self.shared
+                        .stats
+                        .ids_snowflake
+                        .fetch_add(1, Ordering::Relaxed);
+                    id
+                }
                 shard_rules::rules::KeyGeneratorKind::Segment => match &self.shared.segments {
-                    Some(s) => s.next_id(&g.tag).await.map_err(|e| failed(e.to_string()))?,
+                    Some(s) => {
+                        let id = s.next_id(&g.tag).await.map_err(|e| failed(e.to_string()))?;
+                        self.shared
+                            .stats
+                            .ids_segment
+                            .fetch_add(1, Ordering::Relaxed);
+                        id
+                    }
                     None => return Err(failed("the rules have no [segments]".into())),
                 },
             };
@@ -1274,16 +1588,16 @@ impl Session {
         }
         self.linger = false;
         if self.held.is_none() {
+            self.follow_reload();
             let ds = self.ds.clone().ok_or(ProxyError::NoDatabase)?;
-            let conn = self.shared.pools.get(&ds, self.caps).await?;
-            self.held = Some(Held::new(conn, ds, &self.handle));
+            let (conn, target) = self.shared.pools.get(&ds, self.caps).await?;
+            self.held = Some(Held::new(conn, ds, target, &self.handle));
         }
         let Some(h) = self.held.as_mut() else {
             return Ok(());
         };
-        // Borrowed from the shared config: no allocation on this per-statement path.
-        let shared = &self.shared;
-        let default_schema = shared.pools.target(&h.ds).map_or("", |t| t.schema.as_str());
+        // Borrowed from the held connection: no allocation on this per-statement path.
+        let default_schema = h.target.schema.as_str();
         let conn = &mut h.conn;
         let synced: Result<Result<(), Bytes>, crate::backend::BackendError> = async {
             // A session without a database still gets the data source's own schema, never the
@@ -1330,12 +1644,11 @@ impl Session {
                 .fence_lost_backend(h.ds.clone(), h.conn.thread_id, claims);
         }
         let ds = held.as_ref().map(|h| h.ds.clone()).unwrap_or_default();
-        let room = self
-            .shared
-            .pools
-            .target(&ds)
-            .map(|t| t.room.clone())
+        let room = held
+            .as_ref()
+            .map(|h| h.target.room.clone())
             .unwrap_or_default();
+        self.shared.pools.count_error(&ds);
         let kept = self.must_keep();
         warn!(connection_id = self.connection_id, data_source = %ds, error = %why, "backend connection lost");
         let err = ProxyError::BackendLost {
@@ -1388,6 +1701,7 @@ impl Session {
 
     /// Updates the session after a relayed statement and releases the backend if allowed.
     async fn finish(&mut self, o: &Outcome, st: &Statement) -> Result<()> {
+        self.backend_failed |= o.error.is_some();
         if o.error.is_none() {
             self.status = o.status & !STATUS_MORE_RESULTS;
         }
@@ -2098,6 +2412,9 @@ impl Session {
             Some((ds, schema)) => (Some(ds), Some(schema)),
             None => (self.default_ds(), None),
         };
+        self.ds_generation = self.shared.generation();
+        *lock(&self.handle.user) = self.user.clone();
+        self.publish_info();
         self.send_ok(seq).await?;
         Ok(())
     }

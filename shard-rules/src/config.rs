@@ -21,6 +21,46 @@ pub struct Config {
     /// Backend pool sizes and timeouts, applied to every (data source) pool. Optional.
     #[serde(default)]
     pub pool: PoolConfig,
+    /// The admin interface (MySQL protocol, its own port and users). Default: off.
+    pub admin: Option<AdminSection>,
+    /// The Prometheus metrics endpoint. Default: off.
+    pub metrics: Option<MetricsSection>,
+}
+
+/// The admin interface: DBAs and operators connect with the `mariadb` CLI or any MySQL driver
+/// (`docs/operations.md`). Its users are not application users.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address the admin listener binds, e.g. `"127.0.0.1:6032"`. Required.
+    pub listen: String,
+    /// Admin users by name: their mysql_native_password hash (`rainbow-bridge hash-password`).
+    /// Required, at least one.
+    pub users: std::collections::BTreeMap<String, AdminUser>,
+}
+
+/// One admin user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUser {
+    /// `*` followed by 40 hex digits, as for application users. Required.
+    pub password_hash: String,
+    /// `false`: the user may only read (SHOW, PREVIEW), not change rules or reload.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub write: bool,
+}
+
+/// The Prometheus metrics endpoint (`GET /metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address the HTTP listener binds, e.g. `"127.0.0.1:9104"`. Required.
+    pub listen: String,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// This proxy instance.
@@ -310,6 +350,50 @@ impl Config {
                 "max_allowed_packet",
                 "must be at least 1024 bytes".into(),
             );
+        }
+
+        if let Some(admin) = &self.admin {
+            if admin.listen.parse::<SocketAddr>().is_err() {
+                bad(
+                    "admin",
+                    "listen",
+                    format!("`{}` is not an IP:port address", admin.listen),
+                );
+            }
+            if admin.users.is_empty() {
+                bad("admin", "users", "needs at least one admin user".into());
+            }
+            for (name, u) in &admin.users {
+                if parse_password_hash(&u.password_hash).is_none() {
+                    bad(
+                        &format!("admin.users.{name}"),
+                        "password_hash",
+                        "is not `*` followed by 40 hex digits (rainbow-bridge hash-password)"
+                            .into(),
+                    );
+                }
+            }
+        }
+        if let Some(m) = &self.metrics {
+            if m.listen.parse::<SocketAddr>().is_err() {
+                bad(
+                    "metrics",
+                    "listen",
+                    format!("`{}` is not an IP:port address", m.listen),
+                );
+            }
+        }
+        if let (Some(a), Some(m)) = (&self.admin, &self.metrics) {
+            if a.listen == m.listen
+                || a.listen == self.proxy.listen
+                || m.listen == self.proxy.listen
+            {
+                bad(
+                    "admin",
+                    "listen",
+                    "proxy.listen, admin.listen and metrics.listen must differ".into(),
+                );
+            }
         }
 
         if self.pool.max_size == 0 {

@@ -30,6 +30,9 @@ pub const MAX_ROUTE_CODES: u32 = 1 << 20;
 pub enum RulesError {
     #[error("rules file is not valid TOML or has an unknown or missing field: {0}")]
     Syntax(#[from] toml::de::Error),
+    /// Several fields have the wrong type or an unknown name: each, with where it is.
+    #[error("rules file has {} field problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Fields(Vec<String>),
     #[error("rules file has {} problem(s):\n{}", .0.len(), crate::config::list(.0))]
     Invalid(Vec<ConfigProblem>),
 }
@@ -220,7 +223,20 @@ impl TableRule {
 impl RuleSet {
     /// Parses and compiles a rules file; every problem is reported at once.
     pub fn parse(text: &str) -> Result<RuleSet, RulesError> {
-        let file: RulesFile = toml::from_str(text)?;
+        let file: RulesFile = match toml::from_str(text) {
+            Ok(f) => f,
+            Err(first) => {
+                // serde stops at the first bad field: look at every section on its own so a
+                // DBA sees all of them at once (one alone keeps its line and column).
+                let problems = field_problems(text);
+                let bad = problems.iter().filter(|p| !p.ends_with(MISSING)).count();
+                return Err(if bad > 1 {
+                    RulesError::Fields(problems)
+                } else {
+                    RulesError::Syntax(first)
+                });
+            }
+        };
         RuleSet::compile(&file).map_err(RulesError::Invalid)
     }
 
@@ -1176,5 +1192,91 @@ fn check_targets(
 impl fmt::Display for DataNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}.{}", self.data_source, self.table)
+    }
+}
+
+const MISSING: &str = "missing (required)";
+
+/// Every section (every entry of the keyed ones) of a rules file that does not deserialize,
+/// as `where: why`. Empty when the text is not TOML at all or every section reads.
+fn field_problems(text: &str) -> Vec<String> {
+    use serde::de::DeserializeOwned;
+    fn one<T: DeserializeOwned>(at: &str, v: &toml::Value, out: &mut Vec<String>) {
+        if let Err(e) = T::deserialize(v.clone()) {
+            out.push(format!("{at}: {}", e.to_string().trim()));
+        }
+    }
+    fn each<T: DeserializeOwned>(at: &str, v: &toml::Value, out: &mut Vec<String>) {
+        match v.as_table() {
+            Some(t) => {
+                for (name, entry) in t {
+                    one::<T>(&format!("{at}.{name}"), entry, out);
+                }
+            }
+            None => out.push(format!("{at}: must be a table")),
+        }
+    }
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, v) in &table {
+        match key.as_str() {
+            "version" => one::<u64>(key, v, &mut out),
+            "rooms" => each::<crate::config::Room>(key, v, &mut out),
+            "route_codes" => one::<crate::rules::RouteCodes>(key, v, &mut out),
+            "traffic" => one::<crate::rules::Traffic>(key, v, &mut out),
+            "write_ban" => one::<crate::rules::WriteBan>(key, v, &mut out),
+            "ids" => one::<id_gen::SnowflakeConfig>(key, v, &mut out),
+            "segments" => one::<crate::rules::Segments>(key, v, &mut out),
+            "data_sources" => each::<DataSource>(key, v, &mut out),
+            "databases" => each::<crate::rules::DatabaseRules>(key, v, &mut out),
+            "users" => each::<User>(key, v, &mut out),
+            other => out.push(format!("{other}: unknown section")),
+        }
+    }
+    for required in [
+        "version",
+        "rooms",
+        "route_codes",
+        "traffic",
+        "data_sources",
+        "databases",
+        "users",
+    ] {
+        if !table.contains_key(required) {
+            out.push(format!("{required}: {MISSING}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+
+    #[test]
+    fn several_bad_fields_are_all_reported_with_where_they_are() {
+        let text = "version = 1\nsurprise = 2\n[rooms.A]\nrole = \"middle\"\n\
+                    [route_codes]\ncount = 10\n[traffic]\nversion = 1\nowners.A = [\"0-9\"]\n\
+                    [data_sources.a]\nroom = \"A\"\nhost = \"h\"\nport = 99999\nschema = \"s\"\n\
+                    user = \"u\"\npassword = \"p\"\n[databases.d]\ntype = \"sideways\"\n\
+                    data_sources.ds = [\"a\"]\n[users]\n";
+        let e = RuleSet::parse(text).unwrap_err().to_string();
+        for at in ["surprise", "rooms.A", "data_sources.a", "databases.d"] {
+            assert!(e.contains(&format!("  - {at}: ")), "{at} missing in:\n{e}");
+        }
+        assert!(e.starts_with("rules file has 4 field problem(s)"), "{e}");
+    }
+
+    #[test]
+    fn a_single_bad_field_keeps_its_line_and_column() {
+        // Missing sections alone do not make a list: serde names the first one.
+        let e = RuleSet::parse("version = \"one\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1"), "{e}");
+        let e = RuleSet::parse("version = [\n").unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
     }
 }
