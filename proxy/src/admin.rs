@@ -89,6 +89,10 @@ const STATEMENTS: &[(&str, &str)] = &[
     ("SHOW SESSIONS", "client sessions"),
     ("SHOW STATS", "statement, refusal, ID and reload counters"),
     ("SHOW VERSION", "proxy and backend versions"),
+    (
+        "SHOW HELP",
+        "this list (HELP too, where the client does not take it)",
+    ),
 ];
 
 /// Why an admin statement was not understood.
@@ -262,7 +266,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
         ["SHOW", "VERSION"] => Ok(Command::ShowVersion),
         ["SHOW", "DATABASES" | "SCHEMAS"] => Ok(Command::ShowDatabases),
         ["SHOW", "TABLES"] => Ok(Command::ShowTables),
-        ["HELP"] => Ok(Command::Help),
+        ["HELP"] | ["SHOW", "HELP"] => Ok(Command::Help),
         ["SELECT", var, ..] if var.starts_with("@@") || var.starts_with("DATABASE(") => {
             Ok(Command::Variable(w[1].to_ascii_lowercase()))
         }
@@ -714,6 +718,16 @@ pub fn show_version(shared: &Shared, backend: String) -> Table {
     t
 }
 
+fn key_source(s: shard_rules::decide::KeySource) -> &'static str {
+    use shard_rules::decide::KeySource;
+    match s {
+        KeySource::HintRouteCode => "the hint's route code",
+        KeySource::HintKey => "the hint",
+        KeySource::Column => "the sharding column",
+        KeySource::Session => "the session ShardingKey",
+    }
+}
+
 /// The physical data source serving logical database `db` in this proxy's room.
 fn local_backend(shared: &Shared, rules: &RuleSet, db: &str) -> Option<String> {
     let database = rules.database(db)?;
@@ -853,7 +867,7 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
                 put(
                     "sharding key",
                     match &r.key {
-                        Some(k) => format!("{k} (from {:?})", r.source).to_lowercase(),
+                        Some(k) => format!("{k} (from {})", key_source(r.source)),
                         None => "none (the hint gave the route code)".into(),
                     },
                 );

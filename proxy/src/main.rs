@@ -335,7 +335,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     let addr: std::net::SocketAddr =
                         addr.parse().context("metrics.listen is not IP:port")?;
                     rainbow_bridge::metrics::install(addr).map_err(|e| anyhow::anyhow!(e))?;
-                    info!(listen = %addr, "metrics endpoint listening (GET /metrics)");
+                    info!(metrics_listen = %addr, "metrics endpoint listening (GET /metrics)");
                 }
                 let admin = config.admin.clone();
                 let shared =

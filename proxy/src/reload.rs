@@ -170,7 +170,9 @@ pub fn apply(
 fn refused(shared: &Shared, path: &Path, by: &str, why: String) -> String {
     shared.stats.reloads_refused.fetch_add(1, Ordering::Relaxed);
     let msg = format!("{}: {why}", path.display());
-    tracing::error!(by = %by, "rules reload refused, the old rules keep serving: {msg}");
+    // One log line: the problems of a multi-line message joined.
+    let line = msg.replace("\n  - ", " | ").replace('\n', " ");
+    tracing::error!(by = %by, "rules reload refused, the old rules keep serving: {line}");
     msg
 }
 

@@ -383,15 +383,21 @@ impl Config {
                 );
             }
         }
-        if let (Some(a), Some(m)) = (&self.admin, &self.metrics) {
-            if a.listen == m.listen
-                || a.listen == self.proxy.listen
-                || m.listen == self.proxy.listen
-            {
+        // Two listeners on one address cannot both bind (port 0 picks a free port each time).
+        let fixed = |a: &str| a.parse::<SocketAddr>().ok().filter(|a| a.port() != 0);
+        let mut seen = vec![("proxy", fixed(&self.proxy.listen))];
+        if let Some(a) = &self.admin {
+            seen.push(("admin", fixed(&a.listen)));
+        }
+        if let Some(m) = &self.metrics {
+            seen.push(("metrics", fixed(&m.listen)));
+        }
+        for (i, (at, addr)) in seen.iter().enumerate() {
+            if let Some((other, _)) = seen[..i].iter().find(|(_, b)| addr.is_some() && b == addr) {
                 bad(
-                    "admin",
+                    at,
                     "listen",
-                    "proxy.listen, admin.listen and metrics.listen must differ".into(),
+                    format!("is the same address as {other}.listen"),
                 );
             }
         }

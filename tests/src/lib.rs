@@ -192,6 +192,8 @@ impl ProxyConfig {
 pub struct Proxy {
     child: Child,
     pub port: u16,
+    /// The admin interface's port, when the config has `[admin]`.
+    pub admin_port: Option<u16>,
     pub log: PathBuf,
     /// The rules file the proxy reads (rewrite it, then [`Proxy::reload`]).
     pub rules_path: PathBuf,
@@ -241,6 +243,34 @@ impl Proxy {
         .await
     }
 
+    /// A proxy in `room` with these rules and extra config sections (`[admin]`, `[metrics]`)
+    /// after `[pool]`; an `[admin]` listen of `127.0.0.1:0` gets a free port, in `admin_port`.
+    pub async fn start_rules_sections(room: &str, rules: &str, sections: &str) -> Proxy {
+        let rules_text = rules.to_string();
+        let room = room.to_string();
+        let extra = sections.to_string();
+        Proxy::start_with(move |file| {
+            (
+                format!(
+                    "[proxy]\nlisten = \"127.0.0.1:0\"\nroom = \"{room}\"\nrules = \"{file}\"\n\n\
+                     [pool]\nmax_size = 16\nconnect_timeout_ms = 2000\n\n{extra}\n"
+                ),
+                rules_text.clone(),
+            )
+        })
+        .await
+    }
+
+    /// Sends SIGHUP (reload the rules file) without waiting for the outcome.
+    pub fn hangup(&self) {
+        let ok = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(ok.success());
+    }
+
     /// Waits (bounded) until the log has `n` lines containing `what`; returns the last.
     pub fn wait_log(&self, what: &str, n: usize, timeout: std::time::Duration) -> Option<String> {
         let deadline = std::time::Instant::now() + timeout;
@@ -267,7 +297,7 @@ impl Proxy {
         let cfg = dir.join(format!("{stem}.toml"));
         let rules = format!("{stem}-rules.toml");
         let (config_text, rules_text) = render(&rules);
-        std::fs::write(&cfg, config_text).unwrap();
+        std::fs::write(&cfg, &config_text).unwrap();
         std::fs::write(dir.join(&rules), rules_text).unwrap();
         let log = dir.join(format!("{stem}.log"));
         let mut child = Command::new(binary())
@@ -281,36 +311,48 @@ impl Proxy {
             .spawn()
             .expect("spawn rainbow-bridge");
         let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
+        let admin = config_text.contains("[admin]");
+        let (tx, rx) = mpsc::channel::<(bool, u16)>();
         let log_path = log.clone();
         std::thread::spawn(move || {
             let mut file = std::fs::File::create(&log_path).unwrap();
-            let mut tx = Some(tx);
+            let port_of = |line: &str, field: &str| -> Option<u16> {
+                let at = line.find(field)?;
+                let addr = line[at + field.len()..].split_whitespace().next()?;
+                addr.rsplit(':').next()?.parse().ok()
+            };
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let _ = writeln!(file, "{line}");
-                if let Some(at) = line.find("listen=") {
-                    let addr = line[at + 7..].split_whitespace().next().unwrap_or_default();
-                    if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
-                    {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(port);
-                        }
+                if line.contains("rainbow-bridge listening") {
+                    if let Some(port) = port_of(&line, " listen=") {
+                        let _ = tx.send((false, port));
+                    }
+                }
+                if line.contains("admin interface listening") {
+                    if let Some(port) = port_of(&line, "admin_listen=") {
+                        let _ = tx.send((true, port));
                     }
                 }
             }
         });
-        let port = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!(
-                    "rainbow-bridge did not start; log: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
+        let (mut port, mut admin_port) = (None, None);
+        while port.is_none() || (admin && admin_port.is_none()) {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok((false, p)) => port = Some(p),
+                Ok((true, p)) => admin_port = Some(p),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "rainbow-bridge did not start; log: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    )
+                }
+            }
+        }
         Proxy {
             child,
-            port,
+            port: port.unwrap_or_default(),
+            admin_port,
             log,
             rules_path: dir.join(&rules),
         }
@@ -396,4 +438,67 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs the `mariadb` CLI (`-c` keeps hints, `--batch` prints tab-separated rows with a header)
+/// against `port`; returns whether it succeeded, its stdout and its stderr.
+pub fn mariadb(
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+    sql: &str,
+) -> (bool, String, String) {
+    let mut args = vec![
+        "-h127.0.0.1".to_string(),
+        format!("-P{port}"),
+        format!("-u{user}"),
+        format!("-p{password}"),
+        "-c".into(),
+        "--batch".into(),
+    ];
+    // An empty `db`: no database on the command line.
+    if !db.is_empty() {
+        args.push(db.into());
+    }
+    let out = Command::new("mariadb")
+        .args(&args)
+        .args(["-e", sql])
+        .output()
+        .expect("run the mariadb CLI (scripts/rooms.sh installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A port nothing listens on right now (bound, then released), for listeners whose port
+/// cannot be learnt after the fact (the metrics endpoint).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET path` over HTTP/1.0 (no chunked body) on 127.0.0.1:`port`: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((status, body))
 }

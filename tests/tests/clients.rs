@@ -2,29 +2,7 @@
 
 use std::process::Command;
 
-use rb_e2e::{fresh_db, root, Proxy, ProxyConfig, ROOM_A_PORT};
-
-fn mariadb(port: u16, user: &str, password: &str, db: &str, sql: &str) -> (bool, String, String) {
-    let out = Command::new("mariadb")
-        .args([
-            "-h127.0.0.1",
-            &format!("-P{port}"),
-            &format!("-u{user}"),
-            &format!("-p{password}"),
-            "-c",
-            "--batch",
-            db,
-            "-e",
-            sql,
-        ])
-        .output()
-        .expect("run the mariadb CLI (scripts/rooms.sh installs it)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use rb_e2e::{fresh_db, mariadb, root, Proxy, ProxyConfig, ROOM_A_PORT};
 
 #[tokio::test]
 async fn the_mariadb_cli_gives_the_same_output_through_the_proxy_as_directly() {
