@@ -200,6 +200,37 @@ impl Outcome {
     }
 }
 
+/// At most one log line per second for one kind of event: [`LogLimiter::allow`] says whether
+/// to write a line now, and how many were left out since the last one.
+#[derive(Debug, Default)]
+pub struct LogLimiter {
+    /// The second (Unix time) of the last line written.
+    last: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl LogLimiter {
+    /// `Some(left_out)` when a line may be written now, else `None` (and the event is counted
+    /// as left out).
+    pub fn allow(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let prev = self.last.load(Ordering::Relaxed);
+        if prev != now
+            && self
+                .last
+                .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.skipped.swap(0, Ordering::Relaxed))
+        } else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
 /// Refusal reasons by error code (docs/errors.md).
 pub const REFUSAL_REASONS: [(u16, &str); 9] = [
     (8020, "mode_not_served"),
@@ -232,7 +263,7 @@ pub struct Stats {
     /// How long the last write-ban waited, in ms.
     pub ban_wait_ms: AtomicU64,
     /// Per refusal reason: the second its last log line was written, and lines left out since.
-    refusal_log: [(AtomicU64, AtomicU64); REFUSAL_REASONS.len()],
+    refusal_log: [LogLimiter; REFUSAL_REASONS.len()],
     latency: Option<Vec<metrics::Histogram>>,
 }
 
@@ -296,21 +327,7 @@ impl Stats {
     pub fn refusal(&self, code: u16) -> Option<u64> {
         let i = REFUSAL_REASONS.iter().position(|(c, _)| *c == code)?;
         self.refusals[i].fetch_add(1, Ordering::Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let (last, skipped) = &self.refusal_log[i];
-        let prev = last.load(Ordering::Relaxed);
-        if prev != now
-            && last
-                .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            Some(skipped.swap(0, Ordering::Relaxed))
-        } else {
-            skipped.fetch_add(1, Ordering::Relaxed);
-            None
-        }
+        self.refusal_log[i].allow()
     }
 
     pub fn refusals(&self, code: u16) -> u64 {

@@ -59,6 +59,8 @@ struct Source {
     waiters: AtomicU32,
     /// Connects refused or timed out, checkouts timed out, connections lost mid-statement.
     errors: AtomicU64,
+    /// Failures are logged at most once a second per data source.
+    failure_log: crate::metrics::LogLimiter,
 }
 
 /// What `SHOW POOLS` and the pool metrics show of one data source (all its profiles).
@@ -91,6 +93,7 @@ fn source(target: SharedTarget) -> Arc<Source> {
         pools: RwLock::new(HashMap::new()),
         waiters: AtomicU32::new(0),
         errors: AtomicU64::new(0),
+        failure_log: Default::default(),
     })
 }
 
@@ -241,6 +244,15 @@ impl Pools {
         let room = || src.target.room.clone();
         let failed = |e: ProxyError| {
             src.errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(left_out) = src.failure_log.allow() {
+                tracing::warn!(
+                    data_source = %ds,
+                    room = %src.target.room,
+                    code = e.code().0,
+                    left_out,
+                    "backend checkout failed: {e}"
+                );
+            }
             e
         };
         // bb8 reports connect failures only to its error sink and lets `get` run into its

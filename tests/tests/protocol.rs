@@ -622,6 +622,18 @@ async fn a_dead_backend_gets_a_precise_error_quickly() {
     }
     let one: i64 = p.query_first("SELECT 1").await.unwrap().unwrap();
     assert_eq!(one, 1, "the session stays on its database and usable");
+    // The operator sees it too: one log line naming the data source, its room and the cause.
+    let log = proxy.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("backend checkout failed"))
+        .unwrap_or_else(|| panic!("no log line for the dead backend:\n{log}"));
+    assert!(
+        line.contains("data_source=gone_a")
+            && line.contains("room=A")
+            && line.contains("code=8001"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
