@@ -799,31 +799,31 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
     };
     // The route facts: the decision the proxy made, or for a read (which the proxy forwards
     // without deciding) the decision made for information.
-    let informational = || -> Option<shard_rules::decide::Decision> {
-        let parsed = hint.as_ref().ok()?;
-        let stripped = String::from_utf8_lossy(&parsed.sql);
-        let facts = shard_rules::analyze::analyze(&stripped).ok()?;
-        let session = shard_rules::decide::SessionCtx {
-            room: shared.room,
-            mode,
-            database,
-            session_key: None,
-            privileged: false,
+    let informational =
+        || -> Option<Result<shard_rules::decide::Decision, Box<shard_rules::decide::Refusal>>> {
+            let parsed = hint.as_ref().ok()?;
+            let stripped = String::from_utf8_lossy(&parsed.sql);
+            let facts = shard_rules::analyze::analyze(&stripped).ok()?;
+            let session = shard_rules::decide::SessionCtx {
+                room: shared.room,
+                mode,
+                database,
+                session_key: None,
+                privileged: false,
+            };
+            let mut n = 0;
+            Some(shard_rules::decide::decide(
+                &rules,
+                &facts,
+                parsed.hint.as_ref(),
+                &session,
+                &[],
+                &mut |_| {
+                    n += 1;
+                    Ok(n)
+                },
+            ))
         };
-        let mut n = 0;
-        shard_rules::decide::decide(
-            &rules,
-            &facts,
-            parsed.hint.as_ref(),
-            &session,
-            &[],
-            &mut |_| {
-                n += 1;
-                Ok(n)
-            },
-        )
-        .ok()
-    };
     let (decision, outcome) = match verdict {
         Err(e) => {
             let (code, state) = e.code();
@@ -832,6 +832,38 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
                 "error",
                 format!("{code} ({}) {e}", String::from_utf8_lossy(state)),
             );
+            // What the refusal knows of the route: the table, key, route code and owner room.
+            if let Some(Err(r)) = informational() {
+                use shard_rules::decide::RouteError;
+                if let Some(table) = &r.table {
+                    put("table", table.clone());
+                }
+                if let RouteError::WrongRoom { key, .. } | RouteError::Banned { key, .. } =
+                    &r.reason
+                {
+                    put("sharding key", key.clone());
+                }
+                if let Some(c) = r.route_code {
+                    put("route code", c.to_string());
+                }
+                if let Some(o) = &r.owner_room {
+                    put("owner room", o.clone());
+                }
+                if let Some(c) = r.route_code {
+                    put(
+                        "write-ban",
+                        format!(
+                            "{} (write-ban version {})",
+                            if rules.is_banned(c) {
+                                "banned"
+                            } else {
+                                "not banned"
+                            },
+                            rules.ban_version()
+                        ),
+                    );
+                }
+            }
             return t;
         }
         Ok(Verdict::SetSessionKey(k)) => {
@@ -845,7 +877,7 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
             return t;
         }
         Ok(Verdict::ForeignRead { code, owner }) => (
-            informational(),
+            informational().and_then(Result::ok),
             format!(
                 "forwarded: a read of route code {code}, owned by room {}, served here and \
                  counted as a foreign read",
@@ -854,7 +886,7 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
         ),
         Ok(Verdict::Forward(Some(d))) => (Some(*d), "forwarded: checked and allowed".into()),
         Ok(Verdict::Forward(None)) => (
-            informational(),
+            informational().and_then(Result::ok),
             "forwarded: reads and session statements are not checked statement by statement".into(),
         ),
         Ok(Verdict::NeedIds(_)) => (None, "forwarded".into()),

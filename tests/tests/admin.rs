@@ -350,6 +350,11 @@ async fn preview_shows_routed_refused_and_broadcast_statements() {
         err.contains("room `A`") && err.contains("route code 1001"),
         "{err}"
     );
+    // The refusal's route facts are listed too.
+    assert_eq!(item(&out, "sharding key"), ["1001"], "{out}");
+    assert_eq!(item(&out, "route code"), ["1001"], "{out}");
+    assert_eq!(item(&out, "owner room"), ["A"], "{out}");
+    assert_eq!(item(&out, "table"), ["t_order"], "{out}");
     let out = admin_ok(
         &p,
         &db,
@@ -357,6 +362,12 @@ async fn preview_shows_routed_refused_and_broadcast_statements() {
     );
     assert_eq!(item(&out, "hint"), ["/* rb: sharding_key=5500 */"], "{out}");
     assert!(item(&out, "error")[0].starts_with("8032 (HY000) "), "{out}");
+    assert_eq!(item(&out, "route code"), ["5500"], "{out}");
+    assert_eq!(
+        item(&out, "write-ban")[0].split(' ').next(),
+        Some("banned"),
+        "{out}"
+    );
     // The same statement with the hint: the SQL sent keeps the hint, as the proxy sends it.
     let out = admin_ok(
         &p,
