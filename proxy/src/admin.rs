@@ -296,20 +296,56 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
     }
 }
 
-/// SQL `LIKE` with `%` and `_`, case-insensitive (table names).
+/// SQL `LIKE` with `%` and `_` (and `\\` escaping the next character), case-insensitive
+/// (table names). Iterative, at most pattern × name steps: any pattern an admin user types is
+/// safe.
 pub fn like(pattern: &str, s: &str) -> bool {
-    fn go(p: &[u8], s: &[u8]) -> bool {
-        match p.split_first() {
-            None => s.is_empty(),
-            Some((b'%', rest)) => (0..=s.len()).any(|i| go(rest, &s[i..])),
-            Some((b'_', rest)) => !s.is_empty() && go(rest, &s[1..]),
-            Some((b'\\', rest)) if !rest.is_empty() => {
-                !s.is_empty() && s[0].eq_ignore_ascii_case(&rest[0]) && go(&rest[1..], &s[1..])
+    #[derive(Clone, Copy)]
+    enum Tok {
+        Any,
+        One,
+        Lit(u8),
+    }
+    let mut p = Vec::with_capacity(pattern.len());
+    let mut bytes = pattern.bytes();
+    while let Some(c) = bytes.next() {
+        p.push(match c {
+            b'%' => Tok::Any,
+            b'_' => Tok::One,
+            b'\\' => Tok::Lit(bytes.next().unwrap_or(b'\\')),
+            c => Tok::Lit(c),
+        });
+    }
+    let s = s.as_bytes();
+    let (mut i, mut j) = (0, 0);
+    // The last `%` seen and the name position it was tried at.
+    let mut star: Option<(usize, usize)> = None;
+    while j < s.len() {
+        match p.get(i) {
+            Some(Tok::Any) => {
+                star = Some((i, j));
+                i += 1;
             }
-            Some((c, rest)) => !s.is_empty() && s[0].eq_ignore_ascii_case(c) && go(rest, &s[1..]),
+            Some(Tok::One) => {
+                i += 1;
+                j += 1;
+            }
+            Some(Tok::Lit(c)) if c.eq_ignore_ascii_case(&s[j]) => {
+                i += 1;
+                j += 1;
+            }
+            _ => match star {
+                // Let the last `%` take one more character and try again from there.
+                Some((si, sj)) => {
+                    star = Some((si, sj + 1));
+                    i = si + 1;
+                    j = sj + 1;
+                }
+                None => return false,
+            },
         }
     }
-    go(pattern.as_bytes(), s.as_bytes())
+    p[i..].iter().all(|t| matches!(t, Tok::Any))
 }
 
 /// A result set: column names and rows of text (NULL as `None`).
@@ -1415,6 +1451,14 @@ mod tests {
         assert!(like("t\\_order", "t_order"));
         assert!(!like("t_order", "t_order_item"));
         assert!(like("%", ""));
+        assert!(like("%o%_i%m", "t_order_item"));
+        assert!(!like("%o%_x%m", "t_order_item"));
+        assert!(like("t%%r", "t_order"));
+        // Any pattern is safe: no recursion to overflow, no exponential backtracking.
+        let long = "%a".repeat(20_000);
+        assert!(!like(&long, &"a".repeat(19_999)));
+        assert!(like(&long, &"a".repeat(20_000)));
+        assert!(!like(&"%a".repeat(30), &format!("{}b", "a".repeat(60))));
     }
 
     #[test]

@@ -59,8 +59,9 @@ struct Source {
     waiters: AtomicU32,
     /// Connects refused or timed out, checkouts timed out, connections lost mid-statement.
     errors: AtomicU64,
-    /// Failures are logged at most once a second per data source.
-    failure_log: crate::metrics::LogLimiter,
+    /// Failures are logged at most once a second per data source (shared with the pools'
+    /// error sinks).
+    failure_log: Arc<crate::metrics::LogLimiter>,
 }
 
 /// What `SHOW POOLS` and the pool metrics show of one data source (all its profiles).
@@ -85,6 +86,11 @@ pub struct Pools {
     config: PoolConfig,
     /// data source → its pools; replaced, never edited in place.
     sources: ArcSwap<HashMap<String, Arc<Source>>>,
+    /// The data sources the last update removed or renamed, still lending: a session that
+    /// resolved its data source on the rules being replaced checks out in the moment between
+    /// the pools' swap and the rules' swap without an error; it moves at its next checkout.
+    /// Replaced by the next update.
+    retired: ArcSwap<HashMap<String, Arc<Source>>>,
 }
 
 fn source(target: SharedTarget) -> Arc<Source> {
@@ -112,6 +118,7 @@ impl Pools {
             sources: ArcSwap::from_pointee(
                 targets.into_iter().map(|(n, t)| (n, source(t))).collect(),
             ),
+            retired: ArcSwap::from_pointee(HashMap::new()),
         }
     }
 
@@ -135,8 +142,14 @@ impl Pools {
                 }
             }
         }
-        changed.extend(old.keys().filter(|n| !next.contains_key(*n)).cloned());
+        let removed: HashMap<String, Arc<Source>> = old
+            .iter()
+            .filter(|(n, _)| !next.contains_key(*n))
+            .map(|(n, s)| (n.clone(), Arc::clone(s)))
+            .collect();
+        changed.extend(removed.keys().cloned());
         changed.sort();
+        self.retired.store(Arc::new(removed));
         self.sources.store(Arc::new(next));
         changed
     }
@@ -184,10 +197,9 @@ impl Pools {
     }
 
     fn source(&self, ds: &str) -> Result<Arc<Source>, ProxyError> {
-        self.sources
-            .load()
-            .get(ds)
-            .cloned()
+        let current = self.sources.load().get(ds).cloned();
+        current
+            .or_else(|| self.retired.load().get(ds).cloned())
             .ok_or_else(|| ProxyError::BackendUnavailable {
                 ds: ds.to_string(),
                 room: "?".into(),
@@ -219,7 +231,11 @@ impl Pools {
                 .max_lifetime(
                     Some(Duration::from_secs(self.config.max_lifetime_s)).filter(|d| !d.is_zero()),
                 )
-                .error_sink(Box::new(LogSink))
+                .error_sink(Box::new(LogSink {
+                    data_source: src.target.ds.clone().into(),
+                    room: src.target.room.clone().into(),
+                    log: Arc::clone(&src.failure_log),
+                }))
                 .build_unchecked(Manager {
                     target: Arc::clone(&src.target),
                     profile: profile & PROFILE_CAPS,
@@ -334,15 +350,63 @@ fn same_target(a: &Target, b: &Target) -> bool {
     )
 }
 
-#[derive(Debug, Clone, Copy)]
-struct LogSink;
+/// Failures bb8 sees by itself (keeping `min_idle` connections open), logged through the
+/// data source's limiter like checkout failures.
+#[derive(Debug, Clone)]
+struct LogSink {
+    data_source: Arc<str>,
+    room: Arc<str>,
+    log: Arc<crate::metrics::LogLimiter>,
+}
 
 impl bb8::ErrorSink<BackendError> for LogSink {
     fn sink(&self, error: BackendError) {
-        tracing::warn!(%error, "backend pool error");
+        if let Some(left_out) = self.log.allow() {
+            tracing::warn!(data_source = %self.data_source, room = %self.room, left_out, "backend pool error: {error}");
+        }
     }
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<BackendError>> {
-        Box::new(*self)
+        Box::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(ds: &str, port: u16) -> (String, SharedTarget) {
+        let t = Target {
+            ds: ds.into(),
+            room: "B".into(),
+            host: "127.0.0.1".into(),
+            port,
+            schema: "shop".into(),
+            user: "rb".into(),
+            password: "rb".into(),
+            connect_timeout: Duration::from_millis(100),
+        };
+        (ds.to_string(), Arc::new(t))
+    }
+
+    #[test]
+    fn an_update_keeps_unchanged_sources_and_retires_removed_ones_for_one_update() {
+        let pools = Pools::new(
+            HashMap::from([target("a", 1), target("b", 2)]),
+            PoolConfig::default(),
+        );
+        let a = pools.source("a").unwrap();
+        // `a` unchanged, `b` renamed to `c`.
+        let changed = pools.update(HashMap::from([target("a", 1), target("c", 2)]));
+        assert_eq!(changed, ["b", "c"]);
+        assert!(Arc::ptr_eq(&a, &pools.source("a").unwrap()), "a kept its pools");
+        // A session that resolved `b` on the rules being replaced still gets its pools…
+        assert!(pools.source("b").is_ok());
+        assert!(pools.stats().iter().all(|s| s.data_source != "b"));
+        // … until the next update.
+        let changed = pools.update(HashMap::from([target("a", 3), target("c", 2)]));
+        assert_eq!(changed, ["a"]);
+        assert!(pools.source("b").is_err());
+        assert!(!Arc::ptr_eq(&a, &pools.source("a").unwrap()), "a changed: new pools");
     }
 }
