@@ -399,7 +399,10 @@ mod tests {
         // `a` unchanged, `b` renamed to `c`.
         let changed = pools.update(HashMap::from([target("a", 1), target("c", 2)]));
         assert_eq!(changed, ["b", "c"]);
-        assert!(Arc::ptr_eq(&a, &pools.source("a").unwrap()), "a kept its pools");
+        assert!(
+            Arc::ptr_eq(&a, &pools.source("a").unwrap()),
+            "a kept its pools"
+        );
         // A session that resolved `b` on the rules being replaced still gets its pools…
         assert!(pools.source("b").is_ok());
         assert!(pools.stats().iter().all(|s| s.data_source != "b"));
@@ -407,6 +410,9 @@ mod tests {
         let changed = pools.update(HashMap::from([target("a", 3), target("c", 2)]));
         assert_eq!(changed, ["a"]);
         assert!(pools.source("b").is_err());
-        assert!(!Arc::ptr_eq(&a, &pools.source("a").unwrap()), "a changed: new pools");
+        assert!(
+            !Arc::ptr_eq(&a, &pools.source("a").unwrap()),
+            "a changed: new pools"
+        );
     }
 }

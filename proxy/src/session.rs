@@ -739,6 +739,18 @@ impl Session {
                     .stats
                     .failed_login
                     .fetch_add(1, Ordering::Relaxed);
+                // A login the multi-active rules refuse (8020, 8021) is a refusal too.
+                if let SessionError::Client(
+                    p @ (ProxyError::CenterModeInUnitRoom { .. }
+                    | ProxyError::CenterDatabaseInUnitRoom { .. }),
+                )
+                | SessionError::Fatal(
+                    p @ (ProxyError::CenterModeInUnitRoom { .. }
+                    | ProxyError::CenterDatabaseInUnitRoom { .. }),
+                ) = &e
+                {
+                    let _ = session.shared.stats.refusal(p.code().0);
+                }
                 info!(peer = %peer, connection_id, error = %e, "login refused");
                 None
             }
@@ -1177,6 +1189,24 @@ impl Session {
                         code,
                         left_out,
                         "statement refused: {message}"
+                    );
+                }
+                Outcome::Refused
+            }
+            // The connection-mode and database-type refusals the session itself makes (USE
+            // or COM_INIT_DB of a center database in a unit room, a user become center-mode).
+            Err(SessionError::Client(
+                e @ (ProxyError::CenterModeInUnitRoom { .. }
+                | ProxyError::CenterDatabaseInUnitRoom { .. }),
+            )) => {
+                let code = e.code().0;
+                if let Some(left_out) = self.shared.stats.refusal(code) {
+                    info!(
+                        connection_id = self.connection_id,
+                        user = %self.user,
+                        code,
+                        left_out,
+                        "statement refused: {e}"
                     );
                 }
                 Outcome::Refused

@@ -55,9 +55,12 @@ broadcast_tables = ["t_region"]
 sharding_key = "buyer_id"
 [databases.{db}.tables.t_order_item]
 sharding_key = "buyer_id"
+[databases.central]
+type = "center"
+data_sources.ds = ["u_a"]
 [users.app]
 password_hash = "{hash}"
-databases = ["{db}"]
+databases = ["{db}", "central"]
 mode = "unit"
 "#
     )
@@ -119,6 +122,9 @@ async fn every_admin_statement_answers_through_the_mariadb_cli() {
     c.query_drop("INSERT INTO t_order (buyer_id) VALUES (5001)")
         .await
         .unwrap();
+    // A center database in this unit room: refused by the session itself, counted as such.
+    let e = c.query_drop("USE central").await.unwrap_err();
+    assert!(e.to_string().contains("8021"), "{e}");
 
     let out = admin_ok(&p, &db, "SHOW RULES");
     assert!(
@@ -289,6 +295,7 @@ async fn every_admin_statement_answers_through_the_mariadb_cli() {
             .unwrap()
     };
     assert_eq!(stat("refusals.banned"), 1);
+    assert_eq!(stat("refusals.center_database"), 1);
     assert_eq!(stat("statements.update.refused"), 1);
     assert_eq!(stat("statements.update.ok"), 2);
     assert_eq!(stat("statements.insert.ok"), 1);
