@@ -453,7 +453,39 @@ pub fn publish(shared: &Shared) {
     gauge!(BAN_EFFECTIVE.0).set(effective);
     gauge!(BAN_WAIT.0).set(s.ban_wait_ms.load(Ordering::Relaxed) as f64 / 1000.0);
 
-    for p in shared.pools.stats() {
+    // The exporter cannot drop a series: a data source a reload removed or renamed (its pool
+    // drained) is published once more with zero connections, max and waiters, so its series do
+    // not keep the last values of a pool that is gone.
+    static PUBLISHED: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let stats = shared.pools.stats();
+    let now: Vec<(String, String)> = stats
+        .iter()
+        .map(|p| (p.room.clone(), p.data_source.clone()))
+        .collect();
+    let gone: Vec<(String, String)> = {
+        let mut published = PUBLISHED.lock().unwrap_or_else(|e| e.into_inner());
+        let gone = published
+            .iter()
+            .filter(|k| !now.contains(k))
+            .cloned()
+            .collect();
+        *published = now;
+        gone
+    };
+    for (room, ds) in gone {
+        let labels = [("room", room), ("data_source", ds)];
+        for state in ["idle", "in_use"] {
+            let with_state = [
+                labels[0].clone(),
+                labels[1].clone(),
+                ("state", state.to_string()),
+            ];
+            gauge!(POOL_CONNECTIONS.0, &with_state[..]).set(0.0);
+        }
+        gauge!(POOL_MAX.0, &labels[..]).set(0.0);
+        gauge!(POOL_WAITERS.0, &labels[..]).set(0.0);
+    }
+    for p in stats {
         let labels = [
             ("room", p.room.clone()),
             ("data_source", p.data_source.clone()),

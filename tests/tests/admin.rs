@@ -745,4 +745,21 @@ async fn metrics_scraped_over_http_show_the_counters_moving() {
         "{after}"
     );
     c.disconnect().await.unwrap();
+
+    // A reload renames room B's data source: the new one is published, the gone one's pool
+    // gauges drop to zero instead of keeping the last values.
+    assert!(p.reload(&rules(&db, 3, "u_b9", "")), "{}", p.log_text());
+    let old_max = "rainbow_pool_max_connections{room=\"B\",data_source=\"u_b\"}";
+    let new_max = "rainbow_pool_max_connections{room=\"B\",data_source=\"u_b9\"}";
+    assert_eq!(sample(&after, old_max), Some(16.0), "{after}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let renamed = loop {
+        let body = scrape();
+        if sample(&body, new_max).is_some() || std::time::Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(sample(&renamed, new_max), Some(16.0), "{renamed}");
+    assert_eq!(sample(&renamed, old_max), Some(0.0), "{renamed}");
 }
