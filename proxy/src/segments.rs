@@ -37,6 +37,36 @@ impl CenterSegments {
     }
 }
 
+impl CenterSegments {
+    /// One transaction advancing `tag`'s row by its step: its new `max_id` and `step`.
+    async fn take_block(
+        &self,
+        c: &mut mysql_async::Conn,
+        tag: &str,
+    ) -> Result<Option<(i64, i64)>, mysql_async::Error> {
+        let t = &self.table;
+        let mut tx = c.start_transaction(mysql_async::TxOpts::default()).await?;
+        tx.exec_drop(
+            format!("INSERT IGNORE INTO `{t}` (tag, max_id, step) VALUES (?, 0, ?)"),
+            (tag, self.step),
+        )
+        .await?;
+        tx.exec_drop(
+            format!("UPDATE `{t}` SET max_id = max_id + step WHERE tag = ?"),
+            (tag,),
+        )
+        .await?;
+        let row = tx
+            .exec_first(
+                format!("SELECT max_id, step FROM `{t}` WHERE tag = ?"),
+                (tag,),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+}
+
 impl SegmentSource for CenterSegments {
     async fn next_block(&self, tag: &str) -> Result<Block, SourceError> {
         let t = &self.table;
@@ -51,24 +81,20 @@ impl SegmentSource for CenterSegments {
             .await?;
             self.created.store(true, Ordering::Release);
         }
-        let mut tx = c.start_transaction(mysql_async::TxOpts::default()).await?;
-        tx.exec_drop(
-            format!("INSERT IGNORE INTO `{t}` (tag, max_id, step) VALUES (?, 0, ?)"),
-            (tag, self.step),
-        )
-        .await?;
-        tx.exec_drop(
-            format!("UPDATE `{t}` SET max_id = max_id + step WHERE tag = ?"),
-            (tag,),
-        )
-        .await?;
-        let row: Option<(i64, i64)> = tx
-            .exec_first(
-                format!("SELECT max_id, step FROM `{t}` WHERE tag = ?"),
-                (tag,),
-            )
-            .await?;
-        tx.commit().await?;
+        // Two proxies taking the first block of a new tag at once can deadlock on the row's
+        // insert (InnoDB picks a victim: error 1213, "try restarting transaction"); the
+        // victim's transaction is rolled back whole, so it is retried.
+        let mut attempt = 0;
+        let row: Option<(i64, i64)> = loop {
+            attempt += 1;
+            match self.take_block(&mut c, tag).await {
+                Err(mysql_async::Error::Server(e)) if e.code == 1213 && attempt < 5 => {
+                    tracing::debug!(tag, attempt, "segment allocation deadlocked; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                }
+                other => break other?,
+            }
+        };
         let (max_id, step) = row.ok_or("the tag's row vanished")?;
         Ok(Block {
             start: max_id - step + 1,
