@@ -847,17 +847,11 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
                 session_key: None,
                 privileged: false,
             };
-            let mut n = 0;
-            Some(shard_rules::decide::decide(
+            Some(shard_rules::decide::decide_with_sample_keys(
                 &rules,
                 &facts,
                 parsed.hint.as_ref(),
                 &session,
-                &[],
-                &mut |_| {
-                    n += 1;
-                    Ok(n)
-                },
             ))
         };
     let (decision, outcome) = match verdict {
@@ -881,11 +875,9 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
                 }
                 if let Some(c) = r.route_code {
                     put("route code", c.to_string());
-                }
-                if let Some(o) = &r.owner_room {
-                    put("owner room", o.clone());
-                }
-                if let Some(c) = r.route_code {
+                    if let Some(o) = &r.owner_room {
+                        put("owner room", o.clone());
+                    }
                     put(
                         "write-ban",
                         format!(

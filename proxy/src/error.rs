@@ -107,6 +107,17 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// MySQL error code and SQLSTATE.
+    /// The code of a refusal by the multi-active rules (counted in `rainbow_refusals_total`):
+    /// the rules' own and the mode and database-type refusals the session makes itself.
+    pub fn refusal_code(&self) -> Option<u16> {
+        match self {
+            ProxyError::Rule { code, .. } => Some(*code),
+            ProxyError::CenterModeInUnitRoom { .. }
+            | ProxyError::CenterDatabaseInUnitRoom { .. } => Some(self.code().0),
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> (u16, &[u8; 5]) {
         use ProxyError::*;
         match self {

@@ -146,7 +146,7 @@ fn route_preview(
     sql: &str,
 ) -> anyhow::Result<std::process::ExitCode> {
     use shard_rules::config::ConnectionMode;
-    use shard_rules::decide::{decide, SessionCtx};
+    use shard_rules::decide::{decide_with_sample_keys, SessionCtx};
     let text = std::fs::read_to_string(rules_path)
         .with_context(|| format!("cannot read {}", rules_path.display()))?;
     let rules = shard_rules::RuleSet::parse(&text)
@@ -176,18 +176,7 @@ fn route_preview(
         session_key: None,
         privileged: false,
     };
-    let mut next = 0i64;
-    let decision = decide(
-        &rules,
-        &facts,
-        parsed.hint.as_ref(),
-        &session,
-        &[],
-        &mut |_| {
-            next += 1;
-            Ok(next)
-        },
-    );
+    let decision = decide_with_sample_keys(&rules, &facts, parsed.hint.as_ref(), &session);
     println!("kind:        {:?}", facts.kind);
     match decision {
         Err(e) => {

@@ -472,25 +472,9 @@ pub fn publish(shared: &Shared) {
         *published = now;
         gone
     };
-    for (room, ds) in gone {
-        let labels = [("room", room), ("data_source", ds)];
-        for state in ["idle", "in_use"] {
-            let with_state = [
-                labels[0].clone(),
-                labels[1].clone(),
-                ("state", state.to_string()),
-            ];
-            gauge!(POOL_CONNECTIONS.0, &with_state[..]).set(0.0);
-        }
-        gauge!(POOL_MAX.0, &labels[..]).set(0.0);
-        gauge!(POOL_WAITERS.0, &labels[..]).set(0.0);
-    }
-    for p in stats {
-        let labels = [
-            ("room", p.room.clone()),
-            ("data_source", p.data_source.clone()),
-        ];
-        for (state, v) in [("idle", p.idle), ("in_use", p.in_use)] {
+    let pool_gauges = |room: &str, ds: &str, idle: u32, in_use: u32, max: u32, waiters: u32| {
+        let labels = [("room", room.to_string()), ("data_source", ds.to_string())];
+        for (state, v) in [("idle", idle), ("in_use", in_use)] {
             let with_state = [
                 labels[0].clone(),
                 labels[1].clone(),
@@ -498,8 +482,15 @@ pub fn publish(shared: &Shared) {
             ];
             gauge!(POOL_CONNECTIONS.0, &with_state[..]).set(v as f64);
         }
-        gauge!(POOL_MAX.0, &labels[..]).set(p.max as f64);
-        gauge!(POOL_WAITERS.0, &labels[..]).set(p.waiters as f64);
+        gauge!(POOL_MAX.0, &labels[..]).set(max as f64);
+        gauge!(POOL_WAITERS.0, &labels[..]).set(waiters as f64);
+    };
+    for (room, ds) in gone {
+        pool_gauges(&room, &ds, 0, 0, 0, 0);
+    }
+    for p in stats {
+        pool_gauges(&p.room, &p.data_source, p.idle, p.in_use, p.max, p.waiters);
+        let labels = [("room", p.room), ("data_source", p.data_source)];
         counter!(POOL_ERRORS.0, &labels[..]).absolute(p.errors);
     }
 }

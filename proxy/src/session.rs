@@ -740,16 +740,10 @@ impl Session {
                     .failed_login
                     .fetch_add(1, Ordering::Relaxed);
                 // A login the multi-active rules refuse (8020, 8021) is a refusal too.
-                if let SessionError::Client(
-                    p @ (ProxyError::CenterModeInUnitRoom { .. }
-                    | ProxyError::CenterDatabaseInUnitRoom { .. }),
-                )
-                | SessionError::Fatal(
-                    p @ (ProxyError::CenterModeInUnitRoom { .. }
-                    | ProxyError::CenterDatabaseInUnitRoom { .. }),
-                ) = &e
-                {
-                    let _ = session.shared.stats.refusal(p.code().0);
+                if let SessionError::Client(p) | SessionError::Fatal(p) = &e {
+                    if let Some(code) = p.refusal_code() {
+                        let _ = session.shared.stats.refusal(code);
+                    }
                 }
                 info!(peer = %peer, connection_id, error = %e, "login refused");
                 None
@@ -1181,24 +1175,7 @@ impl Session {
             Ok(_) if self.backend_failed => Outcome::BackendError,
             Ok(_) => Outcome::Ok,
             Err(SessionError::Server(_)) => Outcome::BackendError,
-            Err(SessionError::Client(ProxyError::Rule { code, message, .. })) => {
-                if let Some(left_out) = self.shared.stats.refusal(*code) {
-                    info!(
-                        connection_id = self.connection_id,
-                        user = %self.user,
-                        code,
-                        left_out,
-                        "statement refused: {message}"
-                    );
-                }
-                Outcome::Refused
-            }
-            // The connection-mode and database-type refusals the session itself makes (USE
-            // or COM_INIT_DB of a center database in a unit room, a user become center-mode).
-            Err(SessionError::Client(
-                e @ (ProxyError::CenterModeInUnitRoom { .. }
-                | ProxyError::CenterDatabaseInUnitRoom { .. }),
-            )) => {
+            Err(SessionError::Client(e)) if e.refusal_code().is_some() => {
                 let code = e.code().0;
                 if let Some(left_out) = self.shared.stats.refusal(code) {
                     info!(

@@ -256,6 +256,22 @@ impl Refusal {
 /// A source of generated keys: called once per row and generated column.
 pub type NextKey<'a> = &'a mut dyn FnMut(&KeyGenerator) -> Result<i64, String>;
 
+/// Decides a statement without parameters, with stand-in keys 1, 2, … for generated columns:
+/// for showing how a statement would route (`rainbow-bridge route`, the admin interface's
+/// `PREVIEW`), never for running it.
+pub fn decide_with_sample_keys(
+    rules: &RuleSet,
+    facts: &Facts,
+    hint: Option<&Hint>,
+    session: &SessionCtx<'_>,
+) -> Result<Decision, Box<Refusal>> {
+    let mut n = 0;
+    decide(rules, facts, hint, session, &[], &mut |_| {
+        n += 1;
+        Ok(n)
+    })
+}
+
 /// Decides one statement. `params` are the bound values of `?` parameters (text order);
 /// `next_key` makes a key for a generated column.
 pub fn decide(
