@@ -120,6 +120,10 @@ pub struct Facts {
     /// `SET @@rb_sharding_key = v` (`Some(Some(v))`) or `= DEFAULT` / `NULL` (`Some(None)`): the
     /// session ShardingKey for clients that strip comments. The proxy answers it itself.
     pub session_key: Option<Option<Operand>>,
+    /// Column names (lower case) that are also the name of one of the statement's tables
+    /// (`SELECT t FROM t`): a rename by tokens could not tell them apart, so sharded
+    /// execution refuses the statement.
+    pub columns_like_tables: Vec<String>,
 }
 
 /// Why a statement could not be analysed.
@@ -158,11 +162,38 @@ pub fn analyze_statement(stmt: &Statement) -> Facts {
             unknowns: Vec::new(),
             locks: false,
             session_key: None,
+            columns_like_tables: Vec::new(),
         },
     };
     a.facts.params = a.params.len();
     a.statement(stmt);
+    a.facts.columns_like_tables = columns_like_tables(stmt, &a.facts.tables);
     a.facts
+}
+
+/// Column names that equal a table name of the statement.
+fn columns_like_tables(stmt: &Statement, tables: &[TableRef]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut note = |name: &str| {
+        if tables.iter().any(|t| t.name.eq_ignore_ascii_case(name))
+            && !out.iter().any(|o| o.eq_ignore_ascii_case(name))
+        {
+            out.push(lower(name));
+        }
+    };
+    let _ = ast::visit_expressions(stmt, |e: &Expr| {
+        match e {
+            Expr::Identifier(i) => note(&i.value),
+            Expr::CompoundIdentifier(parts) => {
+                if let Some(last) = parts.last() {
+                    note(&last.value);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    out
 }
 
 /// The text-order index of every `?`, keyed by its position (line, column). Every value of the

@@ -1,0 +1,280 @@
+//! The node queries a decided statement makes (issue 9): one *unit* per query a backend runs —
+//! a logical data source and the physical name of every sharded table in it. Tables of one
+//! binding group pair by node position; broadcast and single tables keep their names.
+//! Anything that cannot be split into independent node queries whose union is the answer is
+//! refused with the construct named.
+
+use std::sync::Arc;
+
+use crate::analyze::{Facts, Kind, WriteKind};
+use crate::decide::{Decision, Layout, NodeRef};
+use crate::lex::Rename;
+use crate::ruleset::{Database, TableKind, TableRule};
+use crate::scatter::NotSupported;
+
+/// One node query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// Logical data source.
+    pub data_source: Arc<str>,
+    /// Logical → physical table names (sharded tables only).
+    pub renames: Vec<Rename>,
+    /// For an INSERT into a sharded table: the rows (0-based, in text order) this node gets.
+    pub rows: Vec<usize>,
+}
+
+/// The units of a statement, in node order. `joins` tells what the statement's text joins
+/// (see [`Joins`]).
+pub fn units(
+    db: &Database,
+    facts: &Facts,
+    d: &Decision,
+    joins: Joins,
+) -> Result<Vec<Unit>, NotSupported> {
+    let sharded: Vec<(usize, &TableRule)> = d
+        .tables
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.layout == Layout::Sharded)
+        .filter_map(|(i, t)| match db.table(&t.table) {
+            TableKind::Sharded(r) => Some((i, r)),
+            _ => None,
+        })
+        .collect();
+    if sharded.is_empty() {
+        // Single and broadcast tables: the default data source, or every one for a broadcast
+        // write.
+        let mut sources: Vec<Arc<str>> = d
+            .tables
+            .iter()
+            .flat_map(|t| t.nodes.iter().map(|n| n.data_source.clone()))
+            .collect();
+        sources.sort();
+        sources.dedup();
+        if sources.len() > 1 {
+            if let Some(single) = d.tables.iter().find(|t| t.layout == Layout::Single) {
+                return no(format!(
+                    "a write to broadcast tables that also reads the single table `{}`",
+                    single.table
+                ));
+            }
+        }
+        return Ok(sources
+            .into_iter()
+            .map(|ds| Unit {
+                data_source: ds,
+                renames: Vec::new(),
+                rows: Vec::new(),
+            })
+            .collect());
+    }
+    for (_, rule) in &sharded {
+        if let Some(c) = facts
+            .columns_like_tables
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(&rule.name))
+        {
+            return no(format!(
+                "a column named like the sharded table `{}` (`{c}`): qualify it with an alias, or rename it",
+                rule.name
+            ));
+        }
+    }
+    for (i, rule) in &sharded {
+        if let Some(alias) = facts.tables.get(*i).and_then(|t| t.alias.as_deref()) {
+            if let Some((_, other)) = sharded
+                .iter()
+                .find(|(_, r)| r.name.eq_ignore_ascii_case(alias))
+            {
+                return no(format!(
+                    "the alias `{alias}` on `{}`, which is the name of the sharded table `{}`",
+                    rule.name, other.name
+                ));
+            }
+        }
+    }
+    let nodes_of = |i: usize| &d.tables[i].nodes;
+    let lead = sharded[0];
+    // Every distinct sharded table, first occurrence.
+    let mut distinct: Vec<(usize, &TableRule)> = Vec::new();
+    for (i, r) in &sharded {
+        match distinct.iter().find(|(_, x)| x.name == r.name) {
+            Some((first, _)) => {
+                // The same sharded table twice pairs rows of two nodes only on one node.
+                if nodes_of(*first).len() > 1 || nodes_of(*i).len() > 1 {
+                    return no(format!(
+                        "a self-join of the sharded table `{}` across nodes",
+                        r.name
+                    ));
+                }
+            }
+            None => distinct.push((*i, r)),
+        }
+    }
+    let spread = distinct.iter().any(|(i, _)| nodes_of(*i).len() > 1);
+    if spread {
+        for (i, r) in &distinct {
+            if facts.tables.get(*i).is_some_and(|t| !t.top) {
+                return no(format!(
+                    "a subquery or derived table on the sharded table `{}` that needs rows of several nodes",
+                    r.name
+                ));
+            }
+        }
+        if matches!(facts.kind, Kind::Write(_)) && d.tables.len() > 1 {
+            return no("a write that joins or reads other tables across nodes");
+        }
+        if joins.right_or_full {
+            return no("RIGHT or FULL JOIN across nodes");
+        }
+        let first = facts.tables.iter().position(|t| t.top);
+        if joins.left && first.is_some_and(|f| d.tables[f].layout != Layout::Sharded) {
+            return no(format!(
+                "a LEFT JOIN whose left table `{}` is not sharded, across nodes (every node would add its unmatched rows)",
+                d.tables[first.unwrap_or(0)].table
+            ));
+        }
+    }
+    let mut units: Vec<Unit> = Vec::new();
+    if distinct.len() == 1 || !spread {
+        // One sharded table (or each on one node): a unit per node of the lead table.
+        if distinct.len() > 1 {
+            let ds = &nodes_of(lead.0).first().map(|n| n.data_source.clone());
+            let mut renames = Vec::new();
+            for (i, r) in &distinct {
+                let Some(n) = nodes_of(*i).first() else {
+                    return Ok(Vec::new());
+                };
+                if Some(&n.data_source) != ds.as_ref() {
+                    return no(format!(
+                        "a join of `{}` and `{}`, whose rows are on different data sources",
+                        lead.1.name, r.name
+                    ));
+                }
+                renames.push(rename(r, n));
+            }
+            if let Some(ds) = ds.clone() {
+                units.push(Unit {
+                    data_source: ds,
+                    renames,
+                    rows: Vec::new(),
+                });
+            }
+        } else {
+            for n in nodes_of(lead.0) {
+                units.push(Unit {
+                    data_source: n.data_source.clone(),
+                    renames: vec![rename(lead.1, n)],
+                    rows: Vec::new(),
+                });
+            }
+        }
+    } else {
+        // Several sharded tables: one binding group, paired by node position.
+        let group = db.binding_group(&lead.1.name);
+        for (_, r) in &distinct[1..] {
+            if group.is_none() || db.binding_group(&r.name) != group {
+                return no(format!(
+                    "a join of the differently sharded tables `{}` and `{}` across nodes (declare them a binding group if they shard alike)",
+                    lead.1.name, r.name
+                ));
+            }
+        }
+        for n in nodes_of(lead.0) {
+            let Some(pos) = position(db, lead.1, n) else {
+                continue;
+            };
+            let mut renames = vec![rename(lead.1, n)];
+            for (_, r) in &distinct[1..] {
+                let Some(node) = r.nodes.get(pos) else {
+                    continue;
+                };
+                renames.push(Rename {
+                    logical: r.name.clone(),
+                    physical: node.table.to_string(),
+                });
+            }
+            units.push(Unit {
+                data_source: n.data_source.clone(),
+                renames,
+                rows: Vec::new(),
+            });
+        }
+    }
+    // Single tables live on the default data source only.
+    if let Some(single) = d.tables.iter().find(|t| t.layout == Layout::Single) {
+        let default = db.data_source_name(db.default_data_source);
+        if let Some(u) = units.iter().find(|u| &*u.data_source != default) {
+            return no(format!(
+                "a join of the sharded table `{}` with the single table `{}`, which is only on data source `{default}`, not on `{}`",
+                lead.1.name, single.table, u.data_source
+            ));
+        }
+    }
+    // INSERT rows go to their own node.
+    if let (Kind::Write(WriteKind::Insert | WriteKind::Replace), Some(t)) =
+        (facts.kind, d.tables.get(lead.0))
+    {
+        if !t.rows.is_empty() {
+            for u in &mut units {
+                let physical = &u.renames[0].physical;
+                u.rows = t
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| n.data_source == u.data_source && &*n.table == physical)
+                    .map(|(r, _)| r)
+                    .collect();
+            }
+            units.retain(|u| !u.rows.is_empty());
+        }
+    }
+    Ok(units)
+}
+
+/// What the statement's joins are, from its tokens (the facts do not keep join kinds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Joins {
+    pub left: bool,
+    pub right_or_full: bool,
+}
+
+impl Joins {
+    pub fn of(sql: &[u8], q: crate::lex::Quoting) -> Joins {
+        let mut j = Joins::default();
+        let Ok(toks) = crate::lex::tokens(sql, q) else {
+            return j;
+        };
+        for (k, t) in toks.iter().enumerate() {
+            let joined = toks
+                .get(k + 1)
+                .is_some_and(|n| n.is_keyword(sql, "JOIN") || n.is_keyword(sql, "OUTER"));
+            if !joined {
+                continue;
+            }
+            if t.is_keyword(sql, "LEFT") {
+                j.left = true;
+            } else if t.is_keyword(sql, "RIGHT") || t.is_keyword(sql, "FULL") {
+                j.right_or_full = true;
+            }
+        }
+        j
+    }
+}
+
+fn rename(rule: &TableRule, n: &NodeRef) -> Rename {
+    Rename {
+        logical: rule.name.clone(),
+        physical: n.table.to_string(),
+    }
+}
+
+fn position(db: &Database, rule: &TableRule, n: &NodeRef) -> Option<usize> {
+    rule.nodes
+        .iter()
+        .position(|x| db.data_source_name(x.data_source) == &*n.data_source && x.table == n.table)
+}
+
+fn no<T>(what: impl Into<String>) -> Result<T, NotSupported> {
+    Err(NotSupported(what.into()))
+}
