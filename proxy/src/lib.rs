@@ -12,6 +12,7 @@ pub mod backend;
 pub mod classify;
 pub mod enforce;
 pub mod error;
+pub mod merge;
 pub mod metrics;
 pub mod packet;
 pub mod pool;
