@@ -270,6 +270,21 @@ impl BackendConn {
         })
     }
 
+    /// Sends a command whose response the caller reads with [`BackendConn::read_payload`]
+    /// (several may be sent before reading: the server answers them in order).
+    pub async fn send_command(&mut self, payload: &[u8]) -> Result<(), BackendError> {
+        self.send_only(payload).await
+    }
+
+    /// The next packet of a response (multi-packet payloads joined).
+    pub async fn read_payload(&mut self) -> Result<Bytes, BackendError> {
+        let r = read(&mut self.io).await;
+        if r.is_err() {
+            self.broken = true;
+        }
+        r.map(|p| p.payload)
+    }
+
     /// Sends a command that has no response (COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA).
     pub async fn send_only(&mut self, payload: &[u8]) -> Result<(), BackendError> {
         let r = self.io.send(0, payload).await;

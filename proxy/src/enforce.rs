@@ -32,6 +32,8 @@ pub mod code {
     pub const BAD_HINT: u16 = 8034;
     pub const REFUSED: u16 = 8035;
     pub const NEEDS_CENTER: u16 = 8036;
+    /// MariaDB's ER_NOT_SUPPORTED_YET: a construct the proxy cannot run across data nodes.
+    pub const NOT_SUPPORTED_YET: u16 = 1235;
 }
 
 /// What the session knows that the rules need.
@@ -99,11 +101,12 @@ pub fn refusal(r: &Refusal) -> ProxyError {
         | RouteError::HintRoom { .. }
         | RouteError::HintNode { .. } => code::BAD_HINT,
         RouteError::NeedsCenterConnection { .. } => code::NEEDS_CENTER,
+        RouteError::NotSupportedAcrossNodes(_) => code::NOT_SUPPORTED_YET,
         _ => code::REFUSED,
     };
     ProxyError::Rule {
         code,
-        state: if code == code::BAD_HINT {
+        state: if code == code::BAD_HINT || code == code::NOT_SUPPORTED_YET {
             *b"42000"
         } else {
             *b"HY000"
@@ -433,6 +436,26 @@ pub fn check_text(
         };
     }
     match gate(ctx, &parsed.sql, several)? {
+        // A read of a database with sharded or broadcast tables: routed by its decision.
+        Gate::Read if !several && sharded_database(ctx) => {
+            match analyse_one(ctx, &parsed.sql) {
+                Ok(a) => {
+                    decide_one(ctx, &a, hint.as_ref()).map(|d| Verdict::Forward(Some(Box::new(d))))
+                }
+                Err(e) => match names_laid_out_table(ctx, &parsed.sql) {
+                    Some(t) => Err(refused(
+                        ctx,
+                        *b"42000",
+                        format!(
+                            "the statement names the sharded or broadcast table `{t}`, but the \
+                             proxy cannot analyse it to route it: {e}"
+                        ),
+                    )),
+                    // Nothing laid out by the rules: the default data source answers it.
+                    None => Ok(Verdict::Forward(None)),
+                },
+            }
+        }
         Gate::Read => {
             // A hint is still checked for what it asks (a room, a node) when it asks something.
             if let Some(h) = &hint {
@@ -602,6 +625,26 @@ pub fn analyse(
     })
 }
 
+/// The session's database has sharded or broadcast tables, or several data sources.
+fn sharded_database(ctx: &Ctx<'_>) -> bool {
+    ctx.rules
+        .database(ctx.database)
+        .is_some_and(|d| d.is_laid_out())
+}
+
+/// The first sharded or broadcast table a text names (by its tokens).
+fn names_laid_out_table(ctx: &Ctx<'_>, sql: &[u8]) -> Option<String> {
+    let db = ctx.rules.database(ctx.database)?;
+    let q = shard_rules::lex::Quoting {
+        backslash_escapes: ctx.backslash_escapes,
+        ansi_quotes: ctx.ansi_quotes,
+    };
+    let toks = shard_rules::lex::tokens(sql, q).ok()?;
+    toks.iter()
+        .filter_map(|t| t.name(sql))
+        .find(|n| !matches!(db.table(n), shard_rules::TableKind::Single))
+}
+
 /// The analysis of one statement (hint stripped), from the plan cache when the session's
 /// sql_mode reads quotes as the digest does.
 fn analyse_one(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Analysis, AnalyzeError> {
@@ -707,7 +750,6 @@ fn decide_all_with(
         let params = plan.params(params);
         let d =
             decide_raw(ctx, facts, a.hint.as_ref(), &params, &mut ids).map_err(|r| refusal(&r))?;
-        single_source(ctx, &d)?;
         for c in &d.write_codes {
             if !codes.contains(c) {
                 codes.push(*c);
@@ -795,28 +837,6 @@ pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<PreparedRules>, Proxy
         }
     }
     Ok(Some(PreparedRules { analysed: a, keys }))
-}
-
-/// The decision may only use the database's default data source until sharded execution
-/// (issue 9): anything else is refused with a clear error.
-pub fn single_source(ctx: &Ctx<'_>, d: &Decision) -> Result<(), ProxyError> {
-    let Some(db) = ctx.rules.database(ctx.database) else {
-        return Ok(());
-    };
-    let default = db.data_source_name(db.default_data_source);
-    if let Some(other) = d.data_sources().into_iter().find(|ds| *ds != default) {
-        return Err(ProxyError::Rule {
-            code: code::REFUSED,
-            state: *b"0A000",
-            message: format!(
-                "the statement reaches data source `{other}` of `{}`; this version serves the \
-                 default data source `{default}` only (rules version {})",
-                db.name,
-                ctx.rules.version()
-            ),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -79,6 +79,17 @@ pub enum ProxyError {
     #[error("multi-statement text refused: {0}")]
     MultiStatement(String),
 
+    /// MariaDB's ER_NOT_SUPPORTED_YET: a construct the proxy cannot run across data nodes.
+    #[error("This version of Rainbow Bridge doesn't yet support {0}")]
+    NotSupportedAcrossNodes(String),
+
+    /// A merge would need more proxy memory than allowed (MariaDB's ER_OUT_OF_SORTMEMORY).
+    #[error("{0}")]
+    MergeTooLarge(String),
+
+    #[error("cannot merge the results of data nodes: {0}")]
+    Merge(String),
+
     #[error("cannot switch to database `{db}`: the session is pinned to data source `{pinned}` ({reason})")]
     PinnedElsewhere {
         db: String,
@@ -139,6 +150,9 @@ impl ProxyError {
             BackendLost { .. } => (8003, b"08S01"),
             Unsupported(_) => (8010, b"0A000"),
             MultiStatement(_) => (8011, b"0A000"),
+            NotSupportedAcrossNodes(_) => (1235, b"42000"),
+            MergeTooLarge(_) => (1038, b"HY001"),
+            Merge(_) => (8013, b"HY000"),
             PinnedElsewhere { .. } => (8012, b"HY000"),
             CenterModeInUnitRoom { .. } => (8020, b"HY000"),
             CenterDatabaseInUnitRoom { .. } => (8021, b"HY000"),

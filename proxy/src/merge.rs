@@ -49,7 +49,10 @@ fn is_numeric(t: ColumnType) -> bool {
 }
 
 fn is_float(t: ColumnType) -> bool {
-    matches!(t, ColumnType::MYSQL_TYPE_FLOAT | ColumnType::MYSQL_TYPE_DOUBLE)
+    matches!(
+        t,
+        ColumnType::MYSQL_TYPE_FLOAT | ColumnType::MYSQL_TYPE_DOUBLE
+    )
 }
 
 /// One text-protocol row: the packet and where each value is in it (`None` for NULL).
@@ -182,7 +185,9 @@ pub fn cmp_rows(
     for k in keys {
         let i = layout.index(k.col);
         let w = k.weight.map(|w| layout.index(w));
-        let ty = cols.get(i).map_or(ColumnType::MYSQL_TYPE_VAR_STRING, |c| c.ty);
+        let ty = cols
+            .get(i)
+            .map_or(ColumnType::MYSQL_TYPE_VAR_STRING, |c| c.ty);
         let o = cmp_values(
             a.get(i),
             w.and_then(|w| a.get(w)),
@@ -253,7 +258,11 @@ impl<'p> Grouper<'p> {
         if i < visible {
             self.agg.items.get(i).copied().unwrap_or(Merge::First)
         } else {
-            self.agg.hidden.get(i - visible).copied().unwrap_or(Merge::First)
+            self.agg
+                .hidden
+                .get(i - visible)
+                .copied()
+                .unwrap_or(Merge::First)
         }
     }
 
@@ -261,7 +270,9 @@ impl<'p> Grouper<'p> {
         let mut key = Vec::new();
         for (c, w) in &self.agg.keys {
             let i = self.layout.index(*c);
-            let v = w.and_then(|w| row.get(self.layout.index(w))).or_else(|| row.get(i));
+            let v = w
+                .and_then(|w| row.get(self.layout.index(w)))
+                .or_else(|| row.get(i));
             match v {
                 None => key.push(0),
                 Some(b) => {
@@ -305,10 +316,17 @@ impl<'p> Grouper<'p> {
         for i in 0..self.layout.width {
             let merge = self.merge_of(i);
             let v = row.get(i);
-            let ty = self.cols.get(i).map_or(ColumnType::MYSQL_TYPE_NULL, |c| c.ty);
+            let ty = self
+                .cols
+                .get(i)
+                .map_or(ColumnType::MYSQL_TYPE_NULL, |c| c.ty);
             let err = |why| value_err(i, v.unwrap_or_default(), why);
             let e: Option<MergeError> = match (&mut self.states[g][i], merge) {
-                (Acc::Count(n), _) => match v.map(|b| std::str::from_utf8(b).ok().and_then(|s| s.parse::<i64>().ok())) {
+                (Acc::Count(n), _) => match v.map(|b| {
+                    std::str::from_utf8(b)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                }) {
                     None => None,
                     Some(Some(x)) => {
                         *n = n.saturating_add(x);
@@ -318,7 +336,10 @@ impl<'p> Grouper<'p> {
                 },
                 (Acc::SumDec(s), _) => match v {
                     None => None,
-                    Some(b) => match std::str::from_utf8(b).ok().and_then(|t| Decimal::from_str(t).ok()) {
+                    Some(b) => match std::str::from_utf8(b)
+                        .ok()
+                        .and_then(|t| Decimal::from_str(t).ok())
+                    {
                         Some(x) => match s.unwrap_or(Decimal::ZERO).checked_add(x) {
                             Some(t) => {
                                 *s = Some(t);
@@ -331,7 +352,10 @@ impl<'p> Grouper<'p> {
                 },
                 (Acc::SumFloat(s), _) => match v {
                     None => None,
-                    Some(b) => match std::str::from_utf8(b).ok().and_then(|t| t.parse::<f64>().ok()) {
+                    Some(b) => match std::str::from_utf8(b)
+                        .ok()
+                        .and_then(|t| t.parse::<f64>().ok())
+                    {
                         Some(x) => {
                             *s = Some(s.unwrap_or(0.0) + x);
                             None
@@ -387,8 +411,10 @@ impl<'p> Grouper<'p> {
             }
             // MIN/MAX weights: the winner's.
             for i in 0..width {
-                if let (Merge::Min { weight: Some(w) } | Merge::Max { weight: Some(w) }, Acc::Pick(_, wv)) =
-                    (self.merge_of(i), &st[i])
+                if let (
+                    Merge::Min { weight: Some(w) } | Merge::Max { weight: Some(w) },
+                    Acc::Pick(_, wv),
+                ) = (self.merge_of(i), &st[i])
                 {
                     vals[self.layout.index(w)] = wv.clone();
                 }
@@ -412,11 +438,12 @@ impl<'p> Grouper<'p> {
                     };
                 }
             }
-            let row = Row::parse(Bytes::from(encode_row(&vals)), width).ok_or(MergeError::Value {
-                column: 0,
-                value: String::new(),
-                why: "internal: merged row",
-            })?;
+            let row =
+                Row::parse(Bytes::from(encode_row(&vals)), width).ok_or(MergeError::Value {
+                    column: 0,
+                    value: String::new(),
+                    why: "internal: merged row",
+                })?;
             if let Some(h) = &self.agg.having {
                 if eval(h, &row, self.layout, &self.cols) != Some(true) {
                     continue;
@@ -447,7 +474,9 @@ fn format_float(f: f64) -> String {
 fn avg(sum: &[u8], n: i64, info: Option<ColumnInfo>) -> Option<Vec<u8>> {
     let s = std::str::from_utf8(sum).ok()?;
     match info {
-        Some(c) if is_float(c.ty) => Some(format_float(s.parse::<f64>().ok()? / n as f64).into_bytes()),
+        Some(c) if is_float(c.ty) => {
+            Some(format_float(s.parse::<f64>().ok()? / n as f64).into_bytes())
+        }
         _ => {
             let d = Decimal::from_str(s).ok()?;
             let scale = info.map_or(4, |c| c.decimals as u32).min(28);
@@ -524,7 +553,12 @@ fn operand(o: &Operand, row: &Row, layout: Layout) -> Option<Vec<u8>> {
 }
 
 /// Sort, offset and limit over merged rows (aggregated results).
-pub fn finish_rows(mut rows: Vec<Row>, plan: &SelectPlan, layout: Layout, cols: &[ColumnInfo]) -> Vec<Row> {
+pub fn finish_rows(
+    mut rows: Vec<Row>,
+    plan: &SelectPlan,
+    layout: Layout,
+    cols: &[ColumnInfo],
+) -> Vec<Row> {
     let keys: Vec<SortKey> = if !plan.order.is_empty() {
         plan.order.clone()
     } else {
@@ -534,7 +568,11 @@ pub fn finish_rows(mut rows: Vec<Row>, plan: &SelectPlan, layout: Layout, cols: 
             .map(|a| {
                 a.keys
                     .iter()
-                    .map(|(c, w)| SortKey { col: *c, weight: *w, desc: false })
+                    .map(|(c, w)| SortKey {
+                        col: *c,
+                        weight: *w,
+                        desc: false,
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -543,7 +581,9 @@ pub fn finish_rows(mut rows: Vec<Row>, plan: &SelectPlan, layout: Layout, cols: 
         rows.sort_by(|a, b| cmp_rows(a, b, &keys, layout, cols));
     }
     let skip = usize::try_from(plan.offset).unwrap_or(usize::MAX);
-    let take = plan.limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let take = plan
+        .limit
+        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
     rows.into_iter().skip(skip).take(take).collect()
 }
 
@@ -554,7 +594,10 @@ mod tests {
     use shard_rules::scatter::plan_select;
 
     fn row(vals: &[Option<&str>]) -> Row {
-        let v: Vec<Option<Vec<u8>>> = vals.iter().map(|x| x.map(|s| s.as_bytes().to_vec())).collect();
+        let v: Vec<Option<Vec<u8>>> = vals
+            .iter()
+            .map(|x| x.map(|s| s.as_bytes().to_vec()))
+            .collect();
         Row::parse(Bytes::from(encode_row(&v)), vals.len()).unwrap()
     }
 
@@ -567,18 +610,39 @@ mod tests {
         let r = row(&[Some("1"), None, Some("abc"), None]);
         assert_eq!(r.get(0), Some(&b"1"[..]));
         assert_eq!(r.get(1), None);
-        assert_eq!(r.visible(2).as_ref(), &encode_row(&[Some(b"1".to_vec()), None])[..]);
-        assert_eq!(r.visible(1).as_ref(), &encode_row(&[Some(b"1".to_vec()), None, Some(b"abc".to_vec())])[..]);
+        assert_eq!(
+            r.visible(2).as_ref(),
+            &encode_row(&[Some(b"1".to_vec()), None])[..]
+        );
+        assert_eq!(
+            r.visible(1).as_ref(),
+            &encode_row(&[Some(b"1".to_vec()), None, Some(b"abc".to_vec())])[..]
+        );
         assert!(Row::parse(Bytes::from_static(b"\x05ab"), 1).is_none());
     }
 
     #[test]
     fn numbers_compare_as_numbers_strings_by_weight_and_null_first() {
         let t = ColumnType::MYSQL_TYPE_NEWDECIMAL;
-        assert_eq!(cmp_values(Some(b"9.5"), None, Some(b"10"), None, t), Ordering::Less);
-        assert_eq!(cmp_values(Some(b"-2"), None, Some(b"-10"), None, ColumnType::MYSQL_TYPE_LONG), Ordering::Greater);
+        assert_eq!(
+            cmp_values(Some(b"9.5"), None, Some(b"10"), None, t),
+            Ordering::Less
+        );
+        assert_eq!(
+            cmp_values(
+                Some(b"-2"),
+                None,
+                Some(b"-10"),
+                None,
+                ColumnType::MYSQL_TYPE_LONG
+            ),
+            Ordering::Greater
+        );
         let s = ColumnType::MYSQL_TYPE_VAR_STRING;
-        assert_eq!(cmp_values(Some(b"a"), Some(b"\x00A"), Some(b"A"), Some(b"\x00A"), s), Ordering::Equal);
+        assert_eq!(
+            cmp_values(Some(b"a"), Some(b"\x00A"), Some(b"A"), Some(b"\x00A"), s),
+            Ordering::Equal
+        );
         assert_eq!(cmp_values(None, None, Some(b""), None, s), Ordering::Less);
     }
 
@@ -592,7 +656,10 @@ mod tests {
         let agg = plan.aggregate.clone().unwrap();
         // g, count, sum, min, max, avg | sum, count (avg), weights of min, max, g; then hidden count for HAVING
         let width = 6 + plan.hidden;
-        let layout = Layout { width, hidden: plan.hidden };
+        let layout = Layout {
+            width,
+            hidden: plan.hidden,
+        };
         let mut cols = vec![info(ColumnType::MYSQL_TYPE_NEWDECIMAL, 0); width];
         cols[0] = info(ColumnType::MYSQL_TYPE_VAR_STRING, 0);
         cols[5] = info(ColumnType::MYSQL_TYPE_NEWDECIMAL, 4);
@@ -619,7 +686,14 @@ mod tests {
         let got: Vec<Option<&[u8]>> = (0..6).map(|i| r.get(i)).collect();
         assert_eq!(
             got,
-            vec![Some(&b"a"[..]), Some(b"3"), Some(b"7"), Some(b"1"), Some(b"4"), Some(b"2.3333")]
+            vec![
+                Some(&b"a"[..]),
+                Some(b"3"),
+                Some(b"7"),
+                Some(b"1"),
+                Some(b"4"),
+                Some(b"2.3333")
+            ]
         );
     }
 
@@ -627,7 +701,10 @@ mod tests {
     fn the_memory_bound_refuses_instead_of_growing() {
         let plan = plan_select(b"SELECT DISTINCT a FROM t", Quoting::default()).unwrap();
         let agg = plan.aggregate.clone().unwrap();
-        let layout = Layout { width: 2, hidden: 1 };
+        let layout = Layout {
+            width: 2,
+            hidden: 1,
+        };
         let cols = vec![info(ColumnType::MYSQL_TYPE_LONG, 0); 2];
         let mut g = Grouper::new(&agg, layout, cols, 1000);
         let mut failed = None;

@@ -536,7 +536,18 @@ struct Held {
     ds: String,
     /// The data source the connection was opened to (a reload may since have changed it).
     target: crate::backend::SharedTarget,
-    handle: Arc<SessionHandle>,
+    /// Makes the connection KILL's target while it is held.
+    _kill_target: KillTarget,
+}
+
+/// While alive, `SessionHandle::backend` names the held connection.
+struct KillTarget(Arc<SessionHandle>);
+
+impl Drop for KillTarget {
+    fn drop(&mut self) {
+        // The connection goes back to the pool (or is closed): KILL must not reach it any more.
+        *lock(&self.0.backend) = None;
+    }
 }
 
 impl Held {
@@ -551,19 +562,13 @@ impl Held {
             conn,
             ds,
             target,
-            handle: Arc::clone(handle),
+            _kill_target: KillTarget(Arc::clone(handle)),
         }
     }
-}
 
-impl Drop for Held {
-    fn drop(&mut self) {
-        // A panic mid-statement may leave a response unread: the pool must not get it back.
-        if std::thread::panicking() {
-            self.conn.broken = true;
-        }
-        // The connection goes back to the pool (or is closed): KILL must not reach it any more.
-        *lock(&self.handle.backend) = None;
+    /// The connection and its target, no longer KILL's target.
+    fn into_parts(self) -> (Conn, String, crate::backend::SharedTarget) {
+        (self.conn, self.ds, self.target)
     }
 }
 
@@ -573,6 +578,15 @@ impl Drop for Session {
         // released — to a fence while a backend it still holds (only after a panic; `close`
         // fences its own) may be finishing a write (`Held`'s drop closes it).
         lock(&self.shared.sessions).remove(&self.connection_id);
+        // A panic mid-statement may leave a response unread: the pool must not get it back.
+        if std::thread::panicking() {
+            if let Some(h) = self.held.as_mut() {
+                h.conn.broken = true;
+            }
+            for s in self.side.values_mut() {
+                s.conn.broken = true;
+            }
+        }
         let claims = std::mem::take(&mut *lock(&self.handle.writing));
         if let Some(h) = self.held.as_ref().filter(|_| !claims.is_empty()) {
             self.shared
@@ -672,6 +686,9 @@ pub struct Session {
     /// The user's connection mode (from the rules).
     mode: ConnectionMode,
     held: Option<Held>,
+    /// Connections to the database's other data sources, kept while a transaction spans them
+    /// (sharded execution, issue 9).
+    side: BTreeMap<String, sharded::Side>,
     pins: u8,
     linger: bool,
     stmts: HashMap<u32, Prepared>,
@@ -683,6 +700,8 @@ pub struct Session {
 }
 
 type Result<T, E = SessionError> = std::result::Result<T, E>;
+
+mod sharded;
 
 impl Session {
     /// Runs the handshake; on success the session is ready for [`Session::run`].
@@ -712,6 +731,7 @@ impl Session {
             session_key: None,
             mode: ConnectionMode::Unit,
             held: None,
+            side: BTreeMap::new(),
             pins: 0,
             linger: false,
             stmts: HashMap::new(),
@@ -1452,6 +1472,17 @@ impl Session {
                 }
             }
         };
+        debug!(connection_id = self.connection_id, units = ?decision.as_deref().map(|d| &d.units), "decided");
+        if let Some(d) = decision.as_deref().filter(|d| self.needs_sharding(d)) {
+            return self.sharded_query(&p, &st, d).await;
+        }
+        // COMMIT / ROLLBACK of a transaction that spans data sources: theirs first.
+        if !self.side.is_empty() {
+            let word = sharded::tx_word(&p.payload[1..]);
+            if word != sharded::TxWord::Other {
+                self.end_sides(word).await?;
+            }
+        }
         self.acquire(&st).await?;
         let o = self.relay(&p, ResponseKind::ResultSets).await?;
         self.finish(&o, &st).await
@@ -1548,7 +1579,6 @@ impl Session {
         let ctx = self.rules_ctx(&rules, &database);
         let verdict = crate::enforce::check_text(&ctx, sql, ids, several)?;
         if let crate::enforce::Verdict::Forward(Some(d)) = &verdict {
-            crate::enforce::single_source(&ctx, d)?;
             // A read with a room or node hint is decided in full; counted like the others.
             if let (true, Some(r)) = (d.foreign_read, &d.route) {
                 self.count_foreign_read(r.code, r.owner);
@@ -1768,6 +1798,9 @@ impl Session {
         if !self.must_keep() && !self.linger {
             self.held = None;
         }
+        if !self.must_keep() {
+            self.side.clear();
+        }
     }
 
     /// Reads the values of variables a SET may have changed, so they can be applied to other
@@ -1939,7 +1972,11 @@ impl Session {
         let rules = self.shared.rules.load_full();
         let ctx = self.rules_ctx(&rules, &database);
         if let Some(d) = crate::enforce::decide_all(&ctx, a, values, ids)? {
-            crate::enforce::single_source(&ctx, &d)?;
+            if self.needs_sharding(&d) {
+                return Err(ProxyError::NotSupportedAcrossNodes(
+                    "prepared statements on sharded tables yet; send the statement as text".into(),
+                ));
+            }
             self.claim_codes(&d)?;
         }
         Ok(())

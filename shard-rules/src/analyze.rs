@@ -124,6 +124,16 @@ pub struct Facts {
     /// (`SELECT t FROM t`): a rename by tokens could not tell them apart, so sharded
     /// execution refuses the statement.
     pub columns_like_tables: Vec<String>,
+    /// The kinds of outer join in the statement's own FROM.
+    pub joins: Joins,
+}
+
+/// Outer joins of the statement's own FROM: a scatter may only add rows of unmatched sharded
+/// rows, never repeat rows of a table every node has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Joins {
+    pub left: bool,
+    pub right_or_full: bool,
 }
 
 /// Why a statement could not be analysed.
@@ -163,6 +173,7 @@ pub fn analyze_statement(stmt: &Statement) -> Facts {
             locks: false,
             session_key: None,
             columns_like_tables: Vec::new(),
+            joins: Joins::default(),
         },
     };
     a.facts.params = a.params.len();
@@ -442,6 +453,16 @@ impl Analyzer {
         for twj in items {
             self.factor(&twj.relation, top);
             for j in &twj.joins {
+                if top {
+                    use ast::JoinOperator as J;
+                    match j.join_operator {
+                        J::Left(_) | J::LeftOuter(_) => self.facts.joins.left = true,
+                        J::Right(_) | J::RightOuter(_) | J::FullOuter(_) => {
+                            self.facts.joins.right_or_full = true
+                        }
+                        _ => {}
+                    }
+                }
                 self.factor(&j.relation, top);
             }
         }

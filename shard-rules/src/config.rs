@@ -108,6 +108,15 @@ pub struct ProxySection {
     /// closes their connections (which rolls them back). Idle sessions close at once. Default 30.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_s: u64,
+    /// Proxy memory one statement's merge of data-node results may hold, in MiB: groups of
+    /// GROUP BY / DISTINCT / aggregates, and node results buffered for a sorted merge. A merge
+    /// that needs more is refused (error 1038). Default 64.
+    #[serde(default = "default_merge_memory")]
+    pub merge_memory_mb: usize,
+}
+
+fn default_merge_memory() -> usize {
+    64
 }
 
 /// Role of a room in the multi-active deployment.

@@ -86,6 +86,9 @@ pub struct TableRoute {
     pub nodes: Vec<NodeRef>,
     /// For an INSERT into a sharded table: the node of each row, in row order.
     pub rows: Vec<NodeRef>,
+    /// A sharding condition, a hint or the rows chose the nodes (false: every node, for
+    /// want of a condition).
+    pub conditioned: bool,
 }
 
 /// Values the proxy generated for a key column left out of an INSERT, one per row.
@@ -112,6 +115,9 @@ pub struct Decision {
     /// Every route code a write to a unit database was allowed for (all its keys): what a
     /// write-ban applied while the statement runs must wait for.
     pub write_codes: Vec<u32>,
+    /// The node queries the statement makes, in node order (one for a statement on single or
+    /// broadcast tables read from the default data source).
+    pub units: Vec<crate::units::Unit>,
 }
 
 impl Decision {
@@ -218,6 +224,15 @@ pub enum RouteError {
     },
     #[error("{what} in unit database `{database}`: the proxy cannot check its rows against room ownership")]
     Unsupported { what: String, database: String },
+    /// Something the proxy cannot run correctly across data nodes.
+    #[error("This version of Rainbow Bridge doesn't yet support {0}")]
+    NotSupportedAcrossNodes(String),
+    #[error("an {what} of `{table}` without a sharding condition would change every one of its {nodes} data nodes; add a condition on its sharding column, or set `allow_full_scatter_writes = true` in its table rule")]
+    FullScatterWrite {
+        what: String,
+        table: String,
+        nodes: usize,
+    },
     #[error("key generator for `{table}`.`{column}`: {detail}")]
     KeyGeneration {
         table: String,
@@ -304,6 +319,7 @@ pub fn decide(
             | RouteError::BadHintKey { table, .. }
             | RouteError::ChangesShardingColumn { table, .. }
             | RouteError::NoDataNode { table, .. }
+            | RouteError::FullScatterWrite { table, .. }
             | RouteError::KeyGeneration { table, .. } => Some(table.clone()),
             _ => facts.tables.first().map(|t| t.name.clone()),
         };
@@ -460,7 +476,7 @@ impl Decider<'_> {
             self.apply_node_hint(db, node, &mut tables)?;
         }
 
-        Ok(Decision {
+        let mut d = Decision {
             kind,
             rule_version: rules.version(),
             route,
@@ -469,7 +485,33 @@ impl Decider<'_> {
             generated,
             trace: self.hint.and_then(|h| h.trace).unwrap_or(false),
             write_codes,
-        })
+            units: Vec::new(),
+        };
+        d.units = crate::units::units(db, self.facts, &d)
+            .map_err(|e| RouteError::NotSupportedAcrossNodes(e.0))?;
+        if let Kind::Write(w @ (WriteKind::Update | WriteKind::Delete)) = kind {
+            for t in &d.tables {
+                if let TableKind::Sharded(rule) = db.table(&t.table) {
+                    if rule.nodes.len() > 1
+                        && !t.conditioned
+                        && !rule.allow_full_scatter_writes
+                        && self.hint.and_then(|h| h.node.as_ref()).is_none()
+                    {
+                        return Err(RouteError::FullScatterWrite {
+                            what: if w == WriteKind::Update {
+                                "UPDATE"
+                            } else {
+                                "DELETE"
+                            }
+                            .into(),
+                            table: rule.name.clone(),
+                            nodes: rule.nodes.len(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(d)
     }
 
     /// The ShardingKey route, and the room and ban checks for writes to unit databases.
@@ -756,6 +798,7 @@ impl Decider<'_> {
                 layout: Layout::Single,
                 nodes: vec![node(db.default_data_source, &written)],
                 rows: Vec::new(),
+                conditioned: true,
             }),
             TableKind::Broadcast => {
                 // Writes reach every copy; reads one (the default data source).
@@ -771,6 +814,7 @@ impl Decider<'_> {
                     layout: Layout::Broadcast,
                     nodes,
                     rows: Vec::new(),
+                    conditioned: true,
                 })
             }
             TableKind::Sharded(rule) => {
@@ -805,6 +849,7 @@ impl Decider<'_> {
                         },
                     },
                 };
+                let conditioned = set.is_some();
                 let idx: Vec<usize> = match set {
                     Some(s) => s.iter().collect(),
                     None => (0..rule.nodes.len()).collect(),
@@ -819,6 +864,7 @@ impl Decider<'_> {
                     layout: Layout::Sharded,
                     nodes,
                     rows,
+                    conditioned,
                 })
             }
         }

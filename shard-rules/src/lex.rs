@@ -296,7 +296,7 @@ pub struct Rename {
 
 /// `sql` with every reference to a renamed table replaced: the table itself and qualifiers
 /// (`t_order.amount`, `shop.t_order`), quoted or not. Left alone: names after `AS` (aliases),
-/// names called as functions, names qualified by one of the statement's tables or aliases
+/// names qualified by one of the statement's tables or aliases
 /// (a column), variables, strings and comments. A column named like a renamed table cannot be
 /// told apart from the table by its tokens: the caller refuses such statements (see
 /// [`crate::analyze::Facts::columns_like_tables`]).
@@ -318,9 +318,6 @@ pub fn rename_tables(sql: &[u8], renames: &[Rename], q: Quoting) -> Result<Vec<u
         let prev = k.checked_sub(1).map(|p| &toks[p]);
         let next = toks.get(k + 1);
         if prev.is_some_and(|p| p.is_keyword(sql, "AS")) {
-            continue;
-        }
-        if t.kind == TokenKind::Word && next.is_some_and(|n| n.kind == TokenKind::Punct(b'(')) {
             continue;
         }
         if prev.is_some_and(|p| p.kind == TokenKind::Punct(b'.')) {
@@ -381,11 +378,11 @@ mod tests {
             ),
             "select o.id, i.qty from t_order_1 o join t_order_item_1 AS i on i.order_id=o.id"
         );
-        // A schema-qualified table, an alias named like the table, a function, a variable.
+        // A schema-qualified table, an alias named like the table, a variable.
         assert_eq!(
             rename(
                 "SELECT shop.t_order.id, count(*) AS t_order, @t_order FROM shop.t_order",
-                &[("t_order", "t_order_0"), ("count", "x")]
+                &[("t_order", "t_order_0")]
             ),
             "SELECT shop.t_order_0.id, count(*) AS t_order, @t_order FROM shop.t_order_0"
         );
@@ -396,6 +393,17 @@ mod tests {
                 &[("t_order", "t_order_2")]
             ),
             "SELECT /*!50000 SQL_NO_CACHE */ * FROM /*!t_order_2*/"
+        );
+    }
+
+    #[test]
+    fn a_column_list_right_after_the_table_name() {
+        assert_eq!(
+            rename(
+                "INSERT INTO t_order(a, b) VALUES (1, 2)",
+                &[("t_order", "t_order_1")]
+            ),
+            "INSERT INTO t_order_1(a, b) VALUES (1, 2)"
         );
     }
 

@@ -108,6 +108,10 @@ pub struct TableRuleSpec {
     pub table_sharding: Option<StrategySpec>,
     /// A column the proxy fills when an INSERT leaves it out.
     pub key_generator: Option<KeyGeneratorSpec>,
+    /// UPDATE and DELETE without a sharding condition (reaching every node) are refused
+    /// unless this is true (like ShardingSphere's DML_SHARDING_CONDITIONS audit).
+    #[serde(default)]
+    pub allow_full_scatter_writes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -103,6 +103,8 @@ pub struct TableRule {
     pub database: Option<Strategy>,
     pub table: Option<Strategy>,
     pub key_generator: Option<KeyGenerator>,
+    /// UPDATE/DELETE may reach every node without a sharding condition.
+    pub allow_full_scatter_writes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +137,12 @@ impl Database {
         } else {
             TableKind::Single
         }
+    }
+
+    /// Has sharded or broadcast tables, or several data sources: statements are routed by
+    /// their tables, reads included.
+    pub fn is_laid_out(&self) -> bool {
+        !self.tables.is_empty() || !self.broadcast.is_empty() || self.data_sources.len() > 1
     }
 
     /// The binding group of a sharded table, if any.
@@ -1079,6 +1087,7 @@ fn compile_table(
         database,
         table,
         key_generator,
+        allow_full_scatter_writes: spec.allow_full_scatter_writes,
     })
 }
 

@@ -296,8 +296,9 @@ impl Planner {
         Col::Hidden(self.hidden.len() - 1)
     }
 
+    /// The collation weight of a group key or sort key: equal in every row of a group.
     fn weight(&mut self, expr: &str) -> Col {
-        self.add_hidden(format!("WEIGHT_STRING({expr})"), Merge::Carried)
+        self.add_hidden(format!("WEIGHT_STRING({expr})"), Merge::First)
     }
 
     fn plan(
@@ -466,10 +467,12 @@ impl Planner {
                                         let m = self.merge_of(agg, &arg, &o.expr);
                                         (self.add_hidden(o.expr.to_string(), m), o.expr.to_string())
                                     }
-                                    None => return no(format!(
+                                    None => {
+                                        return no(format!(
                                         "ORDER BY an expression over aggregates ({}) across nodes",
                                         o.expr
-                                    )),
+                                    ))
+                                    }
                                 }
                             } else {
                                 (
@@ -602,11 +605,12 @@ impl Planner {
         match agg {
             "count" => Merge::Count,
             "sum" => Merge::Sum,
+            // The winner's weight goes with it.
             "min" => Merge::Min {
-                weight: Some(self.weight(&expr.to_string())),
+                weight: Some(self.add_hidden(format!("WEIGHT_STRING({expr})"), Merge::Carried)),
             },
             "max" => Merge::Max {
-                weight: Some(self.weight(&expr.to_string())),
+                weight: Some(self.add_hidden(format!("WEIGHT_STRING({expr})"), Merge::Carried)),
             },
             _ => {
                 let sum = self.add_hidden(format!("SUM({arg})"), Merge::Sum);

@@ -23,14 +23,9 @@ pub struct Unit {
     pub rows: Vec<usize>,
 }
 
-/// The units of a statement, in node order. `joins` tells what the statement's text joins
-/// (see [`Joins`]).
-pub fn units(
-    db: &Database,
-    facts: &Facts,
-    d: &Decision,
-    joins: Joins,
-) -> Result<Vec<Unit>, NotSupported> {
+/// The units of a statement, in node order.
+pub fn units(db: &Database, facts: &Facts, d: &Decision) -> Result<Vec<Unit>, NotSupported> {
+    let joins = facts.joins;
     let sharded: Vec<(usize, &TableRule)> = d
         .tables
         .iter()
@@ -93,7 +88,25 @@ pub fn units(
             }
         }
     }
-    let nodes_of = |i: usize| &d.tables[i].nodes;
+    // A condition no node can match (`id IN ()`, a value no node takes) still runs on one
+    // node, for the columns of its result and its errors; it matches no row there either.
+    let first_nodes: Vec<Vec<NodeRef>> = d
+        .tables
+        .iter()
+        .map(|t| match db.table(&t.table) {
+            TableKind::Sharded(r) if t.nodes.is_empty() => r
+                .nodes
+                .first()
+                .map(|n| NodeRef {
+                    data_source: db.data_source_arc(n.data_source),
+                    table: n.table.clone(),
+                })
+                .into_iter()
+                .collect(),
+            _ => t.nodes.clone(),
+        })
+        .collect();
+    let nodes_of = |i: usize| &first_nodes[i];
     let lead = sharded[0];
     // Every distinct sharded table, first occurrence.
     let mut distinct: Vec<(usize, &TableRule)> = Vec::new();
@@ -114,7 +127,8 @@ pub fn units(
     let spread = distinct.iter().any(|(i, _)| nodes_of(*i).len() > 1);
     if spread {
         for (i, r) in &distinct {
-            if facts.tables.get(*i).is_some_and(|t| !t.top) {
+            // DDL names its tables outside any FROM; it runs on every node of each.
+            if facts.kind != Kind::Ddl && facts.tables.get(*i).is_some_and(|t| !t.top) {
                 return no(format!(
                     "a subquery or derived table on the sharded table `{}` that needs rows of several nodes",
                     r.name
@@ -230,36 +244,6 @@ pub fn units(
         }
     }
     Ok(units)
-}
-
-/// What the statement's joins are, from its tokens (the facts do not keep join kinds).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Joins {
-    pub left: bool,
-    pub right_or_full: bool,
-}
-
-impl Joins {
-    pub fn of(sql: &[u8], q: crate::lex::Quoting) -> Joins {
-        let mut j = Joins::default();
-        let Ok(toks) = crate::lex::tokens(sql, q) else {
-            return j;
-        };
-        for (k, t) in toks.iter().enumerate() {
-            let joined = toks
-                .get(k + 1)
-                .is_some_and(|n| n.is_keyword(sql, "JOIN") || n.is_keyword(sql, "OUTER"));
-            if !joined {
-                continue;
-            }
-            if t.is_keyword(sql, "LEFT") {
-                j.left = true;
-            } else if t.is_keyword(sql, "RIGHT") || t.is_keyword(sql, "FULL") {
-                j.right_or_full = true;
-            }
-        }
-        j
-    }
 }
 
 fn rename(rule: &TableRule, n: &NodeRef) -> Rename {

@@ -1,0 +1,1106 @@
+//! Sharded execution (issue 9): a statement whose decision reaches another data source than
+//! the session's, renamed physical tables, or several data nodes.
+//!
+//! - One node: the client's text with the table names replaced by token spans, relayed like
+//!   any statement on that data source's connection.
+//! - Several nodes, a SELECT: the node queries of [`shard_rules::scatter`] run on one
+//!   connection per data source (pipelined; the data sources in parallel) and their results
+//!   are merged by [`crate::merge`]: streamed for plain unions and aggregates, a k-way merge of
+//!   sorted node results for ORDER BY.
+//! - Several nodes, a write or DDL: every node query runs, in one transaction per data source
+//!   when the session has none open (so a failure on one node changes none of that data
+//!   source); the answer sums the affected rows.
+//!
+//! Connections: the session's own data source keeps using `held`; the others are `side`
+//! connections, kept while a transaction is open (one per data source, started with
+//! `START TRANSACTION` when they join it) and committed or rolled back with it.
+
+use std::collections::VecDeque;
+
+use super::*;
+use crate::merge::{self, ColumnInfo, Row};
+use shard_rules::decide::Decision;
+use shard_rules::lex::{rename_tables, Quoting};
+use shard_rules::scatter::SelectPlan;
+
+/// A side connection: to a data source other than the session's, for sharded statements.
+pub(super) struct Side {
+    pub conn: Conn,
+    pub ds: String,
+    pub target: crate::backend::SharedTarget,
+}
+
+/// One node query: the physical data source and the SQL text it runs.
+struct NodeQuery {
+    ds: String,
+    sql: Vec<u8>,
+}
+
+/// A node result being read: its column definitions and its rows (buffered, or still on the
+/// connection).
+struct Source {
+    conn: usize,
+    buffered: Option<VecDeque<Row>>,
+    done: bool,
+}
+
+/// What the statement's first word says about transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TxWord {
+    Commit,
+    Rollback,
+    Other,
+}
+
+pub(super) fn tx_word(sql: &[u8]) -> TxWord {
+    let stripped = sql_hint::parse(sql).map(|p| p.sql).unwrap_or_default();
+    let kw = crate::enforce::first_keyword(&stripped);
+    match &*kw {
+        "COMMIT" => TxWord::Commit,
+        // `ROLLBACK TO SAVEPOINT` keeps the transaction open.
+        "ROLLBACK" if !contains_word(&stripped, b"TO") => TxWord::Rollback,
+        _ => TxWord::Other,
+    }
+}
+
+fn contains_word(sql: &[u8], word: &[u8]) -> bool {
+    sql.split(|b| !b.is_ascii_alphanumeric() && *b != b'_')
+        .any(|w| w.eq_ignore_ascii_case(word))
+}
+
+impl Session {
+    fn quoting(&self) -> Quoting {
+        let s = self.syntax();
+        Quoting {
+            backslash_escapes: s.backslash_escapes,
+            ansi_quotes: s.ansi_quotes,
+        }
+    }
+
+    /// The physical data source of a logical one of the session's database, in this room.
+    fn physical_ds(&self, logical: &str) -> Option<String> {
+        let rules = self.shared.rules.load();
+        let db = rules.database(self.rules_database()?.as_ref())?;
+        db.data_sources
+            .iter()
+            .find(|l| &*l.name == logical)?
+            .physical
+            .get(self.shared.room as usize)?
+            .clone()
+    }
+
+    /// Whether the decision needs more than the relay to the session's own data source.
+    pub(super) fn needs_sharding(&self, d: &Decision) -> bool {
+        match d.units.as_slice() {
+            [] => false,
+            [u] => !u.renames.is_empty() || self.physical_ds(&u.data_source) != self.ds,
+            _ => true,
+        }
+    }
+
+    /// Runs a text statement the decision routes to other or several data nodes. `p` is the
+    /// client's packet (generated keys already added).
+    pub(super) async fn sharded_query(
+        &mut self,
+        p: &Packet,
+        st: &Statement,
+        d: &Decision,
+    ) -> Result<()> {
+        let sql = &p.payload[1..];
+        let q = self.quoting();
+        let mut queries = Vec::with_capacity(d.units.len());
+        let split_rows = matches!(
+            d.kind,
+            shard_rules::analyze::Kind::Write(
+                shard_rules::analyze::WriteKind::Insert | shard_rules::analyze::WriteKind::Replace
+            )
+        ) && d.units.iter().any(|u| !u.rows.is_empty());
+        let rows = if split_rows && d.units.len() > 1 {
+            Some(insert_rows(sql, q).ok_or_else(|| {
+                ProxyError::NotSupportedAcrossNodes(
+                    "this INSERT form across nodes (write INSERT INTO t (columns) VALUES (…), (…))"
+                        .into(),
+                )
+            })?)
+        } else {
+            None
+        };
+        for u in &d.units {
+            let ds = self.physical_ds(&u.data_source).ok_or_else(|| {
+                ProxyError::NotSupportedAcrossNodes(format!(
+                    "data source `{}` in this room",
+                    u.data_source
+                ))
+            })?;
+            let text = match &rows {
+                Some(r) => r.only(sql, &u.rows),
+                None => sql.to_vec(),
+            };
+            let renamed = rename_tables(&text, &u.renames, q)
+                .map_err(|e| ProxyError::Malformed(leak_static(e.to_string())))?;
+            debug!(connection_id = self.connection_id, data_source = %ds, sql = %String::from_utf8_lossy(&renamed), "node query");
+            queries.push(NodeQuery { ds, sql: renamed });
+        }
+        if let [one] = queries.as_slice() {
+            return self.single_node(p, st, one).await;
+        }
+        match d.kind {
+            shard_rules::analyze::Kind::Read => {
+                let stripped = sql_hint::parse(sql)
+                    .map(|h| h.sql.into_owned())
+                    .unwrap_or_else(|_| sql.to_vec());
+                let plan = shard_rules::scatter::plan_select(&stripped, q)
+                    .map_err(|e| ProxyError::NotSupportedAcrossNodes(e.0))?;
+                let mut node_queries = Vec::with_capacity(d.units.len());
+                for (u, nq) in d.units.iter().zip(queries) {
+                    let sql = rename_tables(plan.node_sql.as_bytes(), &u.renames, q)
+                        .map_err(|e| ProxyError::Malformed(leak_static(e.to_string())))?;
+                    node_queries.push(NodeQuery { ds: nq.ds, sql });
+                }
+                self.scatter_read(p.last_seq.wrapping_add(1), &plan, node_queries)
+                    .await
+            }
+            _ => {
+                // A broadcast write changes the same rows in every copy: its count is one copy's.
+                let broadcast = d
+                    .tables
+                    .iter()
+                    .all(|t| t.layout != shard_rules::decide::Layout::Sharded);
+                self.scatter_write(p.last_seq.wrapping_add(1), st, queries, broadcast)
+                    .await
+            }
+        }
+    }
+
+    /// One node: the session's own data source through `held`, another through a side
+    /// connection brought to the session's state.
+    async fn single_node(&mut self, p: &Packet, st: &Statement, nq: &NodeQuery) -> Result<()> {
+        let mut payload = Vec::with_capacity(1 + nq.sql.len());
+        payload.push(p.payload[0]);
+        payload.extend_from_slice(&nq.sql);
+        if payload.len() >= crate::packet::MAX_PAYLOAD && p.seq != p.last_seq {
+            return Err(ProxyError::Unsupported(
+                "a 16 MiB or larger statement on a sharded table".into(),
+            )
+            .into());
+        }
+        let packet = Packet {
+            seq: p.seq,
+            last_seq: p.last_seq,
+            payload: Bytes::from(payload),
+        };
+        if Some(&nq.ds) == self.ds.as_ref() {
+            self.acquire(st).await?;
+            let o = self.relay(&packet, ResponseKind::ResultSets).await?;
+            return self.finish(&o, st).await;
+        }
+        let mut side = self.side_conn(&nq.ds).await?;
+        let mut framed = Vec::with_capacity(packet.payload.len() + 4);
+        frame_into(&mut framed, packet.seq, &packet.payload);
+        let r = side
+            .conn
+            .relay(&framed, ResponseKind::ResultSets, &mut self.client, 0)
+            .await;
+        let o = match r {
+            Ok(o) => o,
+            Err(crate::backend::RelayError::Client(e)) => return Err(SessionError::ClientIo(e)),
+            Err(crate::backend::RelayError::Backend { sent, source }) => {
+                return Err(self.side_lost(&nq.ds, source.to_string(), sent));
+            }
+        };
+        self.finish_side(side, &o, st);
+        Ok(())
+    }
+
+    /// After a statement on a side connection: the session's state, and the connection kept
+    /// while a transaction is open.
+    fn finish_side(&mut self, side: Side, o: &crate::response::Outcome, st: &Statement) {
+        self.backend_failed |= o.error.is_some();
+        if o.error.is_none() {
+            self.status = o.status & !STATUS_MORE_RESULTS;
+        }
+        if o.last_insert_id != 0 {
+            self.last_insert_id = o.last_insert_id;
+        }
+        let _ = st;
+        self.keep_side(side, o.status & STATUS_IN_TRANS != 0 || o.error.is_some());
+    }
+
+    fn keep_side(&mut self, side: Side, in_trans: bool) {
+        if in_trans || self.must_keep() {
+            self.side.insert(side.ds.clone(), side);
+        }
+        if !self.must_keep() && !in_trans {
+            self.side.clear();
+        }
+    }
+
+    /// A connection to data source `ds` (not the session's own) at the session's schema,
+    /// settings and transaction.
+    async fn side_conn(&mut self, ds: &str) -> Result<Side> {
+        if let Some(s) = self.side.remove(ds) {
+            return Ok(s);
+        }
+        let (conn, target) = self.shared.pools.get(ds, self.caps).await?;
+        let mut side = Side {
+            conn,
+            ds: ds.to_string(),
+            target,
+        };
+        let in_trans = self.in_transaction();
+        let synced: Result<Result<(), Bytes>, crate::backend::BackendError> = async {
+            if side.conn.schema != side.target.schema {
+                if let Err(p) = side.conn.init_db(&side.target.schema).await? {
+                    return Ok(Err(p));
+                }
+            }
+            if let Err(p) = side.conn.set_vars(&self.vars).await? {
+                return Ok(Err(p));
+            }
+            if in_trans {
+                if let Err(p) = side.conn.query("START TRANSACTION").await? {
+                    return Ok(Err(p));
+                }
+            }
+            Ok(Ok(()))
+        }
+        .await;
+        match synced {
+            Ok(Ok(())) => Ok(side),
+            Ok(Err(packet)) => Err(SessionError::Server(packet)),
+            Err(e) => Err(self.side_lost(ds, e.to_string(), false)),
+        }
+    }
+
+    /// A side connection failed: in a transaction, every node's part of it is rolled back.
+    fn side_lost(&mut self, ds: &str, why: String, sent: bool) -> SessionError {
+        self.shared.pools.count_error(ds);
+        warn!(connection_id = self.connection_id, data_source = %ds, error = %why, "backend connection lost");
+        let in_transaction = self.in_transaction() || !self.side.is_empty();
+        let e = ProxyError::BackendLost {
+            ds: ds.to_string(),
+            room: self.shared.config.proxy.room.clone(),
+            in_transaction,
+        };
+        if in_transaction {
+            // The other nodes' parts cannot commit alone: close them all (rolled back).
+            for (_, mut s) in std::mem::take(&mut self.side) {
+                s.conn.broken = true;
+            }
+            if let Some(h) = self.held.as_mut() {
+                h.conn.broken = true;
+            }
+            self.held = None;
+            self.status &= !STATUS_IN_TRANS;
+            return SessionError::Fatal(e);
+        }
+        if sent {
+            return SessionError::Fatal(e);
+        }
+        SessionError::Client(e)
+    }
+
+    /// COMMIT or ROLLBACK with side connections open: the side parts first, then the session's
+    /// own connection (relayed). A side that fails to commit rolls back the rest.
+    pub(super) async fn end_sides(&mut self, word: TxWord) -> Result<()> {
+        if self.side.is_empty() {
+            return Ok(());
+        }
+        let sides = std::mem::take(&mut self.side);
+        let mut failure: Option<SessionError> = None;
+        let mut committed: Vec<String> = Vec::new();
+        for (ds, mut s) in sides {
+            let sql = if word == TxWord::Commit && failure.is_none() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            match s.conn.query(sql).await {
+                Ok(Ok(_)) => {
+                    if sql == "COMMIT" {
+                        committed.push(ds);
+                    }
+                }
+                Ok(Err(packet)) => {
+                    if failure.is_none() {
+                        failure = Some(SessionError::Server(packet));
+                    }
+                }
+                Err(e) => {
+                    s.conn.broken = true;
+                    if failure.is_none() {
+                        failure = Some(SessionError::Client(ProxyError::BackendLost {
+                            ds: ds.clone(),
+                            room: self.shared.config.proxy.room.clone(),
+                            in_transaction: true,
+                        }));
+                        warn!(connection_id = self.connection_id, data_source = %ds, error = %e, "backend lost at commit");
+                    }
+                }
+            }
+        }
+        if let Some(f) = failure {
+            if !committed.is_empty() {
+                warn!(
+                    connection_id = self.connection_id,
+                    committed = ?committed,
+                    "COMMIT across data sources failed part-way: the listed data sources committed, the others rolled back (use transaction mode xa for atomic commits)"
+                );
+            }
+            // The session's own part is rolled back too.
+            if let Some(h) = self.held.as_mut() {
+                let _ = h.conn.query("ROLLBACK").await;
+            }
+            self.status &= !STATUS_IN_TRANS;
+            self.release_unless_kept();
+            return Err(f);
+        }
+        Ok(())
+    }
+
+    /// Connections for the node queries: `held` for the session's own data source, side
+    /// connections for the others. Returns them by data source, in first-use order.
+    async fn node_conns(&mut self, st: &Statement, queries: &[NodeQuery]) -> Result<Vec<Side>> {
+        let mut order: Vec<String> = Vec::new();
+        for q in queries {
+            if !order.contains(&q.ds) {
+                order.push(q.ds.clone());
+            }
+        }
+        let mut conns = Vec::with_capacity(order.len());
+        for ds in order {
+            if Some(&ds) == self.ds.as_ref() {
+                self.acquire(st).await?;
+                let Some(h) = self.held.take() else {
+                    return Err(ProxyError::NoDatabase.into());
+                };
+                // The held connection goes back into `held` after the statement.
+                let (conn, ds, target) = h.into_parts();
+                conns.push(Side { conn, ds, target });
+            } else {
+                match self.side_conn(&ds).await {
+                    Ok(s) => conns.push(s),
+                    Err(e) => {
+                        self.return_conns(conns, false);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(conns)
+    }
+
+    /// Puts node connections back: the session's own into `held`, the others kept while a
+    /// transaction is open.
+    fn return_conns(&mut self, conns: Vec<Side>, in_trans: bool) {
+        for c in conns {
+            if Some(&c.ds) == self.ds.as_ref() {
+                self.held = Some(Held::new(c.conn, c.ds, c.target, &self.handle));
+            } else {
+                self.keep_side(c, in_trans);
+            }
+        }
+        if !in_trans && !self.must_keep() {
+            self.side.clear();
+            self.release_unless_kept();
+        }
+    }
+
+    /// Writes and DDL on several nodes: every node query in turn (data sources without an
+    /// open transaction run theirs in one), the affected rows summed.
+    async fn scatter_write(
+        &mut self,
+        seq: u8,
+        st: &Statement,
+        queries: Vec<NodeQuery>,
+        broadcast: bool,
+    ) -> Result<()> {
+        let mut conns = self.node_conns(st, &queries).await?;
+        let own_trans = !self.in_transaction();
+        let is_ddl = {
+            let kw = crate::enforce::first_keyword(&queries[0].sql);
+            matches!(&*kw, "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "RENAME")
+        };
+        // DDL commits implicitly: no transaction around it.
+        let wrap = own_trans && !is_ddl;
+        let mut affected: u64 = 0;
+        let mut warnings: u64 = 0;
+        let mut last_id: u64 = 0;
+        let mut error: Option<SessionError> = None;
+        let mut status = 0u16;
+        'conns: for (ci, c) in conns.iter_mut().enumerate() {
+            if wrap {
+                match c.conn.query("START TRANSACTION").await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(p)) => {
+                        error = Some(SessionError::Server(p));
+                        break;
+                    }
+                    Err(e) => {
+                        c.conn.broken = true;
+                        error = Some(SessionError::Client(ProxyError::BackendLost {
+                            ds: c.ds.clone(),
+                            room: self.shared.config.proxy.room.clone(),
+                            in_transaction: false,
+                        }));
+                        warn!(connection_id = self.connection_id, data_source = %c.ds, error = %e, "backend lost");
+                        break;
+                    }
+                }
+            }
+            for q in queries.iter().filter(|q| q.ds == c.ds) {
+                let mut payload = Vec::with_capacity(q.sql.len() + 1);
+                payload.push(0x03);
+                payload.extend_from_slice(&q.sql);
+                match c.conn.exchange(&payload, ResponseKind::ResultSets).await {
+                    Ok(r) => match r.error_packet() {
+                        Some(p) => {
+                            error = Some(SessionError::Server(p.clone()));
+                            break 'conns;
+                        }
+                        None => {
+                            if !broadcast || ci == 0 {
+                                affected += r.outcome.affected_rows;
+                            }
+                            warnings += u64::from(r.outcome.warnings);
+                            status = r.outcome.status;
+                            if r.outcome.last_insert_id != 0 && last_id == 0 {
+                                last_id = r.outcome.last_insert_id;
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        c.conn.broken = true;
+                        error = Some(SessionError::Client(ProxyError::BackendLost {
+                            ds: c.ds.clone(),
+                            room: self.shared.config.proxy.room.clone(),
+                            in_transaction: !own_trans,
+                        }));
+                        warn!(connection_id = self.connection_id, data_source = %c.ds, error = %e, "backend lost");
+                        break 'conns;
+                    }
+                }
+            }
+        }
+        if wrap {
+            let end = if error.is_none() {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            for c in conns.iter_mut().filter(|c| !c.conn.broken) {
+                match c.conn.query(end).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(p)) => {
+                        if error.is_none() {
+                            error = Some(SessionError::Server(p));
+                        }
+                    }
+                    Err(_) => c.conn.broken = true,
+                }
+            }
+        }
+        let in_trans = !own_trans && error.is_none();
+        if !own_trans && error.is_some() {
+            // A statement failed on one node of an open transaction: the others did their part;
+            // the client decides (ROLLBACK), as with a failed statement on one server.
+        }
+        let keep_trans = !own_trans;
+        self.return_conns(conns, keep_trans || in_trans);
+        if let Some(e) = error {
+            self.backend_failed = true;
+            return Err(e);
+        }
+        if last_id != 0 {
+            self.last_insert_id = last_id;
+        }
+        let status = (status & !STATUS_MORE_RESULTS & !STATUS_IN_TRANS)
+            | (self.status & STATUS_IN_TRANS)
+            | if keep_trans { STATUS_IN_TRANS } else { 0 };
+        self.status = status;
+        let ok = crate::response::ok_payload(affected, last_id, status, warnings.min(65535) as u16);
+        self.client
+            .send(seq, &ok)
+            .await
+            .map_err(SessionError::ClientIo)?;
+        Ok(())
+    }
+
+    /// A SELECT on several nodes, merged.
+    async fn scatter_read(
+        &mut self,
+        seq: u8,
+        plan: &SelectPlan,
+        queries: Vec<NodeQuery>,
+    ) -> Result<()> {
+        let st = Statement::passive();
+        let mut conns = self.node_conns(&st, &queries).await?;
+        let limit = self
+            .shared
+            .config
+            .proxy
+            .merge_memory_mb
+            .saturating_mul(1 << 20);
+        let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+        // Send every node query first: the data sources work in parallel, and each connection
+        // answers its queries in order.
+        let mut units_of: Vec<Vec<usize>> = vec![Vec::new(); conns.len()];
+        for (qi, q) in queries.iter().enumerate() {
+            let ci = conns.iter().position(|c| c.ds == q.ds).unwrap_or(0);
+            units_of[ci].push(qi);
+        }
+        let mut failure: Option<SessionError> = None;
+        for (ci, c) in conns.iter_mut().enumerate() {
+            for &qi in &units_of[ci] {
+                let mut payload = Vec::with_capacity(queries[qi].sql.len() + 1);
+                payload.push(0x03);
+                payload.extend_from_slice(&queries[qi].sql);
+                if let Err(e) = c.conn.send_command(&payload).await {
+                    failure.get_or_insert(self.node_failed(&c.ds, e));
+                }
+            }
+        }
+        let r = if failure.is_none() {
+            self.merge_nodes(seq, plan, &mut conns, &units_of, limit, deprecate_eof)
+                .await
+        } else {
+            Err(failure
+                .take()
+                .unwrap_or_else(|| ProxyError::Merge("node failed".into()).into()))
+        };
+        let in_trans = self.in_transaction();
+        self.return_conns(conns, in_trans);
+        r
+    }
+
+    fn node_failed(&self, ds: &str, e: crate::backend::BackendError) -> SessionError {
+        self.shared.pools.count_error(ds);
+        warn!(connection_id = self.connection_id, data_source = %ds, error = %e, "backend connection lost");
+        SessionError::Client(ProxyError::BackendLost {
+            ds: ds.to_string(),
+            room: self.shared.config.proxy.room.clone(),
+            in_transaction: self.in_transaction(),
+        })
+    }
+
+    async fn merge_nodes(
+        &mut self,
+        seq: u8,
+        plan: &SelectPlan,
+        conns: &mut [Side],
+        units_of: &[Vec<usize>],
+        limit: usize,
+        deprecate_eof: bool,
+    ) -> Result<()> {
+        // Read each node result's header; results queued behind another on one connection
+        // are buffered (bounded) so that every node's rows can be merged.
+        let mut sources: Vec<Source> = Vec::new();
+        let mut columns: Option<Vec<Bytes>> = None;
+        let mut error: Option<Bytes> = None;
+        let mut buffered_bytes = 0usize;
+        let mut status = 0u16;
+        let mut warnings = 0u32;
+        for (ci, units) in units_of.iter().enumerate() {
+            for (k, _) in units.iter().enumerate() {
+                let last = k + 1 == units.len();
+                let conn = &mut conns[ci].conn;
+                let head = match read_head(conn, deprecate_eof).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        let ds = conns[ci].ds.clone();
+                        drain_all(conns, units_of, ci, k + 1, deprecate_eof).await;
+                        return Err(self.node_failed(&ds, e));
+                    }
+                };
+                match head {
+                    Head::Err(p) => {
+                        error.get_or_insert(p);
+                        continue;
+                    }
+                    Head::Ok => continue,
+                    Head::Columns(defs) => {
+                        match &columns {
+                            None => columns = Some(defs),
+                            Some(c) if c.len() != defs.len() => {
+                                error.get_or_insert(Bytes::from(
+                                    ProxyError::Merge(
+                                        "data nodes returned different numbers of columns".into(),
+                                    )
+                                    .to_err_payload(),
+                                ));
+                            }
+                            _ => {}
+                        }
+                        if last {
+                            sources.push(Source {
+                                conn: ci,
+                                buffered: None,
+                                done: false,
+                            });
+                        } else {
+                            let width = columns.as_ref().map_or(0, Vec::len);
+                            let mut rows = VecDeque::new();
+                            loop {
+                                match next_row(conn, width, deprecate_eof).await {
+                                    Ok(Next::Row(r)) => {
+                                        buffered_bytes += r.raw.len() + 48;
+                                        if buffered_bytes > limit {
+                                            error.get_or_insert(Bytes::from(
+                                                too_large(limit).to_err_payload(),
+                                            ));
+                                            // Keep reading to the end: the connection stays in step.
+                                            continue;
+                                        }
+                                        rows.push_back(r);
+                                    }
+                                    Ok(Next::End {
+                                        status: s,
+                                        warnings: w,
+                                    }) => {
+                                        status = s;
+                                        warnings += u32::from(w);
+                                        break;
+                                    }
+                                    Ok(Next::Err(p)) => {
+                                        error.get_or_insert(p);
+                                        break;
+                                    }
+                                    Err(e) => {
+                                        let ds = conns[ci].ds.clone();
+                                        return Err(self.node_failed(&ds, e));
+                                    }
+                                }
+                            }
+                            sources.push(Source {
+                                conn: ci,
+                                buffered: Some(rows),
+                                done: true,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let width = columns.as_ref().map_or(0, Vec::len);
+        if let Some(e) = error {
+            drain_sources(conns, &mut sources, width, deprecate_eof).await;
+            return Err(SessionError::Server(e));
+        }
+        let Some(columns) = columns else {
+            return Err(ProxyError::Merge("no data node returned a result set".into()).into());
+        };
+        if width < plan.hidden || plan.items.is_some_and(|n| n + plan.hidden != width) {
+            drain_sources(conns, &mut sources, width, deprecate_eof).await;
+            return Err(ProxyError::Merge(format!(
+                "the node result has {width} columns, the plan expected {}",
+                plan.items.unwrap_or(0) + plan.hidden
+            ))
+            .into());
+        }
+        let infos: Vec<ColumnInfo> = columns
+            .iter()
+            .map(|c| {
+                merge::column_info(c).unwrap_or(ColumnInfo {
+                    ty: mysql_common::constants::ColumnType::MYSQL_TYPE_VAR_STRING,
+                    decimals: 0,
+                })
+            })
+            .collect();
+        let layout = merge::Layout {
+            width,
+            hidden: plan.hidden,
+        };
+        let visible = width - plan.hidden;
+        let header = |io: &mut PacketIo| -> u8 {
+            let mut count = Vec::new();
+            crate::packet::put_lenenc_int(&mut count, visible as u64);
+            let mut s = io.queue(seq, &count);
+            for c in &columns[..visible] {
+                s = io.queue(s, c);
+            }
+            if !deprecate_eof {
+                s = io.queue(s, &[0xFE, 0, 0, 0, 0]);
+            }
+            s
+        };
+        let skip = usize::try_from(plan.offset).unwrap_or(usize::MAX);
+        let take = plan
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let mut next_seq;
+        let mut failure: Option<SessionError> = None;
+        if let Some(agg) = &plan.aggregate {
+            let mut g = merge::Grouper::new(
+                agg,
+                layout,
+                infos.clone(),
+                limit.saturating_sub(buffered_bytes),
+            );
+            for si in 0..sources.len() {
+                loop {
+                    match pull(conns, &mut sources[si], width, deprecate_eof).await {
+                        Ok(Some(r)) => {
+                            if failure.is_none() {
+                                if let Err(e) = g.add(&r) {
+                                    failure = Some(merge_error(e).into());
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let ds = conns[sources[si].conn].ds.clone();
+                            return Err(self.node_failed(&ds, e));
+                        }
+                    }
+                }
+            }
+            if let Some(f) = failure {
+                return Err(f);
+            }
+            let rows = g.finish().map_err(merge_error)?;
+            let rows = merge::finish_rows(rows, plan, layout, &infos);
+            next_seq = header(&mut self.client);
+            for r in rows {
+                next_seq = self.client.queue(next_seq, &r.visible(plan.hidden));
+                self.flush_if_full().await?;
+            }
+        } else if plan.order.is_empty() {
+            next_seq = header(&mut self.client);
+            let mut n = 0usize;
+            for si in 0..sources.len() {
+                loop {
+                    match pull(conns, &mut sources[si], width, deprecate_eof).await {
+                        Ok(Some(r)) => {
+                            if n >= skip && n - skip < take {
+                                next_seq = self.client.queue(next_seq, &r.visible(plan.hidden));
+                                self.flush_if_full().await?;
+                            }
+                            n += 1;
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let ds = conns[sources[si].conn].ds.clone();
+                            return Err(self.node_failed(&ds, e));
+                        }
+                    }
+                }
+            }
+        } else {
+            // k-way merge of the sorted node results.
+            next_seq = header(&mut self.client);
+            let mut heads: Vec<Option<Row>> = Vec::with_capacity(sources.len());
+            for si in 0..sources.len() {
+                match pull(conns, &mut sources[si], width, deprecate_eof).await {
+                    Ok(r) => heads.push(r),
+                    Err(e) => {
+                        let ds = conns[sources[si].conn].ds.clone();
+                        return Err(self.node_failed(&ds, e));
+                    }
+                }
+            }
+            let mut n = 0usize;
+            loop {
+                let mut best: Option<usize> = None;
+                for (i, h) in heads.iter().enumerate() {
+                    let Some(r) = h else { continue };
+                    best = match best {
+                        None => Some(i),
+                        Some(b) => {
+                            let br = heads[b].as_ref().map(|x| x as &Row);
+                            match br {
+                                Some(br)
+                                    if merge::cmp_rows(r, br, &plan.order, layout, &infos)
+                                        == std::cmp::Ordering::Less =>
+                                {
+                                    Some(i)
+                                }
+                                _ => Some(b),
+                            }
+                        }
+                    };
+                }
+                let Some(b) = best else { break };
+                let Some(r) = heads[b].take() else { break };
+                if n >= skip && n - skip < take {
+                    next_seq = self.client.queue(next_seq, &r.visible(plan.hidden));
+                    self.flush_if_full().await?;
+                }
+                n += 1;
+                if n >= skip.saturating_add(take) {
+                    break;
+                }
+                match pull(conns, &mut sources[b], width, deprecate_eof).await {
+                    Ok(r) => heads[b] = r,
+                    Err(e) => {
+                        let ds = conns[sources[b].conn].ds.clone();
+                        return Err(self.node_failed(&ds, e));
+                    }
+                }
+            }
+        }
+        // Read what is left (after LIMIT), keeping the connections in step.
+        drain_sources(conns, &mut sources, width, deprecate_eof).await;
+        for s in &sources {
+            let _ = s;
+        }
+        let _ = (status, warnings);
+        let st = self.status & !STATUS_MORE_RESULTS;
+        let end = if deprecate_eof {
+            crate::response::ok_payload(0, 0, st, 0)
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| if i == 0 { 0xFE } else { b })
+                .collect::<Vec<u8>>()
+        } else {
+            let mut e = vec![0xFE, 0, 0];
+            e.extend_from_slice(&st.to_le_bytes());
+            e
+        };
+        self.client.queue(next_seq, &end);
+        self.client.flush().await.map_err(SessionError::ClientIo)?;
+        Ok(())
+    }
+
+    async fn flush_if_full(&mut self) -> Result<()> {
+        if self.client.wbuf.len() >= 64 * 1024 {
+            self.client.flush().await.map_err(SessionError::ClientIo)?;
+        }
+        Ok(())
+    }
+}
+
+fn too_large(limit: usize) -> ProxyError {
+    merge_error(merge::MergeError::TooLarge { limit })
+}
+
+fn merge_error(e: merge::MergeError) -> ProxyError {
+    match e {
+        merge::MergeError::TooLarge { .. } => ProxyError::MergeTooLarge(e.to_string()),
+        other => ProxyError::Merge(other.to_string()),
+    }
+}
+
+/// The first part of a response.
+enum Head {
+    Err(Bytes),
+    Ok,
+    Columns(Vec<Bytes>),
+}
+
+enum Next {
+    Row(Row),
+    End { status: u16, warnings: u16 },
+    Err(Bytes),
+}
+
+async fn read_head(
+    conn: &mut Conn,
+    deprecate_eof: bool,
+) -> Result<Head, crate::backend::BackendError> {
+    let first = conn.read_payload().await?;
+    match first.first() {
+        Some(0xFF) => return Ok(Head::Err(first)),
+        Some(0x00) => return Ok(Head::Ok),
+        _ => {}
+    }
+    let (n, _) = crate::packet::lenenc_int(&first).ok_or_else(|| bad("column count"))?;
+    let mut defs = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        defs.push(conn.read_payload().await?);
+    }
+    if !deprecate_eof {
+        let eof = conn.read_payload().await?;
+        if eof.first() != Some(&0xFE) {
+            return Err(bad("EOF after column definitions"));
+        }
+    }
+    Ok(Head::Columns(defs))
+}
+
+fn bad(what: &'static str) -> crate::backend::BackendError {
+    crate::backend::BackendError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
+}
+
+async fn next_row(
+    conn: &mut Conn,
+    width: usize,
+    deprecate_eof: bool,
+) -> Result<Next, crate::backend::BackendError> {
+    let p = conn.read_payload().await?;
+    match p.first() {
+        Some(0xFF) => Ok(Next::Err(p)),
+        Some(0xFE) if p.len() < 9 || (deprecate_eof && p.len() < 0xFF_FFFF) => {
+            let (status, warnings) = if deprecate_eof {
+                crate::response::parse_ok(&p).map_or((0, 0), |o| (o.status, o.warnings))
+            } else {
+                (
+                    p.get(3..5).map_or(0, |b| u16::from_le_bytes([b[0], b[1]])),
+                    p.get(1..3).map_or(0, |b| u16::from_le_bytes([b[0], b[1]])),
+                )
+            };
+            Ok(Next::End { status, warnings })
+        }
+        _ => Row::parse(p, width)
+            .map(Next::Row)
+            .ok_or_else(|| bad("row")),
+    }
+}
+
+/// The next row of a source, `None` at its end (an ERR mid-result ends it too: the node's
+/// error was for the client, but rows already merged cannot be taken back — it is reported as
+/// a lost node instead).
+async fn pull(
+    conns: &mut [Side],
+    s: &mut Source,
+    width: usize,
+    deprecate_eof: bool,
+) -> Result<Option<Row>, crate::backend::BackendError> {
+    if let Some(b) = s.buffered.as_mut() {
+        return Ok(b.pop_front());
+    }
+    if s.done {
+        return Ok(None);
+    }
+    match next_row(&mut conns[s.conn].conn, width, deprecate_eof).await? {
+        Next::Row(r) => Ok(Some(r)),
+        Next::End { .. } => {
+            s.done = true;
+            Ok(None)
+        }
+        Next::Err(p) => {
+            s.done = true;
+            Err(bad(leak_static(format!(
+                "a data node failed mid-result: {}",
+                crate::backend::err_message(&p)
+            ))))
+        }
+    }
+}
+
+async fn drain_sources(
+    conns: &mut [Side],
+    sources: &mut [Source],
+    width: usize,
+    deprecate_eof: bool,
+) {
+    for s in sources.iter_mut() {
+        s.buffered = None;
+        while !s.done {
+            match next_row(&mut conns[s.conn].conn, width, deprecate_eof).await {
+                Ok(Next::Row(_)) => {}
+                Ok(_) => s.done = true,
+                Err(_) => {
+                    conns[s.conn].conn.broken = true;
+                    s.done = true;
+                }
+            }
+        }
+    }
+}
+
+/// After a failed header read: the connection cannot be trusted; the others' pending results
+/// are not read (their connections are closed instead of reused).
+async fn drain_all(
+    conns: &mut [Side],
+    _units_of: &[Vec<usize>],
+    ci: usize,
+    _from: usize,
+    _deprecate_eof: bool,
+) {
+    for (i, c) in conns.iter_mut().enumerate() {
+        if i >= ci {
+            c.conn.broken = true;
+        }
+    }
+}
+
+/// A `&'static str` for the few error types that want one (rare, error paths only).
+fn leak_static(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// The VALUES rows of an INSERT, by byte span, to send each node its own rows.
+struct InsertRows {
+    /// Text before the first row (`INSERT INTO t (…) VALUES `).
+    head: std::ops::Range<usize>,
+    rows: Vec<std::ops::Range<usize>>,
+    /// Text after the last row (` ON DUPLICATE KEY UPDATE …`).
+    tail: std::ops::Range<usize>,
+}
+
+impl InsertRows {
+    fn only(&self, sql: &[u8], rows: &[usize]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(sql.len());
+        out.extend_from_slice(&sql[self.head.clone()]);
+        for (k, r) in rows.iter().enumerate() {
+            if k > 0 {
+                out.extend_from_slice(b", ");
+            }
+            if let Some(span) = self.rows.get(*r) {
+                out.extend_from_slice(&sql[span.clone()]);
+            }
+        }
+        out.extend_from_slice(&sql[self.tail.clone()]);
+        out
+    }
+}
+
+fn insert_rows(sql: &[u8], q: Quoting) -> Option<InsertRows> {
+    let toks = shard_rules::lex::tokens(sql, q).ok()?;
+    let v = toks.iter().position(|t| {
+        t.depth == 0 && (t.is_keyword(sql, "VALUES") || t.is_keyword(sql, "VALUE"))
+    })?;
+    let mut rows = Vec::new();
+    let mut k = v + 1;
+    let mut tail_start = sql.len();
+    while k < toks.len() {
+        let t = &toks[k];
+        if t.kind == shard_rules::lex::TokenKind::Punct(b'(') && t.depth == 0 {
+            let close = toks[k + 1..]
+                .iter()
+                .position(|x| x.kind == shard_rules::lex::TokenKind::Punct(b')') && x.depth == 0)?
+                + k
+                + 1;
+            rows.push(t.span.start..toks[close].span.end);
+            tail_start = toks[close].span.end;
+            k = close + 1;
+            match toks.get(k) {
+                Some(x) if x.kind == shard_rules::lex::TokenKind::Punct(b',') => k += 1,
+                _ => break,
+            }
+        } else {
+            return None;
+        }
+    }
+    let head_end = rows.first()?.start;
+    Some(InsertRows {
+        head: 0..head_end,
+        rows,
+        tail: tail_start..sql.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_rows_are_split_by_span() {
+        let sql = b"INSERT INTO t (a, b) VALUES (1, 'x,)'), (2, f(3)),(3,4) ON DUPLICATE KEY UPDATE b = VALUES(b)";
+        let r = insert_rows(sql, Quoting::default()).unwrap();
+        assert_eq!(r.rows.len(), 3);
+        assert_eq!(
+            String::from_utf8(r.only(sql, &[0, 2])).unwrap(),
+            "INSERT INTO t (a, b) VALUES (1, 'x,)'), (3,4) ON DUPLICATE KEY UPDATE b = VALUES(b)"
+        );
+        assert!(insert_rows(b"INSERT INTO t SELECT 1", Quoting::default()).is_none());
+    }
+
+    #[test]
+    fn transaction_words() {
+        assert_eq!(tx_word(b"commit"), TxWord::Commit);
+        assert_eq!(tx_word(b"/* x */ ROLLBACK WORK"), TxWord::Rollback);
+        assert_eq!(tx_word(b"ROLLBACK TO SAVEPOINT s"), TxWord::Other);
+        assert_eq!(tx_word(b"SELECT 1"), TxWord::Other);
+    }
+}
