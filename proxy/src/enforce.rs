@@ -625,6 +625,32 @@ pub fn analyse(
     })
 }
 
+/// Where a prepared statement on sharded tables is prepared (for its parameter and column
+/// metadata): the first node of its first sharded table, every sharded table renamed to its
+/// first node. `None` when it names no sharded table.
+pub fn first_node(ctx: &Ctx<'_>, a: &Analysed) -> Option<(String, Vec<shard_rules::lex::Rename>)> {
+    let db = ctx.rules.database(ctx.database)?;
+    let facts = &a.plans.first()?.facts;
+    let mut ds = None;
+    let mut renames: Vec<shard_rules::lex::Rename> = Vec::new();
+    for t in &facts.tables {
+        if let shard_rules::TableKind::Sharded(r) = db.table(&t.name) {
+            let n = r.nodes.first()?;
+            ds.get_or_insert_with(|| db.data_source_name(n.data_source).to_string());
+            if !renames
+                .iter()
+                .any(|x| x.logical.eq_ignore_ascii_case(&r.name))
+            {
+                renames.push(shard_rules::lex::Rename {
+                    logical: r.name.clone(),
+                    physical: n.table.to_string(),
+                });
+            }
+        }
+    }
+    ds.map(|d| (d, renames))
+}
+
 /// The session's database has sharded or broadcast tables, or several data sources.
 fn sharded_database(ctx: &Ctx<'_>) -> bool {
     ctx.rules
@@ -808,10 +834,30 @@ pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<PreparedRules>, Proxy
             "SET @@rb_sharding_key as a prepared statement (send it as text)".into(),
         ));
     }
-    if let Gate::Read = gate(ctx, &parsed.sql, false)? {
-        return Ok(None);
-    }
-    let a = analyse(&parsed.sql, parsed.hint, ctx, false)?;
+    let a = if let Gate::Read = gate(ctx, &parsed.sql, false)? {
+        // Reads of laid-out databases are routed at each execute, by their bound values.
+        if !sharded_database(ctx) {
+            return Ok(None);
+        }
+        match analyse(&parsed.sql, parsed.hint, ctx, false) {
+            Ok(a) => a,
+            Err(e) => {
+                return match names_laid_out_table(ctx, &parsed.sql) {
+                    Some(t) => Err(refused(
+                        ctx,
+                        *b"42000",
+                        format!(
+                            "the statement names the sharded or broadcast table `{t}`, but the \
+                             proxy cannot analyse it to route it: {e}"
+                        ),
+                    )),
+                    None => Ok(None),
+                }
+            }
+        }
+    } else {
+        analyse(&parsed.sql, parsed.hint, ctx, false)?
+    };
     let keys = keys_needed(ctx, &a)?;
     if !keys.is_empty() && keys.iter().any(|k| k.column != keys[0].column) {
         return Err(refused(
@@ -998,6 +1044,157 @@ pub fn decode_params(
 
 /// The byte length of each parameter value in a COM_STMT_EXECUTE's value area (0 for NULL and
 /// long-data parameters), to re-order parameters without decoding them.
+/// The SQL literals of a COM_STMT_EXECUTE's parameters, and of the generated keys the proxy
+/// added (`key_slots[j]`: client parameters before generated key `j`), in the statement's
+/// `?` order: for running the statement as text where a prepared one cannot go (several data
+/// nodes, another data source). Strings that are not UTF-8 become `X'…'`.
+pub fn param_literals(
+    payload: &[u8],
+    n: usize,
+    types: Option<&[u8]>,
+    generated: &[i64],
+    key_slots: &[usize],
+) -> Result<Vec<String>, ProxyError> {
+    let mut client = Vec::with_capacity(n);
+    if n > 0 {
+        let types_saved = types.ok_or(ProxyError::Malformed("parameters without types"))?;
+        let bitmap = n.div_ceil(8);
+        let bound_at = 10 + bitmap;
+        let short = || ProxyError::Malformed("short COM_STMT_EXECUTE");
+        let nulls = payload.get(10..bound_at).ok_or_else(short)?;
+        let bound = *payload.get(bound_at).ok_or_else(short)?;
+        let start = bound_at + 1 + if bound == 1 { 2 * n } else { 0 };
+        let types: &[u8] = if bound == 1 {
+            payload.get(bound_at + 1..start).ok_or_else(short)?
+        } else {
+            types_saved
+        };
+        let values = payload.get(start..).unwrap_or_default();
+        let lengths = param_lengths(nulls, types, values, &vec![false; n])?;
+        let mut at = 0;
+        for i in 0..n {
+            let null = nulls[i / 8] & (1 << (i % 8)) != 0;
+            let v = &values[at..at + lengths[i]];
+            at += lengths[i];
+            client.push(if null {
+                "NULL".to_string()
+            } else {
+                literal(types[2 * i], types[2 * i + 1] & 0x80 != 0, v)?
+            });
+        }
+    }
+    let mut out = Vec::with_capacity(n + generated.len());
+    let mut g = 0;
+    for (i, lit) in client.into_iter().enumerate() {
+        while g < generated.len() && key_slots.get(g).copied().unwrap_or(n) == i {
+            out.push(generated[g].to_string());
+            g += 1;
+        }
+        out.push(lit);
+    }
+    while g < generated.len() {
+        out.push(generated[g].to_string());
+        g += 1;
+    }
+    Ok(out)
+}
+
+/// One binary-protocol parameter value as an SQL literal.
+fn literal(ty: u8, unsigned: bool, v: &[u8]) -> Result<String, ProxyError> {
+    let bad = || ProxyError::Malformed("parameter value does not match its type");
+    let int = |n: usize| -> Result<i128, ProxyError> {
+        let b = v.get(..n).ok_or_else(bad)?;
+        let mut buf = [0u8; 8];
+        buf[..n].copy_from_slice(b);
+        let u = u64::from_le_bytes(buf);
+        Ok(if unsigned {
+            u as i128
+        } else {
+            // Sign-extend from n bytes.
+            let shift = 64 - 8 * n as u32;
+            (((u << shift) as i64) >> shift) as i128
+        })
+    };
+    Ok(match ty {
+        0x01 => int(1)?.to_string(),
+        0x02 | 0x0d => int(2)?.to_string(),
+        0x03 | 0x09 => int(4)?.to_string(),
+        0x08 => int(8)?.to_string(),
+        0x04 => format!(
+            "{:e}",
+            f32::from_le_bytes(v.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?)
+        ),
+        0x05 => format!(
+            "{:e}",
+            f64::from_le_bytes(v.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?)
+        ),
+        0x06 => "NULL".into(),
+        0x07 | 0x0a | 0x0c => {
+            let b = v.get(1..).unwrap_or_default();
+            let g = |k: usize| b.get(k).copied().unwrap_or(0);
+            let year = u16::from_le_bytes([g(0), g(1)]);
+            let us = if b.len() >= 11 {
+                u32::from_le_bytes([g(7), g(8), g(9), g(10)])
+            } else {
+                0
+            };
+            if ty == 0x0a && b.len() <= 4 {
+                format!("'{year:04}-{:02}-{:02}'", g(2), g(3))
+            } else {
+                format!(
+                    "'{year:04}-{:02}-{:02} {:02}:{:02}:{:02}.{us:06}'",
+                    g(2),
+                    g(3),
+                    g(4),
+                    g(5),
+                    g(6)
+                )
+            }
+        }
+        0x0b => {
+            let b = v.get(1..).unwrap_or_default();
+            let g = |k: usize| b.get(k).copied().unwrap_or(0);
+            let days = u32::from_le_bytes([g(1), g(2), g(3), g(4)]);
+            let us = if b.len() >= 12 {
+                u32::from_le_bytes([g(8), g(9), g(10), g(11)])
+            } else {
+                0
+            };
+            format!(
+                "'{}{:02}:{:02}:{:02}.{us:06}'",
+                if g(0) == 1 { "-" } else { "" },
+                days * 24 + u32::from(g(5)),
+                g(6),
+                g(7)
+            )
+        }
+        _ => {
+            let (len, used) = crate::packet::lenenc_int(v).ok_or_else(bad)?;
+            let bytes = v.get(used..used + len as usize).ok_or_else(bad)?;
+            match std::str::from_utf8(bytes) {
+                Ok(t) => {
+                    let mut out = String::with_capacity(t.len() + 2);
+                    out.push('\'');
+                    for c in t.chars() {
+                        match c {
+                            '\'' => out.push_str("''"),
+                            '\\' => out.push_str("\\\\"),
+                            '\0' => out.push_str("\\0"),
+                            c => out.push(c),
+                        }
+                    }
+                    out.push('\'');
+                    out
+                }
+                Err(_) => {
+                    let hex: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
+                    format!("X'{hex}'")
+                }
+            }
+        }
+    })
+}
+
 pub fn param_lengths(
     null_bitmap: &[u8],
     types: &[u8],

@@ -120,6 +120,108 @@ pub fn encode_row(values: &[Option<Vec<u8>>]) -> Vec<u8> {
     out
 }
 
+/// The first `visible` values of a text row as a binary-protocol row (COM_STMT_EXECUTE
+/// results), each converted to its column's binary form; `None` if a value does not read as
+/// its type.
+pub fn binary_row(row: &Row, cols: &[ColumnInfo], visible: usize) -> Option<Vec<u8>> {
+    use mysql_common::value::Value as V;
+    use ColumnType::*;
+    let bitmap = (visible + 7 + 2) / 8;
+    let mut out = vec![0u8; 1 + bitmap];
+    for i in 0..visible {
+        let Some(v) = row.get(i) else {
+            let bit = i + 2;
+            out[1 + bit / 8] |= 1 << (bit % 8);
+            continue;
+        };
+        let ty = cols.get(i).map_or(MYSQL_TYPE_VAR_STRING, |c| c.ty);
+        let text = std::str::from_utf8(v).ok();
+        let int = || text?.parse::<i128>().ok();
+        match ty {
+            MYSQL_TYPE_TINY => out.push(int()? as i8 as u8),
+            MYSQL_TYPE_SHORT | MYSQL_TYPE_YEAR => {
+                out.extend_from_slice(&(int()? as i16).to_le_bytes())
+            }
+            MYSQL_TYPE_LONG | MYSQL_TYPE_INT24 => {
+                out.extend_from_slice(&(int()? as i32).to_le_bytes())
+            }
+            MYSQL_TYPE_LONGLONG => out.extend_from_slice(&(int()? as i64).to_le_bytes()),
+            MYSQL_TYPE_FLOAT => out.extend_from_slice(&text?.parse::<f32>().ok()?.to_le_bytes()),
+            MYSQL_TYPE_DOUBLE => out.extend_from_slice(&text?.parse::<f64>().ok()?.to_le_bytes()),
+            MYSQL_TYPE_DATE
+            | MYSQL_TYPE_DATETIME
+            | MYSQL_TYPE_TIMESTAMP
+            | MYSQL_TYPE_DATETIME2
+            | MYSQL_TYPE_TIMESTAMP2
+            | MYSQL_TYPE_NEWDATE => {
+                let d = parse_datetime(text?)?;
+                let mut b = Vec::new();
+                mysql_common::proto::MySerialize::serialize(&d, &mut b);
+                out.extend_from_slice(&b);
+            }
+            MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => {
+                let t = parse_time(text?)?;
+                let mut b = Vec::new();
+                mysql_common::proto::MySerialize::serialize(&t, &mut b);
+                out.extend_from_slice(&b);
+            }
+            _ => {
+                let _ = V::NULL;
+                crate::packet::put_lenenc_int(&mut out, v.len() as u64);
+                out.extend_from_slice(v);
+            }
+        }
+    }
+    Some(out)
+}
+
+fn parse_datetime(s: &str) -> Option<mysql_common::value::Value> {
+    let (date, time) = s.split_once(' ').unwrap_or((s, ""));
+    let mut d = date.split('-');
+    let (y, m, dd) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (mut h, mut mi, mut sec, mut us) = (0u8, 0u8, 0u8, 0u32);
+    if !time.is_empty() {
+        let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+        let mut t = hms.split(':');
+        h = t.next()?.parse().ok()?;
+        mi = t.next()?.parse().ok()?;
+        sec = t.next()?.parse().ok()?;
+        us = micros(frac)?;
+    }
+    Some(mysql_common::value::Value::Date(y, m, dd, h, mi, sec, us))
+}
+
+fn parse_time(s: &str) -> Option<mysql_common::value::Value> {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (hms, frac) = s.split_once('.').unwrap_or((s, ""));
+    let mut t = hms.split(':');
+    let hours: u32 = t.next()?.parse().ok()?;
+    let (mi, sec): (u8, u8) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    Some(mysql_common::value::Value::Time(
+        neg,
+        hours / 24,
+        (hours % 24) as u8,
+        mi,
+        sec,
+        micros(frac)?,
+    ))
+}
+
+fn micros(frac: &str) -> Option<u32> {
+    if frac.is_empty() {
+        return Some(0);
+    }
+    let digits: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+    digits.parse().ok()
+}
+
 /// Column positions of a plan in the node rows.
 #[derive(Debug, Clone, Copy)]
 pub struct Layout {
@@ -622,6 +724,36 @@ mod tests {
     }
 
     #[test]
+    fn text_rows_become_binary_rows_by_column_type() {
+        let r = row(&[
+            Some("-3"),
+            None,
+            Some("2024-02-03 04:05:06.5"),
+            Some("-25:00:01"),
+            Some("x"),
+            Some("1.5"),
+        ]);
+        let cols = [
+            info(ColumnType::MYSQL_TYPE_LONG, 0),
+            info(ColumnType::MYSQL_TYPE_LONGLONG, 0),
+            info(ColumnType::MYSQL_TYPE_DATETIME, 1),
+            info(ColumnType::MYSQL_TYPE_TIME, 0),
+            info(ColumnType::MYSQL_TYPE_VAR_STRING, 0),
+            info(ColumnType::MYSQL_TYPE_DOUBLE, 31),
+        ];
+        let b = binary_row(&r, &cols, 6).unwrap();
+        let mut want = vec![0x00, 0b0000_1000];
+        want.extend_from_slice(&(-3i32).to_le_bytes());
+        want.extend_from_slice(&[11, 0xE8, 0x07, 2, 3, 4, 5, 6]);
+        want.extend_from_slice(&500_000u32.to_le_bytes());
+        want.extend_from_slice(&[8, 1, 1, 0, 0, 0, 1, 0, 1]);
+        want.extend_from_slice(&[1, b'x']);
+        want.extend_from_slice(&1.5f64.to_le_bytes());
+        assert_eq!(b, want);
+        assert!(binary_row(&row(&[Some("abc")]), &cols[..1], 1).is_none());
+    }
+
+    #[test]
     fn numbers_compare_as_numbers_strings_by_weight_and_null_first() {
         let t = ColumnType::MYSQL_TYPE_NEWDECIMAL;
         assert_eq!(
@@ -671,7 +803,8 @@ mod tests {
                     Merge::Sum => Some(s),
                     Merge::Count => Some(sc),
                     Merge::Carried => None,
-                    _ => Some(n),
+                    // The weight of the group key.
+                    _ => Some(g),
                 });
             }
             row(&v)

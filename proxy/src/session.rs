@@ -1880,24 +1880,69 @@ impl Session {
                 (Bytes::from(rewritten), Bytes::from(payload), slots)
             }
         };
-        self.acquire(&info).await?;
-        let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
-        let Some(h) = self.held.as_mut() else {
-            return Ok(());
-        };
-        let r = match h.conn.exchange(&payload, ResponseKind::Prepare).await {
-            Ok(r) => r,
-            Err(e) => return Err(self.backend_lost(e.to_string(), false)),
-        };
-        let mut seq = p.last_seq.wrapping_add(1);
-        if let Some((backend_id, _, params)) = r.outcome.prepared {
-            let stmt = crate::backend::BackendStmt {
-                id: backend_id,
-                params,
-            };
-            if let Err(e) = h.conn.remember_statement(sql.clone(), stmt).await {
-                return Err(self.backend_lost(e.to_string(), false));
+        // On a sharded table: prepared on the first node, for its metadata; each execute runs
+        // where its bound values route it.
+        let first = analysed_rules
+            .as_ref()
+            .and_then(|a| self.first_node_of(&a.analysed));
+        let (prep_sql, prep_payload, side_ds) = match first {
+            None => (sql.clone(), payload.clone(), None),
+            Some((ds, renames)) => {
+                let renamed = shard_rules::lex::rename_tables(&sql, &renames, self.quoting())
+                    .map_err(|e| ProxyError::NotSupportedAcrossNodes(e.to_string()))?;
+                let mut p2 = Vec::with_capacity(renamed.len() + 1);
+                p2.push(COM_STMT_PREPARE);
+                p2.extend_from_slice(&renamed);
+                let side = (Some(&ds) != self.ds.as_ref()).then_some(ds);
+                (Bytes::from(renamed), Bytes::from(p2), side)
             }
+        };
+        let mut side = match &side_ds {
+            Some(ds) => Some(self.side_conn(ds).await?),
+            None => {
+                self.acquire(&info).await?;
+                None
+            }
+        };
+        let deprecate_eof = self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+        let exchanged = {
+            let conn = match side.as_mut() {
+                Some(s) => &mut s.conn,
+                None => match self.held.as_mut() {
+                    Some(h) => &mut h.conn,
+                    None => return Ok(()),
+                },
+            };
+            match conn.exchange(&prep_payload, ResponseKind::Prepare).await {
+                Ok(r) => match r.outcome.prepared {
+                    Some((backend_id, _, params)) => {
+                        let stmt = crate::backend::BackendStmt {
+                            id: backend_id,
+                            params,
+                        };
+                        conn.remember_statement(prep_sql.clone(), stmt)
+                            .await
+                            .map(|_| r)
+                    }
+                    None => Ok(r),
+                },
+                Err(e) => Err(e),
+            }
+        };
+        let r = match exchanged {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(match &side_ds {
+                    Some(ds) => self.side_lost(ds, e.to_string(), false),
+                    None => self.backend_lost(e.to_string(), false),
+                })
+            }
+        };
+        if let Some(s) = side.take() {
+            self.keep_side(s, false);
+        }
+        let mut seq = p.last_seq.wrapping_add(1);
+        if let Some((_, _, params)) = r.outcome.prepared {
             let id = self.next_stmt_id;
             self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
             let client_params = params.saturating_sub(extra as u16);
@@ -1965,21 +2010,17 @@ impl Session {
         a: &crate::enforce::Analysed,
         values: &[shard_rules::algorithm::Value],
         ids: &[i64],
-    ) -> Result<(), ProxyError> {
+    ) -> Result<Option<shard_rules::decide::Decision>, ProxyError> {
         let Some(database) = self.rules_database() else {
-            return Ok(());
+            return Ok(None);
         };
         let rules = self.shared.rules.load_full();
         let ctx = self.rules_ctx(&rules, &database);
-        if let Some(d) = crate::enforce::decide_all(&ctx, a, values, ids)? {
-            if self.needs_sharding(&d) {
-                return Err(ProxyError::NotSupportedAcrossNodes(
-                    "prepared statements on sharded tables yet; send the statement as text".into(),
-                ));
-            }
-            self.claim_codes(&d)?;
+        let d = crate::enforce::decide_all(&ctx, a, values, ids)?;
+        if let Some(d) = &d {
+            self.claim_codes(d)?;
         }
-        Ok(())
+        Ok(d)
     }
 
     async fn execute(&mut self, p: Packet) -> Result<()> {
@@ -2077,6 +2118,7 @@ impl Session {
             rules
         };
         let mut generated: Vec<i64> = Vec::new();
+        let mut decision: Option<shard_rules::decide::Decision> = None;
         if let Some(a) = rules {
             if stray_long_data || long_data_params.iter().any(|l| *l) {
                 return Err(ProxyError::Rule {
@@ -2108,7 +2150,58 @@ impl Session {
             if !a.keys.is_empty() {
                 generated = self.next_ids(&a.keys).await?;
             }
-            self.enforce_prepared(&a.analysed, &values, &generated)?;
+            decision = self.enforce_prepared(&a.analysed, &values, &generated)?;
+        }
+        // Sharded: on the session's own data source with the node's table names, or anywhere
+        // else (several nodes, another data source) as text with the values bound in, the
+        // result converted to the binary protocol.
+        let mut sql = sql;
+        if let Some(d) = decision.as_ref().filter(|d| self.needs_sharding(d)) {
+            let own = match d.units.as_slice() {
+                [u] if self.physical_ds(&u.data_source) == self.ds => Some(u.renames.clone()),
+                _ => None,
+            };
+            match own {
+                Some(renames) => {
+                    sql = Bytes::from(
+                        shard_rules::lex::rename_tables(&sql, &renames, self.quoting())
+                            .map_err(|e| ProxyError::NotSupportedAcrossNodes(e.to_string()))?,
+                    );
+                }
+                None => {
+                    if flags & 0x07 != 0 {
+                        return Err(ProxyError::NotSupportedAcrossNodes(
+                            "a cursor (COM_STMT_EXECUTE with a cursor flag) on several data nodes or another data source".into(),
+                        )
+                        .into());
+                    }
+                    if stray_long_data || long_data_params.iter().any(|l| *l) {
+                        return Err(ProxyError::NotSupportedAcrossNodes(
+                            "parameters sent as long data on several data nodes or another data source".into(),
+                        )
+                        .into());
+                    }
+                    let literals = crate::enforce::param_literals(
+                        payload,
+                        n,
+                        types.as_deref(),
+                        &generated,
+                        &key_slots,
+                    )?;
+                    let text = sharded::bind_literals(&sql, &literals, self.quoting()).ok_or(
+                        ProxyError::Malformed("parameter count does not match the statement"),
+                    )?;
+                    let mut q = Vec::with_capacity(text.len() + 1);
+                    q.push(0x03);
+                    q.extend_from_slice(&text);
+                    let packet = Packet {
+                        seq: p.seq,
+                        last_seq: p.last_seq,
+                        payload: Bytes::from(q),
+                    };
+                    return self.sharded_query_as(&packet, &st, d, true).await;
+                }
+            }
         }
         if flags & 0x07 != 0 {
             st.pins |= pin::CURSOR;

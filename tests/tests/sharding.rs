@@ -281,6 +281,44 @@ fn corpus() -> Vec<String> {
     q
 }
 
+/// Parameterised statements: the values decide the nodes at each execute.
+fn prepared_corpus() -> Vec<(&'static str, Vec<Value>)> {
+    let mut out = Vec::new();
+    for k in [1i64, 8, 77, 160, 5000] {
+        out.push((
+            "SELECT * FROM t_order WHERE order_id = ?",
+            vec![Value::Int(k)],
+        ));
+        out.push((
+            "SELECT order_id, amount FROM t_order WHERE user_id = ? AND order_id = ?",
+            vec![Value::Int((k * 7) % 23), Value::Int(k)],
+        ));
+        out.push((
+            "SELECT i.item_id, i.qty FROM t_order o JOIN t_order_item i ON i.order_id = o.order_id WHERE o.order_id = ? ORDER BY i.item_id",
+            vec![Value::Int(k)],
+        ));
+    }
+    for (a, b) in [(1i64, 9i64), (40, 90), (150, 170)] {
+        out.push((
+            "SELECT order_id, status FROM t_order WHERE order_id BETWEEN ? AND ? ORDER BY order_id",
+            vec![Value::Int(a), Value::Int(b)],
+        ));
+        out.push((
+            "SELECT COUNT(*), SUM(amount), AVG(amount) FROM t_order WHERE order_id IN (?, ?)",
+            vec![Value::Int(a), Value::Int(b)],
+        ));
+        out.push((
+            "SELECT order_id, created FROM t_order WHERE amount > ? ORDER BY created DESC, order_id LIMIT ?, ?",
+            vec![Value::Bytes(format!("{a}.5").into_bytes()), Value::Int(a % 7), Value::Int(b % 9 + 1)],
+        ));
+        out.push((
+            "SELECT user_id, COUNT(*) FROM t_order WHERE status = ? GROUP BY user_id HAVING COUNT(*) >= ?",
+            vec![Value::Bytes(b"paid".to_vec()), Value::Int(a % 3)],
+        ));
+    }
+    out
+}
+
 /// Writes followed by reads, run through the proxy and on the reference in the same order.
 fn writes() -> Vec<String> {
     vec![
@@ -347,6 +385,30 @@ async fn text_result(c: &mut Conn, sql: &str) -> Result<(Vec<String>, Vec<String
     Ok((cols, rows))
 }
 
+/// The same through a prepared statement (the binary protocol), with `params` bound.
+async fn binary_result(
+    c: &mut Conn,
+    sql: &str,
+    params: Vec<Value>,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let stmt = c.prep(sql).await.map_err(|e| e.to_string())?;
+    let cols: Vec<String> = stmt
+        .columns()
+        .iter()
+        .map(|c| c.name_str().into_owned())
+        .collect();
+    let rows: Vec<Row> = c.exec(&stmt, params).await.map_err(|e| e.to_string())?;
+    c.close(stmt).await.map_err(|e| e.to_string())?;
+    let (cols, mut rows) = render(cols, rows, !ordered(sql));
+    if spelling_is_open(sql) {
+        rows = rows.iter().map(|r| r.to_lowercase()).collect();
+        if !ordered(sql) {
+            rows.sort();
+        }
+    }
+    Ok((cols, rows))
+}
+
 /// Groups, DISTINCT, MIN or MAX over the case-insensitive `status` column.
 fn spelling_is_open(sql: &str) -> bool {
     let s = sql.to_ascii_lowercase();
@@ -402,6 +464,25 @@ async fn the_corpus_returns_what_an_unsharded_database_returns() {
             (Ok(w), Ok(g)) if w == g => compared += 1,
             _ => failures.push(format!(
                 "{sql}\n  reference: {want:?}\n  proxy:     {got:?}"
+            )),
+        } // The binary protocol: prepared, routed at execute.
+        let want = binary_result(&mut refc, sql, Vec::new()).await;
+        let got = binary_result(&mut proxy, sql, Vec::new()).await;
+        match (&want, &got) {
+            (Ok(w), Ok(g)) if w == g => compared += 1,
+            _ => failures.push(format!(
+                "prepared: {sql}\n  reference: {want:?}\n  proxy:     {got:?}"
+            )),
+        }
+    }
+    // Prepared statements whose bound values route them.
+    for (sql, params) in prepared_corpus() {
+        let want = binary_result(&mut refc, sql, params.clone()).await;
+        let got = binary_result(&mut proxy, sql, params.clone()).await;
+        match (&want, &got) {
+            (Ok(w), Ok(g)) if w == g => compared += 1,
+            _ => failures.push(format!(
+                "prepared: {sql} {params:?}\n  reference: {want:?}\n  proxy:     {got:?}"
             )),
         }
     }

@@ -69,7 +69,7 @@ fn contains_word(sql: &[u8], word: &[u8]) -> bool {
 }
 
 impl Session {
-    fn quoting(&self) -> Quoting {
+    pub(super) fn quoting(&self) -> Quoting {
         let s = self.syntax();
         Quoting {
             backslash_escapes: s.backslash_escapes,
@@ -78,7 +78,7 @@ impl Session {
     }
 
     /// The physical data source of a logical one of the session's database, in this room.
-    fn physical_ds(&self, logical: &str) -> Option<String> {
+    pub(super) fn physical_ds(&self, logical: &str) -> Option<String> {
         let rules = self.shared.rules.load();
         let db = rules.database(self.rules_database()?.as_ref())?;
         db.data_sources
@@ -87,6 +87,19 @@ impl Session {
             .physical
             .get(self.shared.room as usize)?
             .clone()
+    }
+
+    /// Where a prepared statement on sharded tables is prepared: the physical data source of
+    /// its first node, and the renames to that node's tables.
+    pub(super) fn first_node_of(
+        &self,
+        a: &crate::enforce::Analysed,
+    ) -> Option<(String, Vec<shard_rules::lex::Rename>)> {
+        let database = self.rules_database()?;
+        let rules = self.shared.rules.load_full();
+        let ctx = self.rules_ctx(&rules, &database);
+        let (logical, renames) = crate::enforce::first_node(&ctx, a)?;
+        Some((self.physical_ds(&logical)?, renames))
     }
 
     /// Whether the decision needs more than the relay to the session's own data source.
@@ -105,6 +118,18 @@ impl Session {
         p: &Packet,
         st: &Statement,
         d: &Decision,
+    ) -> Result<()> {
+        self.sharded_query_as(p, st, d, false).await
+    }
+
+    /// [`Session::sharded_query`], answering rows in the binary protocol when `binary` (a
+    /// prepared statement's execute, run as text with its values bound in).
+    pub(super) async fn sharded_query_as(
+        &mut self,
+        p: &Packet,
+        st: &Statement,
+        d: &Decision,
+        binary: bool,
     ) -> Result<()> {
         let sql = &p.payload[1..];
         let q = self.quoting();
@@ -141,8 +166,24 @@ impl Session {
             debug!(connection_id = self.connection_id, data_source = %ds, sql = %String::from_utf8_lossy(&renamed), "node query");
             queries.push(NodeQuery { ds, sql: renamed });
         }
+        let read = d.kind == shard_rules::analyze::Kind::Read;
         if let [one] = queries.as_slice() {
-            return self.single_node(p, st, one).await;
+            if !(binary && read) {
+                return self.single_node(p, st, one).await;
+            }
+            // One node, binary rows: the text result converted, nothing merged.
+            let plan = SelectPlan {
+                node_sql: String::new(),
+                hidden: 0,
+                items: None,
+                aggregate: None,
+                order: Vec::new(),
+                limit: None,
+                offset: 0,
+            };
+            return self
+                .scatter_read(p.last_seq.wrapping_add(1), &plan, queries, binary)
+                .await;
         }
         match d.kind {
             shard_rules::analyze::Kind::Read => {
@@ -157,7 +198,7 @@ impl Session {
                         .map_err(|e| ProxyError::Malformed(leak_static(e.to_string())))?;
                     node_queries.push(NodeQuery { ds: nq.ds, sql });
                 }
-                self.scatter_read(p.last_seq.wrapping_add(1), &plan, node_queries)
+                self.scatter_read(p.last_seq.wrapping_add(1), &plan, node_queries, binary)
                     .await
             }
             _ => {
@@ -226,7 +267,7 @@ impl Session {
         self.keep_side(side, o.status & STATUS_IN_TRANS != 0 || o.error.is_some());
     }
 
-    fn keep_side(&mut self, side: Side, in_trans: bool) {
+    pub(super) fn keep_side(&mut self, side: Side, in_trans: bool) {
         if in_trans || self.must_keep() {
             self.side.insert(side.ds.clone(), side);
         }
@@ -237,7 +278,7 @@ impl Session {
 
     /// A connection to data source `ds` (not the session's own) at the session's schema,
     /// settings and transaction.
-    async fn side_conn(&mut self, ds: &str) -> Result<Side> {
+    pub(super) async fn side_conn(&mut self, ds: &str) -> Result<Side> {
         if let Some(s) = self.side.remove(ds) {
             return Ok(s);
         }
@@ -273,7 +314,7 @@ impl Session {
     }
 
     /// A side connection failed: in a transaction, every node's part of it is rolled back.
-    fn side_lost(&mut self, ds: &str, why: String, sent: bool) -> SessionError {
+    pub(super) fn side_lost(&mut self, ds: &str, why: String, sent: bool) -> SessionError {
         self.shared.pools.count_error(ds);
         warn!(connection_id = self.connection_id, data_source = %ds, error = %why, "backend connection lost");
         let in_transaction = self.in_transaction() || !self.side.is_empty();
@@ -532,6 +573,7 @@ impl Session {
         seq: u8,
         plan: &SelectPlan,
         queries: Vec<NodeQuery>,
+        binary: bool,
     ) -> Result<()> {
         let st = Statement::passive();
         let mut conns = self.node_conns(&st, &queries).await?;
@@ -561,8 +603,16 @@ impl Session {
             }
         }
         let r = if failure.is_none() {
-            self.merge_nodes(seq, plan, &mut conns, &units_of, limit, deprecate_eof)
-                .await
+            self.merge_nodes(
+                seq,
+                plan,
+                &mut conns,
+                &units_of,
+                limit,
+                deprecate_eof,
+                binary,
+            )
+            .await
         } else {
             Err(failure
                 .take()
@@ -591,6 +641,7 @@ impl Session {
         units_of: &[Vec<usize>],
         limit: usize,
         deprecate_eof: bool,
+        binary: bool,
     ) -> Result<()> {
         // Read each node result's header; results queued behind another on one connection
         // are buffered (bounded) so that every node's rows can be merged.
@@ -761,7 +812,7 @@ impl Session {
             let rows = merge::finish_rows(rows, plan, layout, &infos);
             next_seq = header(&mut self.client);
             for r in rows {
-                next_seq = self.client.queue(next_seq, &r.visible(plan.hidden));
+                next_seq = self.send_row(next_seq, &r, plan.hidden, &infos, binary)?;
                 self.flush_if_full().await?;
             }
         } else if plan.order.is_empty() {
@@ -772,7 +823,8 @@ impl Session {
                     match pull(conns, &mut sources[si], width, deprecate_eof).await {
                         Ok(Some(r)) => {
                             if n >= skip && n - skip < take {
-                                next_seq = self.client.queue(next_seq, &r.visible(plan.hidden));
+                                next_seq =
+                                    self.send_row(next_seq, &r, plan.hidden, &infos, binary)?;
                                 self.flush_if_full().await?;
                             }
                             n += 1;
@@ -822,7 +874,7 @@ impl Session {
                 let Some(b) = best else { break };
                 let Some(r) = heads[b].take() else { break };
                 if n >= skip && n - skip < take {
-                    next_seq = self.client.queue(next_seq, &r.visible(plan.hidden));
+                    next_seq = self.send_row(next_seq, &r, plan.hidden, &infos, binary)?;
                     self.flush_if_full().await?;
                 }
                 n += 1;
@@ -859,6 +911,26 @@ impl Session {
         self.client.queue(next_seq, &end);
         self.client.flush().await.map_err(SessionError::ClientIo)?;
         Ok(())
+    }
+
+    /// Queues one merged row for the client, in its protocol.
+    fn send_row(
+        &mut self,
+        seq: u8,
+        r: &Row,
+        hidden: usize,
+        infos: &[ColumnInfo],
+        binary: bool,
+    ) -> Result<u8> {
+        if binary {
+            let visible = infos.len().saturating_sub(hidden);
+            let b = merge::binary_row(r, infos, visible).ok_or_else(|| {
+                ProxyError::Merge("a value does not read as its column's type".into())
+            })?;
+            Ok(self.client.queue(seq, &b))
+        } else {
+            Ok(self.client.queue(seq, &r.visible(hidden)))
+        }
     }
 
     async fn flush_if_full(&mut self) -> Result<()> {
@@ -1012,6 +1084,27 @@ async fn drain_all(
             c.conn.broken = true;
         }
     }
+}
+
+/// `sql` with each `?` replaced by its literal, in order; `None` if the counts differ.
+pub(super) fn bind_literals(sql: &[u8], literals: &[String], q: Quoting) -> Option<Vec<u8>> {
+    let toks = shard_rules::lex::tokens(sql, q).ok()?;
+    let marks: Vec<&shard_rules::lex::Token> = toks
+        .iter()
+        .filter(|t| t.kind == shard_rules::lex::TokenKind::Placeholder)
+        .collect();
+    if marks.len() != literals.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(sql.len() + 16 * literals.len());
+    let mut at = 0;
+    for (t, lit) in marks.iter().zip(literals) {
+        out.extend_from_slice(&sql[at..t.span.start]);
+        out.extend_from_slice(lit.as_bytes());
+        at = t.span.end;
+    }
+    out.extend_from_slice(&sql[at..]);
+    Some(out)
 }
 
 /// A `&'static str` for the few error types that want one (rare, error paths only).
