@@ -126,6 +126,8 @@ pub struct Facts {
     pub columns_like_tables: Vec<String>,
     /// The kinds of outer join in the statement's own FROM.
     pub joins: Joins,
+    /// `UNION`, `EXCEPT` or `INTERSECT` at the top of a query.
+    pub compound: Option<String>,
 }
 
 /// Outer joins of the statement's own FROM: a scatter may only add rows of unmatched sharded
@@ -174,6 +176,7 @@ pub fn analyze_statement(stmt: &Statement) -> Facts {
             session_key: None,
             columns_like_tables: Vec::new(),
             joins: Joins::default(),
+            compound: None,
         },
     };
     a.facts.params = a.params.len();
@@ -517,7 +520,12 @@ impl Analyzer {
                 }
             }
             SetExpr::Query(q) => self.query(q, top),
-            SetExpr::SetOperation { left, right, .. } => {
+            SetExpr::SetOperation {
+                left, right, op, ..
+            } => {
+                if top {
+                    self.facts.compound = Some(op.to_string());
+                }
                 // A UNION has no single WHERE: its tables count, its conditions do not.
                 self.set_expr(left, false);
                 self.set_expr(right, false);

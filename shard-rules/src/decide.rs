@@ -469,7 +469,8 @@ impl Decider<'_> {
         // Data nodes of every table.
         let mut tables = Vec::new();
         for t in &self.facts.tables {
-            tables.push(self.table_route(db, t, write, &generated)?);
+            // DDL changes every copy of a broadcast table.
+            tables.push(self.table_route(db, t, write || kind == Kind::Ddl, &generated)?);
         }
         bind(db, &self.facts.tables, &mut tables);
         if let Some(node) = self.hint.and_then(|h| h.node.as_deref()) {

@@ -126,6 +126,12 @@ pub fn units(db: &Database, facts: &Facts, d: &Decision) -> Result<Vec<Unit>, No
     }
     let spread = distinct.iter().any(|(i, _)| nodes_of(*i).len() > 1);
     if spread {
+        if let Some(op) = &facts.compound {
+            return no(format!(
+                "{op} of queries on the sharded table `{}` across nodes",
+                lead.1.name
+            ));
+        }
         for (i, r) in &distinct {
             // DDL names its tables outside any FROM; it runs on every node of each.
             if facts.kind != Kind::Ddl && facts.tables.get(*i).is_some_and(|t| !t.top) {

@@ -721,3 +721,160 @@ async fn the_corpus_returns_what_an_unsharded_database_returns() {
         corpus.len()
     );
 }
+
+/// The error code of a statement through the proxy (0 when it succeeds).
+async fn code_of(c: &mut Conn, sql: &str) -> (u16, String) {
+    match c.query_drop(sql).await {
+        Ok(()) => (0, String::new()),
+        Err(mysql_async::Error::Server(e)) => (e.code, e.message),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_run_across_nodes_is_refused_by_name() {
+    let (ds0, ds1, _) = layout("shard_refuse").await;
+    let extra = "[databases.shop.tables.t_log]\ndata_nodes = \"ds_${0..1}.t_log\"\ndatabase_sharding = { algorithm = \"mod\", column = \"id\" }\nallow_full_scatter_writes = true\n";
+    let p = Proxy::start_rules_with("A", &rules(&ds0, &ds1, extra), "merge_memory_mb = 1").await;
+    let mut c = p.conn("shop").await;
+    let mut d = direct(None).await;
+    for db in [&ds0, &ds1] {
+        d.query_drop(format!(
+            "CREATE TABLE `{db}`.t_log (id INT PRIMARY KEY, msg VARCHAR(8))"
+        ))
+        .await
+        .unwrap();
+    }
+    for s in data() {
+        c.query_drop(&s).await.unwrap();
+    }
+    for (sql, code, says) in [
+        ("SELECT o.order_id FROM t_order o JOIN t_log l ON l.id = o.order_id", 1235, "differently sharded tables `t_order` and `t_log`"),
+        ("SELECT * FROM t_order WHERE order_id IN (SELECT order_id FROM t_order_item WHERE qty > 3)", 1235, "subquery or derived table on the sharded table `t_order_item`"),
+        ("SELECT COUNT(DISTINCT user_id) FROM t_order", 1235, "COUNT(DISTINCT"),
+        ("SELECT order_id FROM t_order UNION SELECT order_id FROM t_order_item", 1235, "UNION of queries"),
+        ("SELECT SUM(amount) / COUNT(*) FROM t_order", 1235, "expression over aggregates"),
+        ("SELECT a.order_id FROM t_order a JOIN t_order b ON a.user_id = b.user_id", 1235, "self-join of the sharded table `t_order`"),
+        ("SELECT GROUP_CONCAT(status) FROM t_order", 1235, "GROUP_CONCAT"),
+        ("SELECT d.label, o.order_id FROM t_dict d LEFT JOIN t_order o ON o.status = d.code", 1235, "LEFT JOIN whose left table `t_dict`"),
+        ("SELECT o.order_id FROM t_order o RIGHT JOIN t_dict d ON d.code = o.status", 1235, "RIGHT or FULL JOIN"),
+        ("SELECT s.name FROM t_single s JOIN t_order o ON o.order_id = s.id", 1235, "single table `t_single`"),
+        ("UPDATE t_order SET note = 'all'", 8035, "without a sharding condition would change every one of its 8 data nodes"),
+        ("DELETE FROM t_order_item", 8035, "`t_order_item` without a sharding condition"),
+        ("UPDATE t_order SET user_id = 3 WHERE order_id = 5", 8035, "sharding column"),
+        ("SELECT DISTINCT order_id, REPEAT('x', 4000) AS pad FROM t_order", 1038, "proxy.merge_memory_mb"),
+    ] {
+        let (got, msg) = code_of(&mut c, sql).await;
+        assert_eq!(got, code, "{sql}: {msg}");
+        assert!(msg.contains(says), "{sql}: {msg}");
+    }
+    // The table rule that allows it: every node written.
+    let r = code_of(
+        &mut c,
+        "INSERT INTO t_log (id, msg) VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+    )
+    .await;
+    assert_eq!(r.0, 0, "{}", r.1);
+    assert_eq!(code_of(&mut c, "UPDATE t_log SET msg = 'z'").await.0, 0);
+    assert_eq!(c.affected_rows(), 3);
+    // The session is fine after every refusal.
+    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
+    assert_eq!(n, Some(160));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_across_data_sources_commits_and_rolls_back_on_every_node() {
+    let (ds0, ds1, _) = layout("shard_tx").await;
+    let p = Proxy::start_rules("A", &rules(&ds0, &ds1, "")).await;
+    let mut c = p.conn("shop").await;
+    let mut d = direct(None).await;
+    let count = |db: &str, t: &str| format!("SELECT COUNT(*) FROM `{db}`.{t}");
+    // user 0 → ds_0, user 1 → ds_1; order 1 → table 1, order 2 → table 2.
+    let rows = "INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (1, 0, 'new', 1, '2024-01-01'), (2, 1, 'new', 2, '2024-01-01')";
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop(rows).await.unwrap();
+    c.query_drop("UPDATE t_order SET amount = 9 WHERE order_id = 2 AND user_id = 1")
+        .await
+        .unwrap();
+    // Not visible outside before the commit.
+    let outside: Option<u64> = d.query_first(count(&ds1, "t_order_2")).await.unwrap();
+    assert_eq!(outside, Some(0));
+    // Inside, the session reads its own writes on both nodes.
+    let inside: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
+    assert_eq!(inside, Some(2));
+    c.query_drop("ROLLBACK").await.unwrap();
+    for (db, t) in [(&ds0, "t_order_1"), (&ds1, "t_order_2")] {
+        let n: Option<u64> = d.query_first(count(db, t)).await.unwrap();
+        assert_eq!(n, Some(0), "{db}.{t} after ROLLBACK");
+    }
+    c.query_drop("START TRANSACTION").await.unwrap();
+    c.query_drop(rows).await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    for (db, t) in [(&ds0, "t_order_1"), (&ds1, "t_order_2")] {
+        let n: Option<u64> = d.query_first(count(db, t)).await.unwrap();
+        assert_eq!(n, Some(1), "{db}.{t} after COMMIT");
+    }
+    // autocommit=0: the next statements form a transaction across the nodes too.
+    c.query_drop("SET autocommit = 0").await.unwrap();
+    c.query_drop("DELETE FROM t_order WHERE order_id = 1 AND user_id = 0")
+        .await
+        .unwrap();
+    c.query_drop("DELETE FROM t_order WHERE order_id = 2 AND user_id = 1")
+        .await
+        .unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
+    assert_eq!(n, Some(2), "rolled back deletes");
+    c.query_drop("SET autocommit = 1").await.unwrap();
+    // A multi-node write outside a transaction is all or nothing per data source: a failing
+    // row rolls back the rows of the same statement on its data source.
+    let (code, _) = code_of(&mut c, "INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (5, 1, 'new', 1, '2024-01-01'), (2, 1, 'dup', 1, '2024-01-01')").await;
+    assert_eq!(code, 1062);
+    let n: Option<u64> = d.query_first(count(&ds1, "t_order_1")).await.unwrap();
+    assert_eq!(n, Some(0), "the row before the duplicate was rolled back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_on_a_logical_table_reaches_every_physical_table() {
+    let (ds0, ds1, _) = layout("shard_ddl").await;
+    let p = Proxy::start_rules("A", &rules(&ds0, &ds1, "")).await;
+    let mut c = p.conn("shop").await;
+    c.query_drop("ALTER TABLE t_order ADD COLUMN channel VARCHAR(8) NOT NULL DEFAULT 'web'")
+        .await
+        .unwrap();
+    c.query_drop("CREATE INDEX ix_user ON t_order (user_id)")
+        .await
+        .unwrap();
+    c.query_drop("ALTER TABLE t_dict ADD COLUMN sort INT NULL")
+        .await
+        .unwrap();
+    let mut d = direct(None).await;
+    for db in [&ds0, &ds1] {
+        for k in 0..4 {
+            let cols: Vec<String> = d
+                .query(format!("SELECT column_name FROM information_schema.columns WHERE table_schema = '{db}' AND table_name = 't_order_{k}' AND column_name = 'channel'"))
+                .await
+                .unwrap();
+            assert_eq!(cols.len(), 1, "{db}.t_order_{k} has the new column");
+            let idx: Vec<String> = d
+                .query(format!("SELECT index_name FROM information_schema.statistics WHERE table_schema = '{db}' AND table_name = 't_order_{k}' AND index_name = 'ix_user'"))
+                .await
+                .unwrap();
+            assert_eq!(idx.len(), 1, "{db}.t_order_{k} has the index");
+        }
+        let cols: Vec<String> = d
+            .query(format!("SELECT column_name FROM information_schema.columns WHERE table_schema = '{db}' AND table_name = 't_dict' AND column_name = 'sort'"))
+            .await
+            .unwrap();
+        assert_eq!(cols.len(), 1, "{db}.t_dict (broadcast) has the new column");
+    }
+    c.query_drop("INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (7, 3, 'new', 1, '2024-01-01')").await.unwrap();
+    let ch: Option<String> = c
+        .query_first("SELECT channel FROM t_order WHERE order_id = 7")
+        .await
+        .unwrap();
+    assert_eq!(ch.as_deref(), Some("web"));
+    c.query_drop("TRUNCATE TABLE t_order").await.unwrap();
+    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
+    assert_eq!(n, Some(0));
+}
