@@ -502,8 +502,8 @@ impl<'p> Grouper<'p> {
         let mut out = Vec::with_capacity(self.states.len());
         for st in &self.states {
             let mut vals: Vec<Option<Vec<u8>>> = vec![None; width];
-            for i in 0..width {
-                vals[i] = match &st[i] {
+            for (i, acc) in st.iter().enumerate().take(width) {
+                vals[i] = match acc {
                     Acc::First(v) | Acc::Carried(v) => v.clone(),
                     Acc::Count(n) => Some(n.to_string().into_bytes()),
                     Acc::SumDec(s) => s.map(|d| d.to_string().into_bytes()),
@@ -512,11 +512,11 @@ impl<'p> Grouper<'p> {
                 };
             }
             // MIN/MAX weights: the winner's.
-            for i in 0..width {
+            for (i, acc) in st.iter().enumerate().take(width) {
                 if let (
                     Merge::Min { weight: Some(w) } | Merge::Max { weight: Some(w) },
                     Acc::Pick(_, wv),
-                ) = (self.merge_of(i), &st[i])
+                ) = (self.merge_of(i), acc)
                 {
                     vals[self.layout.index(w)] = wv.clone();
                 }

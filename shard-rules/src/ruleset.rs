@@ -139,10 +139,16 @@ impl Database {
         }
     }
 
-    /// Has sharded or broadcast tables, or several data sources: statements are routed by
-    /// their tables, reads included.
+    /// Has tables on other nodes than the default data source's table of their name (sharded,
+    /// renamed), or several data sources: statements are routed by their tables,
+    /// reads included. A table rule that only names a ShardingKey column is not a layout.
     pub fn is_laid_out(&self) -> bool {
-        !self.tables.is_empty() || !self.broadcast.is_empty() || self.data_sources.len() > 1
+        let plain = |t: &TableRule| {
+            matches!(t.nodes.as_slice(), [n] if n.data_source == self.default_data_source
+                && n.table.eq_ignore_ascii_case(&t.name))
+        };
+        // Broadcast tables matter only with several data sources.
+        self.tables.values().any(|t| !plain(t)) || self.data_sources.len() > 1
     }
 
     /// The binding group of a sharded table, if any.

@@ -42,6 +42,16 @@ struct Source {
     conn: usize,
     buffered: Option<VecDeque<Row>>,
     done: bool,
+    /// Warnings the node's result ended with.
+    warnings: u16,
+}
+
+/// How node results are merged: the memory bound, the framing, the client's protocol.
+#[derive(Clone, Copy)]
+struct MergeOpts {
+    limit: usize,
+    deprecate_eof: bool,
+    binary: bool,
 }
 
 /// What the statement's first word says about transactions.
@@ -541,13 +551,10 @@ impl Session {
                 }
             }
         }
-        let in_trans = !own_trans && error.is_none();
-        if !own_trans && error.is_some() {
-            // A statement failed on one node of an open transaction: the others did their part;
-            // the client decides (ROLLBACK), as with a failed statement on one server.
-        }
+        // In the client's open transaction a failed node statement leaves the others' parts in
+        // place; the client decides (ROLLBACK), as after a failed statement on one server.
         let keep_trans = !own_trans;
-        self.return_conns(conns, keep_trans || in_trans);
+        self.return_conns(conns, keep_trans);
         if let Some(e) = error {
             self.backend_failed = true;
             return Err(e);
@@ -603,16 +610,13 @@ impl Session {
             }
         }
         let r = if failure.is_none() {
-            self.merge_nodes(
-                seq,
-                plan,
-                &mut conns,
-                &units_of,
+            let opts = MergeOpts {
                 limit,
                 deprecate_eof,
                 binary,
-            )
-            .await
+            };
+            self.merge_nodes(seq, plan, &mut conns, &units_of, opts)
+                .await
         } else {
             Err(failure
                 .take()
@@ -639,10 +643,13 @@ impl Session {
         plan: &SelectPlan,
         conns: &mut [Side],
         units_of: &[Vec<usize>],
-        limit: usize,
-        deprecate_eof: bool,
-        binary: bool,
+        opts: MergeOpts,
     ) -> Result<()> {
+        let MergeOpts {
+            limit,
+            deprecate_eof,
+            binary,
+        } = opts;
         // Read each node result's header; results queued behind another on one connection
         // are buffered (bounded) so that every node's rows can be merged.
         let mut sources: Vec<Source> = Vec::new();
@@ -659,7 +666,7 @@ impl Session {
                     Ok(h) => h,
                     Err(e) => {
                         let ds = conns[ci].ds.clone();
-                        drain_all(conns, units_of, ci, k + 1, deprecate_eof).await;
+                        abandon(conns);
                         return Err(self.node_failed(&ds, e));
                     }
                 };
@@ -687,6 +694,7 @@ impl Session {
                                 conn: ci,
                                 buffered: None,
                                 done: false,
+                                warnings: 0,
                             });
                         } else {
                             let width = columns.as_ref().map_or(0, Vec::len);
@@ -726,6 +734,7 @@ impl Session {
                                 conn: ci,
                                 buffered: Some(rows),
                                 done: true,
+                                warnings: 0,
                             });
                         }
                     }
@@ -892,19 +901,20 @@ impl Session {
         }
         // Read what is left (after LIMIT), keeping the connections in step.
         drain_sources(conns, &mut sources, width, deprecate_eof).await;
-        for s in &sources {
-            let _ = s;
-        }
-        let _ = (status, warnings);
+        let warnings = sources
+            .iter()
+            .fold(warnings, |w, s| w.saturating_add(u32::from(s.warnings)))
+            .min(u32::from(u16::MAX)) as u16;
+        let _ = status;
         let st = self.status & !STATUS_MORE_RESULTS;
         let end = if deprecate_eof {
-            crate::response::ok_payload(0, 0, st, 0)
-                .into_iter()
-                .enumerate()
-                .map(|(i, b)| if i == 0 { 0xFE } else { b })
-                .collect::<Vec<u8>>()
+            // An OK packet with the EOF header.
+            let mut ok = crate::response::ok_payload(0, 0, st, warnings);
+            ok[0] = 0xFE;
+            ok
         } else {
-            let mut e = vec![0xFE, 0, 0];
+            let mut e = vec![0xFE];
+            e.extend_from_slice(&warnings.to_le_bytes());
             e.extend_from_slice(&st.to_le_bytes());
             e
         };
@@ -1035,8 +1045,9 @@ async fn pull(
     }
     match next_row(&mut conns[s.conn].conn, width, deprecate_eof).await? {
         Next::Row(r) => Ok(Some(r)),
-        Next::End { .. } => {
+        Next::End { warnings, .. } => {
             s.done = true;
+            s.warnings = warnings;
             Ok(None)
         }
         Next::Err(p) => {
@@ -1070,19 +1081,11 @@ async fn drain_sources(
     }
 }
 
-/// After a failed header read: the connection cannot be trusted; the others' pending results
-/// are not read (their connections are closed instead of reused).
-async fn drain_all(
-    conns: &mut [Side],
-    _units_of: &[Vec<usize>],
-    ci: usize,
-    _from: usize,
-    _deprecate_eof: bool,
-) {
-    for (i, c) in conns.iter_mut().enumerate() {
-        if i >= ci {
-            c.conn.broken = true;
-        }
+/// After a failed read: the responses still pending on every node connection cannot be
+/// read in step any more, so none of the connections is reused.
+fn abandon(conns: &mut [Side]) {
+    for c in conns.iter_mut() {
+        c.conn.broken = true;
     }
 }
 
