@@ -21,3 +21,4 @@ pub mod response;
 pub mod segments;
 pub mod server;
 pub mod session;
+pub mod xa;

@@ -96,8 +96,12 @@ fn load_all(path: &PathBuf) -> Result<(Config, shard_rules::RuleSet, PathBuf, St
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {}", path.display()))
         .map_err(LoadError::Io)?;
-    let config =
+    let mut config =
         Config::parse(&text).map_err(|e| LoadError::Config(path.clone(), e.to_string()))?;
+    if let Some(x) = &config.proxy.xa_log {
+        let p = path.parent().unwrap_or(std::path::Path::new(".")).join(x);
+        config.proxy.xa_log = Some(p.to_string_lossy().into_owned());
+    }
     let rules_path = path
         .parent()
         .unwrap_or(std::path::Path::new("."))
@@ -366,6 +370,9 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                         }
                     });
                 }
+                // Branches a crash left prepared are finished or rolled back before clients
+                // come (only if the log says some could be: an XA transaction ran before).
+                rainbow_bridge::xa::recover_at_start(shared.clone()).await;
                 // Learn the backend version before the first client arrives.
                 let _ = shared.server_version().await;
                 rainbow_bridge::server::serve(listener, shared, shutdown_signal()).await;

@@ -166,6 +166,13 @@ impl Pools {
     }
 
     /// Every data source's pools, summed over profiles, in name order.
+    /// The names of the data sources served (this room's).
+    pub fn data_sources(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.sources.load().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     pub fn stats(&self) -> Vec<PoolStats> {
         let sources = self.sources.load();
         let mut out: Vec<PoolStats> = sources

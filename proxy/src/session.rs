@@ -74,6 +74,8 @@ pub struct Shared {
     /// The last write-ban this proxy reported effective: its version and when.
     pub ban_effective: std::sync::Mutex<Option<(u64, std::time::SystemTime)>>,
     pub pools: Pools,
+    /// Commit decisions of XA transactions across data sources.
+    pub xa: crate::xa::XaLog,
     version: RwLock<Option<String>>,
     /// When the last attempt to learn the version failed: logins do not retry for a while.
     version_failed_at: std::sync::Mutex<Option<std::time::Instant>>,
@@ -212,6 +214,16 @@ impl Shared {
             _ => None,
         };
         let now = std::time::SystemTime::now();
+        let xa_path = match &config.proxy.xa_log {
+            Some(p) => std::path::PathBuf::from(p),
+            None => rules_path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(format!(
+                    "rainbow-bridge-xa-{}-{}.log",
+                    config.proxy.room, config.proxy.worker_id
+                )),
+        };
         Ok(Shared {
             stats: crate::metrics::Stats::new(config.metrics.is_some()),
             applied: std::sync::Mutex::new(crate::reload::Applied {
@@ -236,6 +248,7 @@ impl Shared {
             ids,
             segments,
             pools,
+            xa: crate::xa::XaLog::new(xa_path),
             version: RwLock::new(None),
             version_failed_at: std::sync::Mutex::new(None),
             next_connection_id: AtomicU32::new(1),
@@ -689,6 +702,8 @@ pub struct Session {
     /// Connections to the database's other data sources, kept while a transaction spans them
     /// (sharded execution, issue 9).
     side: BTreeMap<String, sharded::Side>,
+    /// The open XA transaction (`transactions = "xa"`).
+    xa: Option<xa_tx::XaTx>,
     pins: u8,
     linger: bool,
     stmts: HashMap<u32, Prepared>,
@@ -702,6 +717,7 @@ pub struct Session {
 type Result<T, E = SessionError> = std::result::Result<T, E>;
 
 mod sharded;
+mod xa_tx;
 
 impl Session {
     /// Runs the handshake; on success the session is ready for [`Session::run`].
@@ -732,6 +748,7 @@ impl Session {
             mode: ConnectionMode::Unit,
             held: None,
             side: BTreeMap::new(),
+            xa: None,
             pins: 0,
             linger: false,
             stmts: HashMap::new(),
@@ -1077,7 +1094,7 @@ impl Session {
     }
 
     fn in_transaction(&self) -> bool {
-        self.status & STATUS_IN_TRANS != 0
+        self.status & STATUS_IN_TRANS != 0 || self.xa.is_some()
     }
 
     fn must_keep(&self) -> bool {
@@ -1270,6 +1287,19 @@ impl Session {
     /// Ends the session: a backend in a transaction or holding session state is closed, which
     /// rolls the transaction back; a clean one returns to its pool.
     fn close(&mut self) {
+        // Connections joined to an open transaction are closed, which rolls their part back.
+        let keep = self.must_keep();
+        for (_, mut s) in std::mem::take(&mut self.side) {
+            if keep {
+                s.conn.broken = true;
+            }
+        }
+        if self.xa.is_some() {
+            info!(
+                connection_id = self.connection_id,
+                "client left inside an XA transaction; its branches are rolled back"
+            );
+        }
         if let Some(mut h) = self.held.take() {
             // A killed session's backend thread may have been killed too: never reuse it.
             if self.must_keep() || self.handle.killed.load(Ordering::Acquire) {
@@ -1410,6 +1440,10 @@ impl Session {
                 };
             }
             Kind::Empty | Kind::Other => {}
+        }
+        // BEGIN / COMMIT / ROLLBACK of an XA transaction are the proxy's.
+        if !several && self.xa_statement(sql, p.last_seq.wrapping_add(1)).await? {
+            return Ok(());
         }
         let mut ids: Vec<i64> = Vec::new();
         let decision = loop {
@@ -1660,6 +1694,13 @@ impl Session {
             Ok(Ok(()))
         }
         .await;
+        // A connection joining an XA transaction starts its branch.
+        let synced = match (synced, self.held.as_mut()) {
+            (Ok(Ok(())), Some(h)) if self.xa.is_some() => {
+                xa_tx::join(&mut self.xa, &mut h.conn, &h.ds).await
+            }
+            (other, _) => other,
+        };
         match synced {
             Ok(Ok(())) => Ok(()),
             Ok(Err(packet)) => {
@@ -2560,12 +2601,19 @@ impl Session {
     /// variables, temporary tables, locks and prepared statements, restore session variables
     /// to the server defaults (keeping the handshake character set) and the last insert id to 0.
     fn reset(&mut self) {
+        let keep = self.must_keep();
         if let Some(mut h) = self.held.take() {
-            if self.must_keep() {
+            if keep {
                 // The server-side state goes with the connection; a fresh one is clean.
                 h.conn.broken = true;
             }
         }
+        for (_, mut s) in std::mem::take(&mut self.side) {
+            if keep {
+                s.conn.broken = true;
+            }
+        }
+        self.xa = None;
         // Session variables return to the server defaults; the character set to the handshake's.
         self.vars.clear();
         self.set_charset(self.handshake_collation);
@@ -2725,6 +2773,38 @@ fn parse_change_user(payload: &[u8], caps: CapabilityFlags) -> Option<ChangeUser
 }
 
 /// The single row of a proxy-issued `SELECT`, each value as an SQL literal.
+/// Every row of a text result the proxy read for itself, as plain text values (`NULL` for
+/// NULL).
+pub(crate) fn rows_of(r: &Response) -> Vec<Vec<String>> {
+    let Some(count) = r
+        .packets
+        .first()
+        .and_then(|p| crate::packet::lenenc_int(p))
+        .map(|(n, _)| n as usize)
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in r.packets.iter().skip(1 + count) {
+        if matches!(p.first(), Some(0xFE) if p.len() < 9) || p.first() == Some(&0xFF) {
+            continue;
+        }
+        let Some(row) = crate::merge::Row::parse(p.clone(), count) else {
+            continue;
+        };
+        out.push(
+            (0..count)
+                .map(|i| {
+                    row.get(i).map_or("NULL".to_string(), |v| {
+                        String::from_utf8_lossy(v).into_owned()
+                    })
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
 fn row_literals(r: &Response) -> Vec<String> {
     let Some(count) = r
         .packets

@@ -113,6 +113,11 @@ pub struct ProxySection {
     /// that needs more is refused (error 1038). Default 64.
     #[serde(default = "default_merge_memory")]
     pub merge_memory_mb: usize,
+    /// The XA log: commit decisions of XA transactions (`transactions = "xa"`), read at start
+    /// to finish or roll back branches a crash left prepared. Relative to the config file's
+    /// directory. Default: `rainbow-bridge-xa-<room>-<worker_id>.log` next to the rules file.
+    #[serde(default)]
+    pub xa_log: Option<String>,
 }
 
 fn default_merge_memory() -> usize {

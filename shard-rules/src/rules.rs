@@ -90,6 +90,23 @@ pub struct DatabaseRules {
     /// Groups of tables sharded alike, which join on one node.
     #[serde(default)]
     pub binding_groups: Vec<Vec<String>>,
+    /// How a transaction that spans several data sources commits: `"local"` (each data
+    /// source commits in turn) or `"xa"` (MariaDB XA, two-phase). Default `"local"`.
+    #[serde(default)]
+    pub transactions: TransactionMode,
+}
+
+/// How transactions across data sources commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransactionMode {
+    /// One transaction per data source, committed one after the other: a failure part-way
+    /// leaves the earlier ones committed.
+    #[default]
+    Local,
+    /// XA: every data source prepares, then every one commits; a proxy that crashes between
+    /// the two finishes (or rolls back) at its next start.
+    Xa,
 }
 
 /// How one logical table is laid out.

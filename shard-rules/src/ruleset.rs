@@ -69,6 +69,7 @@ pub struct Database {
     tables: HashMap<String, Arc<TableRule>>,
     broadcast: HashMap<String, String>,
     binding: HashMap<String, usize>,
+    pub transactions: crate::rules::TransactionMode,
 }
 
 /// A logical data source and its physical data source in each room.
@@ -833,6 +834,7 @@ fn compile_database(
         tables,
         broadcast,
         binding,
+        transactions: spec.transactions,
     })
 }
 

@@ -288,6 +288,39 @@ impl Proxy {
     }
 
     async fn start_with(render: impl Fn(&str) -> (String, String)) -> Proxy {
+        Proxy::start_with_env(render, &[]).await
+    }
+
+    /// [`Proxy::start_rules_with`] with environment variables for the process (e.g. a fault
+    /// switch).
+    pub async fn start_rules_env(
+        room: &str,
+        rules: &str,
+        proxy_lines: &str,
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let rules_text = rules.to_string();
+        let room = room.to_string();
+        let extra = proxy_lines.to_string();
+        Proxy::start_with_env(
+            move |file| {
+                (
+                    format!(
+                        "[proxy]\nlisten = \"127.0.0.1:0\"\nroom = \"{room}\"\nrules = \"{file}\"\n{extra}\n\n\
+                         [pool]\nmax_size = 16\nconnect_timeout_ms = 2000\n"
+                    ),
+                    rules_text.clone(),
+                )
+            },
+            env,
+        )
+        .await
+    }
+
+    async fn start_with_env(
+        render: impl Fn(&str) -> (String, String),
+        env: &[(&str, &str)],
+    ) -> Proxy {
         rooms_up();
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
@@ -305,6 +338,7 @@ impl Proxy {
             .arg(&cfg)
             .arg("--log-level")
             .arg("debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -25,7 +25,14 @@ fn physical(t: &str, k: usize) -> String {
 }
 
 fn rules(ds0: &str, ds1: &str, extra: &str) -> String {
+    rules_xa(ds0, ds1, extra, false)
+}
+
+/// The rules, with `transactions = "xa"` on `shop` when `xa`.
+fn rules_xa(ds0: &str, ds1: &str, extra: &str, xa: bool) -> String {
     let hash = shard_rules::config::hash_password("app");
+    let after = "";
+    let tx = if xa { "transactions = \"xa\"\n" } else { "" };
     format!(
         r#"version = 1
 [rooms.A]
@@ -59,7 +66,7 @@ data_sources.ds_1 = ["s1"]
 default_data_source = "ds_0"
 broadcast_tables = ["t_dict"]
 binding_groups = [["t_order", "t_order_item"]]
-[databases.shop.tables.t_order]
+{tx}[databases.shop.tables.t_order]
 data_nodes = "ds_${{0..1}}.t_order_${{0..3}}"
 database_sharding = {{ algorithm = "mod", column = "user_id" }}
 table_sharding = {{ algorithm = "mod", column = "order_id" }}
@@ -72,6 +79,7 @@ table_sharding = {{ algorithm = "mod", column = "order_id" }}
 password_hash = "{hash}"
 databases = ["shop"]
 mode = "center"
+{after}
 "#
     )
 }
@@ -877,4 +885,168 @@ async fn ddl_on_a_logical_table_reaches_every_physical_table() {
     c.query_drop("TRUNCATE TABLE t_order").await.unwrap();
     let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
     assert_eq!(n, Some(0));
+}
+
+/// Rows of `t_order_1` in `ds0` plus `t_order_2` in `ds1` (where orders 1 and 2 of users 0 and 1 go).
+async fn total(d: &mut Conn, ds0: &str, ds1: &str) -> u64 {
+    let x: Option<u64> = d
+        .query_first(format!("SELECT COUNT(*) FROM `{ds0}`.t_order_1"))
+        .await
+        .unwrap();
+    let y: Option<u64> = d
+        .query_first(format!("SELECT COUNT(*) FROM `{ds1}`.t_order_2"))
+        .await
+        .unwrap();
+    x.unwrap_or(0) + y.unwrap_or(0)
+}
+
+/// This proxy's prepared XA branches on a schema's server (`XA RECOVER`, prefix `rb-A-0-`).
+async fn prepared_branches(d: &mut Conn) -> Vec<String> {
+    let rows: Vec<(i64, i64, i64, String)> = d.query("XA RECOVER").await.unwrap();
+    rows.into_iter()
+        .map(|r| r.3)
+        .filter(|x| x.starts_with("rb-A-0-"))
+        .collect()
+}
+
+const TWO_NODES: &str = "INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (1, 0, 'new', 1, '2024-01-01'), (2, 1, 'new', 2, '2024-01-01')";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xa_transactions_commit_and_roll_back_atomically_and_recover_after_a_crash() {
+    // Branches an earlier, failed run may have left prepared would hold their locks.
+    let mut d = direct(None).await;
+    let rows: Vec<(i64, i64, i64, String)> = d.query("XA RECOVER").await.unwrap();
+    for (_, g, _, data) in rows.into_iter().filter(|r| r.3.starts_with("rb-A-0-")) {
+        let (gtrid, bqual) = data.split_at(g as usize);
+        d.query_drop(format!("XA ROLLBACK '{gtrid}','{bqual}'"))
+            .await
+            .unwrap();
+    }
+    let (ds0, ds1, _) = layout("shard_xa").await;
+    let rules = rules_xa(&ds0, &ds1, "", true);
+    let log = std::env::temp_dir().join(format!("rb-xa-test-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let lines = format!("xa_log = \"{}\"", log.display());
+    // Commit: both branches prepare, then commit.
+    {
+        let p = Proxy::start_rules_with("A", &rules, &lines).await;
+        let mut c = p.conn("shop").await;
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop(TWO_NODES).await.unwrap();
+        assert_eq!(
+            total(&mut d, &ds0, &ds1).await,
+            0,
+            "not visible before COMMIT"
+        );
+        c.query_drop("COMMIT").await.unwrap();
+        assert_eq!(total(&mut d, &ds0, &ds1).await, 2);
+        // Rollback: nothing stays.
+        c.query_drop("START TRANSACTION").await.unwrap();
+        c.query_drop("DELETE FROM t_order WHERE order_id = 1 AND user_id = 0")
+            .await
+            .unwrap();
+        c.query_drop("DELETE FROM t_order WHERE order_id = 2 AND user_id = 1")
+            .await
+            .unwrap();
+        let inside: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
+        assert_eq!(inside, Some(0), "the transaction sees its own deletes");
+        c.query_drop("ROLLBACK").await.unwrap();
+        assert_eq!(total(&mut d, &ds0, &ds1).await, 2);
+        // One branch commits in one phase; the session goes on normally.
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("UPDATE t_order SET amount = 5 WHERE order_id = 1 AND user_id = 0")
+            .await
+            .unwrap();
+        c.query_drop("COMMIT").await.unwrap();
+        let a: Option<String> = c
+            .query_first("SELECT amount FROM t_order WHERE order_id = 1")
+            .await
+            .unwrap();
+        assert_eq!(a.as_deref(), Some("5.00"));
+        // A client that leaves inside an XA transaction leaves nothing behind.
+        let mut gone = p.conn("shop").await;
+        gone.query_drop("BEGIN").await.unwrap();
+        gone.query_drop(
+            "UPDATE t_order SET amount = 7 WHERE order_id IN (1, 2) AND user_id IN (0, 1)",
+        )
+        .await
+        .unwrap();
+        drop(gone);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let a: Option<String> = c
+            .query_first("SELECT amount FROM t_order WHERE order_id = 1")
+            .await
+            .unwrap();
+        assert_eq!(a.as_deref(), Some("5.00"));
+    }
+    assert!(
+        prepared_branches(&mut d).await.is_empty(),
+        "no branch left prepared"
+    );
+
+    // A crash after the commit decision: the restarted proxy commits the prepared branches.
+    {
+        let mut p =
+            Proxy::start_rules_env("A", &rules, &lines, &[("RB_XA_FAULT", "after-decision")]).await;
+        let mut c = p.conn("shop").await;
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (5, 0, 'new', 1, '2024-01-01'), (6, 1, 'new', 2, '2024-01-01')").await.unwrap();
+        assert!(
+            c.query_drop("COMMIT").await.is_err(),
+            "the proxy ended inside COMMIT"
+        );
+        assert!(p.wait_exit(std::time::Duration::from_secs(10)));
+    }
+    // Both data sources are schemas of room A's server: XA RECOVER lists the server's branches.
+    assert_eq!(
+        prepared_branches(&mut d).await.len(),
+        2,
+        "both branches prepared, none committed"
+    );
+    {
+        let p = Proxy::start_rules_with("A", &rules, &lines).await;
+        let mut c = p.conn("shop").await;
+        let n: Option<u64> = c
+            .query_first("SELECT COUNT(*) FROM t_order WHERE order_id IN (5, 6)")
+            .await
+            .unwrap();
+        assert_eq!(n, Some(2), "recovery committed both branches");
+        assert!(
+            p.log_text()
+                .contains("XA recovery done committed=2 rolled_back=0"),
+            "{}",
+            p.log_text()
+        );
+    }
+
+    // A crash after PREPARE, before the decision: the restarted proxy rolls them back.
+    {
+        let mut p =
+            Proxy::start_rules_env("A", &rules, &lines, &[("RB_XA_FAULT", "after-prepare")]).await;
+        let mut c = p.conn("shop").await;
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (9, 0, 'new', 1, '2024-01-01'), (10, 1, 'new', 2, '2024-01-01')").await.unwrap();
+        assert!(c.query_drop("COMMIT").await.is_err());
+        assert!(p.wait_exit(std::time::Duration::from_secs(10)));
+    }
+    {
+        let p = Proxy::start_rules_with("A", &rules, &lines).await;
+        let mut c = p.conn("shop").await;
+        let n: Option<u64> = c
+            .query_first("SELECT COUNT(*) FROM t_order WHERE order_id IN (9, 10)")
+            .await
+            .unwrap();
+        assert_eq!(n, Some(0), "recovery rolled both branches back");
+        assert!(
+            p.log_text()
+                .contains("XA recovery done committed=0 rolled_back=2"),
+            "{}",
+            p.log_text()
+        );
+    }
+    assert!(
+        prepared_branches(&mut d).await.is_empty(),
+        "no branch left prepared"
+    );
+    let _ = std::fs::remove_file(&log);
 }

@@ -308,6 +308,9 @@ impl Session {
             if let Err(p) = side.conn.set_vars(&self.vars).await? {
                 return Ok(Err(p));
             }
+            if self.xa.is_some() {
+                return super::xa_tx::join(&mut self.xa, &mut side.conn, ds).await;
+            }
             if in_trans {
                 if let Err(p) = side.conn.query("START TRANSACTION").await? {
                     return Ok(Err(p));
