@@ -963,6 +963,31 @@ async fn xa_transactions_commit_and_roll_back_atomically_and_recover_after_a_cra
             .await
             .unwrap();
         assert_eq!(a.as_deref(), Some("5.00"));
+        // Outside BEGIN, a write on several data sources is one XA transaction: a duplicate on
+        // one rolls back the others.
+        let e = c.query_drop("INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (3, 0, 'new', 1, '2024-01-01'), (2, 1, 'dup', 1, '2024-01-01')").await;
+        assert!(
+            matches!(e, Err(mysql_async::Error::Server(ref s)) if s.code == 1062),
+            "{e:?}"
+        );
+        let n: Option<u64> = c
+            .query_first("SELECT COUNT(*) FROM t_order WHERE order_id = 3")
+            .await
+            .unwrap();
+        assert_eq!(n, Some(0));
+        c.query_drop("INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (3, 0, 'new', 1, '2024-01-01'), (4, 1, 'new', 1, '2024-01-01')").await.unwrap();
+        assert_eq!(c.affected_rows(), 2);
+        c.query_drop("DELETE FROM t_order WHERE order_id IN (3, 4) AND user_id IN (0, 1)")
+            .await
+            .unwrap();
+        let two_phase = p
+            .log_text()
+            .matches("XA transaction committed in two phases")
+            .count();
+        assert!(
+            two_phase >= 3,
+            "BEGIN…COMMIT, the INSERT and the DELETE: {two_phase}"
+        );
         // A client that leaves inside an XA transaction leaves nothing behind.
         let mut gone = p.conn("shop").await;
         gone.query_drop("BEGIN").await.unwrap();

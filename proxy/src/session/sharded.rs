@@ -477,6 +477,18 @@ impl Session {
         };
         // DDL commits implicitly: no transaction around it.
         let wrap = own_trans && !is_ddl;
+        // In an XA database, a write on several data sources is one XA transaction.
+        let xa = wrap && conns.len() > 1 && self.xa_mode();
+        if xa {
+            let prefix = crate::xa::prefix(
+                &self.shared.config.proxy.room,
+                self.shared.config.proxy.worker_id,
+            );
+            self.xa = Some(super::xa_tx::XaTx {
+                gtrid: self.shared.xa.gtrid(&prefix),
+                branches: Default::default(),
+            });
+        }
         let mut affected: u64 = 0;
         let mut warnings: u64 = 0;
         let mut last_id: u64 = 0;
@@ -484,7 +496,17 @@ impl Session {
         let mut status = 0u16;
         'conns: for (ci, c) in conns.iter_mut().enumerate() {
             if wrap {
-                match c.conn.query("START TRANSACTION").await {
+                let started = if xa {
+                    super::xa_tx::join(&mut self.xa, &mut c.conn, &c.ds)
+                        .await
+                        .map(|r| r.map(|_| ()))
+                } else {
+                    c.conn
+                        .query("START TRANSACTION")
+                        .await
+                        .map(|r| r.map(|_| ()))
+                };
+                match started {
                     Ok(Ok(_)) => {}
                     Ok(Err(p)) => {
                         error = Some(SessionError::Server(p));
@@ -535,6 +557,36 @@ impl Session {
                     }
                 }
             }
+        }
+        if xa {
+            // The branches commit (two-phase) or roll back together.
+            self.return_conns(conns, true);
+            let ended = if error.is_none() {
+                self.xa_commit().await
+            } else {
+                self.xa_rollback().await
+            };
+            if let (None, Err(e)) = (&error, ended) {
+                error = Some(e);
+            }
+            if let Some(e) = error {
+                self.backend_failed = true;
+                return Err(e);
+            }
+            let status = (status & !STATUS_MORE_RESULTS & !STATUS_IN_TRANS)
+                | (self.status & STATUS_AUTOCOMMIT);
+            self.status = status;
+            let ok =
+                crate::response::ok_payload(affected, last_id, status, warnings.min(65535) as u16);
+            if last_id != 0 {
+                self.last_insert_id = last_id;
+            }
+            return self
+                .client
+                .send(seq, &ok)
+                .await
+                .map(|_| ())
+                .map_err(SessionError::ClientIo);
         }
         if wrap {
             let end = if error.is_none() {

@@ -145,7 +145,7 @@ impl Session {
         self.release_unless_kept();
     }
 
-    async fn xa_rollback(&mut self) -> Result<()> {
+    pub(super) async fn xa_rollback(&mut self) -> Result<()> {
         let Some(xa) = self.xa.as_ref() else {
             return Ok(());
         };
@@ -165,7 +165,7 @@ impl Session {
     }
 
     /// Two-phase commit of the open XA transaction (one phase for a single branch).
-    async fn xa_commit(&mut self) -> Result<()> {
+    pub(super) async fn xa_commit(&mut self) -> Result<()> {
         let Some(xa) = self.xa.as_ref() else {
             return Ok(());
         };
@@ -252,6 +252,13 @@ impl Session {
                 }
             }
         }
+        debug!(
+            connection_id = self.connection_id,
+            gtrid,
+            branches = branches.len(),
+            all,
+            "XA transaction committed in two phases"
+        );
         if all {
             if let Err(e) = self.shared.xa.done(&gtrid) {
                 warn!(gtrid, error = %e, "cannot note a finished XA transaction in the log");
