@@ -984,6 +984,36 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
         }
         None => sql.to_string(),
     };
+    // Sharded: what each node runs, and how the results are merged.
+    let nodes = decision.as_ref().filter(|d| {
+        let default = rules
+            .database(database)
+            .map(|db| db.data_source_name(db.default_data_source).to_string());
+        d.units.len() > 1
+            || d.units
+                .iter()
+                .any(|u| !u.renames.is_empty() || Some(&*u.data_source) != default.as_deref())
+    });
+    if let Some(d) = nodes {
+        let stripped = sql_hint::parse(sent.as_bytes())
+            .map(|h| h.sql.into_owned())
+            .unwrap_or_else(|_| sent.as_bytes().to_vec());
+        match shard_rules::units::node_queries(d, sent.as_bytes(), &stripped, Default::default()) {
+            Ok(nq) => {
+                for (ds, q) in &nq.queries {
+                    put("node query", format!("{ds}: {}", String::from_utf8_lossy(q)));
+                }
+                if let Some(plan) = &nq.select {
+                    put("merge", plan.describe());
+                }
+            }
+            Err(e) => put(
+                "node query",
+                format!("refused (ER_NOT_SUPPORTED_YET): This version of Rainbow Bridge doesn't yet support {e}"),
+            ),
+        }
+        return t;
+    }
     put("sql", sent);
     t
 }

@@ -215,6 +215,29 @@ fn route_preview(
                     g.table, g.generator.column, g.generator.kind
                 );
             }
+            if d.units.len() > 1 || d.units.iter().any(|u| !u.renames.is_empty()) {
+                match shard_rules::units::node_queries(
+                    &d,
+                    sql.as_bytes(),
+                    &parsed.sql,
+                    Default::default(),
+                ) {
+                    Ok(nq) => {
+                        for (ds, q) in &nq.queries {
+                            println!("node query:  {ds}: {}", String::from_utf8_lossy(q));
+                        }
+                        if let Some(plan) = &nq.select {
+                            println!("merge:       {}", plan.describe());
+                        }
+                    }
+                    Err(e) => {
+                        println!(
+                            "refused:     This version of Rainbow Bridge doesn't yet support {e}"
+                        );
+                        return Ok(std::process::ExitCode::from(1));
+                    }
+                }
+            }
             Ok(std::process::ExitCode::SUCCESS)
         }
     }

@@ -343,6 +343,67 @@ pub fn rename_tables(sql: &[u8], renames: &[Rename], q: Quoting) -> Result<Vec<u
     Ok(out)
 }
 
+/// The VALUES rows of an INSERT, by byte span, to send each node its own rows.
+pub struct InsertRows {
+    /// Text before the first row (`INSERT INTO t (…) VALUES `).
+    head: std::ops::Range<usize>,
+    rows: Vec<std::ops::Range<usize>>,
+    /// Text after the last row (` ON DUPLICATE KEY UPDATE …`).
+    tail: std::ops::Range<usize>,
+}
+
+impl InsertRows {
+    pub fn only(&self, sql: &[u8], rows: &[usize]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(sql.len());
+        out.extend_from_slice(&sql[self.head.clone()]);
+        for (k, r) in rows.iter().enumerate() {
+            if k > 0 {
+                out.extend_from_slice(b", ");
+            }
+            if let Some(span) = self.rows.get(*r) {
+                out.extend_from_slice(&sql[span.clone()]);
+            }
+        }
+        out.extend_from_slice(&sql[self.tail.clone()]);
+        out
+    }
+}
+
+pub fn insert_rows(sql: &[u8], q: Quoting) -> Option<InsertRows> {
+    let toks = tokens(sql, q).ok()?;
+    let v = toks.iter().position(|t| {
+        t.depth == 0 && (t.is_keyword(sql, "VALUES") || t.is_keyword(sql, "VALUE"))
+    })?;
+    let mut rows = Vec::new();
+    let mut k = v + 1;
+    let mut tail_start = sql.len();
+    while k < toks.len() {
+        let t = &toks[k];
+        if t.kind == TokenKind::Punct(b'(') && t.depth == 0 {
+            let close = toks[k + 1..]
+                .iter()
+                .position(|x| x.kind == TokenKind::Punct(b')') && x.depth == 0)?
+                + k
+                + 1;
+            rows.push(t.span.start..toks[close].span.end);
+            tail_start = toks[close].span.end;
+            k = close + 1;
+            match toks.get(k) {
+                Some(x) if x.kind == TokenKind::Punct(b',') => k += 1,
+                _ => break,
+            }
+        } else {
+            return None;
+        }
+    }
+    let head_end = rows.first()?.start;
+    Some(InsertRows {
+        head: 0..head_end,
+        rows,
+        tail: tail_start..sql.len(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +455,18 @@ mod tests {
             ),
             "SELECT /*!50000 SQL_NO_CACHE */ * FROM /*!t_order_2*/"
         );
+    }
+
+    #[test]
+    fn insert_rows_are_split_by_span() {
+        let sql = b"INSERT INTO t (a, b) VALUES (1, 'x,)'), (2, f(3)),(3,4) ON DUPLICATE KEY UPDATE b = VALUES(b)";
+        let r = insert_rows(sql, Quoting::default()).unwrap();
+        assert_eq!(r.rows.len(), 3);
+        assert_eq!(
+            String::from_utf8(r.only(sql, &[0, 2])).unwrap(),
+            "INSERT INTO t (a, b) VALUES (1, 'x,)'), (3,4) ON DUPLICATE KEY UPDATE b = VALUES(b)"
+        );
+        assert!(insert_rows(b"INSERT INTO t SELECT 1", Quoting::default()).is_none());
     }
 
     #[test]

@@ -268,3 +268,97 @@ fn position(db: &Database, rule: &TableRule, n: &NodeRef) -> Option<usize> {
 fn no<T>(what: impl Into<String>) -> Result<T, NotSupported> {
     Err(NotSupported(what.into()))
 }
+
+/// The SQL every node runs, by logical data source, and for a SELECT on several nodes the
+/// plan of its merge.
+#[derive(Debug, Clone)]
+pub struct NodeQueries {
+    pub queries: Vec<(Arc<str>, Vec<u8>)>,
+    pub select: Option<crate::scatter::SelectPlan>,
+}
+
+/// The node queries of a decided statement: `sql` is the client's text (hint included),
+/// `stripped` the same without the hint. One node: `sql` renamed. Several: an INSERT's rows
+/// split per node, a SELECT planned for merging ([`crate::scatter`]), anything else renamed
+/// per node.
+pub fn node_queries(
+    d: &Decision,
+    sql: &[u8],
+    stripped: &[u8],
+    q: crate::lex::Quoting,
+) -> Result<NodeQueries, NotSupported> {
+    let bad = |e: crate::lex::Unterminated| NotSupported(e.to_string());
+    let several = d.units.len() > 1;
+    if several && d.kind == Kind::Read {
+        let plan = crate::scatter::plan_select(stripped, q)?;
+        let mut queries = Vec::with_capacity(d.units.len());
+        for u in &d.units {
+            let text =
+                crate::lex::rename_tables(plan.node_sql.as_bytes(), &u.renames, q).map_err(bad)?;
+            queries.push((u.data_source.clone(), text));
+        }
+        return Ok(NodeQueries {
+            queries,
+            select: Some(plan),
+        });
+    }
+    let split = several
+        && matches!(d.kind, Kind::Write(WriteKind::Insert | WriteKind::Replace))
+        && d.units.iter().any(|u| !u.rows.is_empty());
+    let rows = if split {
+        Some(crate::lex::insert_rows(sql, q).ok_or_else(|| {
+            NotSupported(
+                "this INSERT form across nodes (write INSERT INTO t (columns) VALUES (…), (…))"
+                    .into(),
+            )
+        })?)
+    } else {
+        None
+    };
+    let mut queries = Vec::with_capacity(d.units.len());
+    for u in &d.units {
+        let text = match &rows {
+            Some(r) => r.only(sql, &u.rows),
+            None => sql.to_vec(),
+        };
+        queries.push((
+            u.data_source.clone(),
+            crate::lex::rename_tables(&text, &u.renames, q).map_err(bad)?,
+        ));
+    }
+    Ok(NodeQueries {
+        queries,
+        select: None,
+    })
+}
+
+impl crate::scatter::SelectPlan {
+    /// The merge in words (PREVIEW, `route`).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match &self.aggregate {
+            Some(a) if a.keys.is_empty() => parts.push("one group (aggregates merged)".to_string()),
+            Some(a) => parts.push(format!(
+                "groups by {} key(s), aggregates merged",
+                a.keys.len()
+            )),
+            None if self.order.is_empty() => {
+                parts.push("union of the node results, streamed".into())
+            }
+            None => parts.push(format!(
+                "k-way merge of sorted node results on {} key(s)",
+                self.order.len()
+            )),
+        }
+        if self.aggregate.as_ref().is_some_and(|a| a.having.is_some()) {
+            parts.push("HAVING after the merge".into());
+        }
+        if let Some(l) = self.limit {
+            parts.push(format!("LIMIT {l} OFFSET {} after the merge", self.offset));
+        }
+        if self.hidden > 0 {
+            parts.push(format!("{} hidden column(s)", self.hidden));
+        }
+        parts.join("; ")
+    }
+}

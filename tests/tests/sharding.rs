@@ -882,6 +882,18 @@ async fn ddl_on_a_logical_table_reaches_every_physical_table() {
         .await
         .unwrap();
     assert_eq!(ch.as_deref(), Some("web"));
+    // `route` shows what every node runs and how the results merge.
+    let out = std::process::Command::new(rb_e2e::binary())
+        .args(["route", "--rules"])
+        .arg(&p.rules_path)
+        .args(["--room", "A", "--database", "shop", "--mode", "center"])
+        .arg("SELECT status, COUNT(*) FROM t_order WHERE user_id = 1 GROUP BY status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("node query:  ds_1: SELECT status, COUNT(*) , WEIGHT_STRING(status)").count(), 4, "{text}");
+    assert!(text.contains("merge:       groups by 1 key(s)"), "{text}");
     c.query_drop("TRUNCATE TABLE t_order").await.unwrap();
     let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
     assert_eq!(n, Some(0));

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use super::*;
 use crate::merge::{self, ColumnInfo, Row};
 use shard_rules::decide::Decision;
-use shard_rules::lex::{rename_tables, Quoting};
+use shard_rules::lex::Quoting;
 use shard_rules::scatter::SelectPlan;
 
 /// A side connection: to a data source other than the session's, for sharded statements.
@@ -143,38 +143,18 @@ impl Session {
     ) -> Result<()> {
         let sql = &p.payload[1..];
         let q = self.quoting();
-        let mut queries = Vec::with_capacity(d.units.len());
-        let split_rows = matches!(
-            d.kind,
-            shard_rules::analyze::Kind::Write(
-                shard_rules::analyze::WriteKind::Insert | shard_rules::analyze::WriteKind::Replace
-            )
-        ) && d.units.iter().any(|u| !u.rows.is_empty());
-        let rows = if split_rows && d.units.len() > 1 {
-            Some(insert_rows(sql, q).ok_or_else(|| {
-                ProxyError::NotSupportedAcrossNodes(
-                    "this INSERT form across nodes (write INSERT INTO t (columns) VALUES (…), (…))"
-                        .into(),
-                )
-            })?)
-        } else {
-            None
-        };
-        for u in &d.units {
-            let ds = self.physical_ds(&u.data_source).ok_or_else(|| {
-                ProxyError::NotSupportedAcrossNodes(format!(
-                    "data source `{}` in this room",
-                    u.data_source
-                ))
+        let stripped = sql_hint::parse(sql)
+            .map(|h| h.sql.into_owned())
+            .unwrap_or_else(|_| sql.to_vec());
+        let planned = shard_rules::units::node_queries(d, sql, &stripped, q)
+            .map_err(|e| ProxyError::NotSupportedAcrossNodes(e.0))?;
+        let mut queries = Vec::with_capacity(planned.queries.len());
+        for (logical, text) in planned.queries {
+            let ds = self.physical_ds(&logical).ok_or_else(|| {
+                ProxyError::NotSupportedAcrossNodes(format!("data source `{logical}` in this room"))
             })?;
-            let text = match &rows {
-                Some(r) => r.only(sql, &u.rows),
-                None => sql.to_vec(),
-            };
-            let renamed = rename_tables(&text, &u.renames, q)
-                .map_err(|e| ProxyError::Malformed(leak_static(e.to_string())))?;
-            debug!(connection_id = self.connection_id, data_source = %ds, sql = %String::from_utf8_lossy(&renamed), "node query");
-            queries.push(NodeQuery { ds, sql: renamed });
+            debug!(connection_id = self.connection_id, data_source = %ds, sql = %String::from_utf8_lossy(&text), "node query");
+            queries.push(NodeQuery { ds, sql: text });
         }
         let read = d.kind == shard_rules::analyze::Kind::Read;
         if let [one] = queries.as_slice() {
@@ -195,20 +175,9 @@ impl Session {
                 .scatter_read(p.last_seq.wrapping_add(1), &plan, queries, binary)
                 .await;
         }
-        match d.kind {
-            shard_rules::analyze::Kind::Read => {
-                let stripped = sql_hint::parse(sql)
-                    .map(|h| h.sql.into_owned())
-                    .unwrap_or_else(|_| sql.to_vec());
-                let plan = shard_rules::scatter::plan_select(&stripped, q)
-                    .map_err(|e| ProxyError::NotSupportedAcrossNodes(e.0))?;
-                let mut node_queries = Vec::with_capacity(d.units.len());
-                for (u, nq) in d.units.iter().zip(queries) {
-                    let sql = rename_tables(plan.node_sql.as_bytes(), &u.renames, q)
-                        .map_err(|e| ProxyError::Malformed(leak_static(e.to_string())))?;
-                    node_queries.push(NodeQuery { ds: nq.ds, sql });
-                }
-                self.scatter_read(p.last_seq.wrapping_add(1), &plan, node_queries, binary)
+        match (d.kind, planned.select) {
+            (shard_rules::analyze::Kind::Read, Some(plan)) => {
+                self.scatter_read(p.last_seq.wrapping_add(1), &plan, queries, binary)
                     .await
             }
             _ => {
@@ -1054,8 +1023,11 @@ async fn read_head(
     Ok(Head::Columns(defs))
 }
 
-fn bad(what: &'static str) -> crate::backend::BackendError {
-    crate::backend::BackendError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
+fn bad(what: impl Into<String>) -> crate::backend::BackendError {
+    crate::backend::BackendError::from(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        what.into(),
+    ))
 }
 
 async fn next_row(
@@ -1107,10 +1079,10 @@ async fn pull(
         }
         Next::Err(p) => {
             s.done = true;
-            Err(bad(leak_static(format!(
+            Err(bad(format!(
                 "a data node failed mid-result: {}",
                 crate::backend::err_message(&p)
-            ))))
+            )))
         }
     }
 }
@@ -1165,87 +1137,9 @@ pub(super) fn bind_literals(sql: &[u8], literals: &[String], q: Quoting) -> Opti
     Some(out)
 }
 
-/// A `&'static str` for the few error types that want one (rare, error paths only).
-fn leak_static(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
-/// The VALUES rows of an INSERT, by byte span, to send each node its own rows.
-struct InsertRows {
-    /// Text before the first row (`INSERT INTO t (…) VALUES `).
-    head: std::ops::Range<usize>,
-    rows: Vec<std::ops::Range<usize>>,
-    /// Text after the last row (` ON DUPLICATE KEY UPDATE …`).
-    tail: std::ops::Range<usize>,
-}
-
-impl InsertRows {
-    fn only(&self, sql: &[u8], rows: &[usize]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(sql.len());
-        out.extend_from_slice(&sql[self.head.clone()]);
-        for (k, r) in rows.iter().enumerate() {
-            if k > 0 {
-                out.extend_from_slice(b", ");
-            }
-            if let Some(span) = self.rows.get(*r) {
-                out.extend_from_slice(&sql[span.clone()]);
-            }
-        }
-        out.extend_from_slice(&sql[self.tail.clone()]);
-        out
-    }
-}
-
-fn insert_rows(sql: &[u8], q: Quoting) -> Option<InsertRows> {
-    let toks = shard_rules::lex::tokens(sql, q).ok()?;
-    let v = toks.iter().position(|t| {
-        t.depth == 0 && (t.is_keyword(sql, "VALUES") || t.is_keyword(sql, "VALUE"))
-    })?;
-    let mut rows = Vec::new();
-    let mut k = v + 1;
-    let mut tail_start = sql.len();
-    while k < toks.len() {
-        let t = &toks[k];
-        if t.kind == shard_rules::lex::TokenKind::Punct(b'(') && t.depth == 0 {
-            let close = toks[k + 1..]
-                .iter()
-                .position(|x| x.kind == shard_rules::lex::TokenKind::Punct(b')') && x.depth == 0)?
-                + k
-                + 1;
-            rows.push(t.span.start..toks[close].span.end);
-            tail_start = toks[close].span.end;
-            k = close + 1;
-            match toks.get(k) {
-                Some(x) if x.kind == shard_rules::lex::TokenKind::Punct(b',') => k += 1,
-                _ => break,
-            }
-        } else {
-            return None;
-        }
-    }
-    let head_end = rows.first()?.start;
-    Some(InsertRows {
-        head: 0..head_end,
-        rows,
-        tail: tail_start..sql.len(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn insert_rows_are_split_by_span() {
-        let sql = b"INSERT INTO t (a, b) VALUES (1, 'x,)'), (2, f(3)),(3,4) ON DUPLICATE KEY UPDATE b = VALUES(b)";
-        let r = insert_rows(sql, Quoting::default()).unwrap();
-        assert_eq!(r.rows.len(), 3);
-        assert_eq!(
-            String::from_utf8(r.only(sql, &[0, 2])).unwrap(),
-            "INSERT INTO t (a, b) VALUES (1, 'x,)'), (3,4) ON DUPLICATE KEY UPDATE b = VALUES(b)"
-        );
-        assert!(insert_rows(b"INSERT INTO t SELECT 1", Quoting::default()).is_none());
-    }
 
     #[test]
     fn transaction_words() {
