@@ -984,6 +984,7 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
         }
         None => sql.to_string(),
     };
+    put("sql", sent.clone());
     // Sharded: what each node runs, and how the results are merged.
     let nodes = decision.as_ref().filter(|d| {
         let default = rules
@@ -1012,9 +1013,7 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
                 format!("refused (ER_NOT_SUPPORTED_YET): This version of Rainbow Bridge doesn't yet support {e}"),
             ),
         }
-        return t;
     }
-    put("sql", sent);
     t
 }
 

@@ -237,7 +237,10 @@ pub fn units(db: &Database, facts: &Facts, d: &Decision) -> Result<Vec<Unit>, No
     {
         if !t.rows.is_empty() {
             for u in &mut units {
-                let physical = &u.renames[0].physical;
+                let Some(physical) = u.renames.first().map(|r| r.physical.clone()) else {
+                    continue;
+                };
+                let physical = &physical;
                 u.rows = t
                     .rows
                     .iter()
@@ -248,6 +251,10 @@ pub fn units(db: &Database, facts: &Facts, d: &Decision) -> Result<Vec<Unit>, No
             }
             units.retain(|u| !u.rows.is_empty());
         }
+    }
+    // A table whose node has its own name needs no rename (the client's spelling stays).
+    for u in &mut units {
+        u.renames.retain(|r| r.logical != r.physical);
     }
     Ok(units)
 }
