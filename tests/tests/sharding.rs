@@ -1087,3 +1087,52 @@ async fn xa_transactions_commit_and_roll_back_atomically_and_recover_after_a_cra
     );
     let _ = std::fs::remove_file(&log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_unit_database_checks_room_ownership_of_every_row() {
+    // Two data sources per room (schemas on each room's server), t_order sharded by buyer_id,
+    // which is also the ShardingKey: buyers 0-4999 (mod 10000) belong to room A.
+    let name = "shard_unit";
+    let schemas = [format!("rbt_{name}_0"), format!("rbt_{name}_1")];
+    for port in [ROOM_A_PORT, rb_e2e::ROOM_B_PORT] {
+        let mut c = rb_e2e::direct_room(port, None).await;
+        for s in &schemas {
+            c.query_drop(format!("DROP DATABASE IF EXISTS `{s}`")).await.unwrap();
+            c.query_drop(format!("CREATE DATABASE `{s}`")).await.unwrap();
+            for k in 0..2 {
+                c.query_drop(format!("CREATE TABLE `{s}`.t_order_{k} (order_id BIGINT PRIMARY KEY, buyer_id BIGINT NOT NULL, amount INT)")).await.unwrap();
+            }
+        }
+    }
+    let hash = shard_rules::config::hash_password("app");
+    let ds = |n: usize, room: &str, port: u16| {
+        format!("[data_sources.s{n}_{room}]\nroom = \"{room}\"\nhost = \"127.0.0.1\"\nport = {port}\nschema = \"{}\"\nuser = \"rb\"\npassword = \"rb\"\n", schemas[n])
+    };
+    let rules = format!(
+        "version = 1\n[rooms.A]\nrole = \"center\"\n[rooms.B]\nrole = \"unit\"\n[route_codes]\ncount = 10000\n[traffic]\nversion = 1\nowners.A = [\"0-4999\"]\nowners.B = [\"5000-9999\"]\n{}{}{}{}\
+         [databases.shop]\ntype = \"unit\"\ndata_sources.ds_0 = [\"s0_A\", \"s0_B\"]\ndata_sources.ds_1 = [\"s1_A\", \"s1_B\"]\ndefault_data_source = \"ds_0\"\n\
+         [databases.shop.tables.t_order]\nsharding_key = \"buyer_id\"\ndata_nodes = \"ds_${{0..1}}.t_order_${{0..1}}\"\n\
+         database_sharding = {{ algorithm = \"mod\", column = \"buyer_id\" }}\ntable_sharding = {{ algorithm = \"mod\", column = \"order_id\" }}\n\
+         [users.app]\npassword_hash = \"{hash}\"\ndatabases = [\"shop\"]\nmode = \"unit\"\n",
+        ds(0, "A", ROOM_A_PORT), ds(1, "A", ROOM_A_PORT), ds(0, "B", rb_e2e::ROOM_B_PORT), ds(1, "B", rb_e2e::ROOM_B_PORT)
+    );
+    let p = Proxy::start_rules("A", &rules).await;
+    let mut c = p.conn("shop").await;
+    // Buyers 10 and 11 belong to room A: the rows go to their nodes.
+    c.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (1, 10, 5), (2, 11, 6), (3, 11, 7)").await.unwrap();
+    let mut d = direct(None).await;
+    let n: Option<u64> = d.query_first(format!("SELECT COUNT(*) FROM `{}`.t_order_1", schemas[1])).await.unwrap();
+    assert_eq!(n, Some(1), "order 3 of buyer 11 is on ds_1.t_order_1");
+    // One row of another room's buyer refuses the whole statement.
+    let (code, msg) = code_of(&mut c, "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (4, 12, 1), (5, 5012, 1)").await;
+    assert_eq!(code, 8031, "{msg}");
+    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order WHERE order_id IN (4, 5)").await.unwrap();
+    assert_eq!(n, Some(0));
+    // Reads merge across the nodes; a write without its key is refused as before.
+    let s: Option<String> = c.query_first("SELECT SUM(amount) FROM t_order").await.unwrap();
+    assert_eq!(s.as_deref(), Some("18"));
+    let (code, msg) = code_of(&mut c, "UPDATE t_order SET amount = 0 WHERE order_id = 1").await;
+    assert_eq!(code, 8030, "{msg}");
+    c.query_drop("UPDATE t_order SET amount = amount + 1 WHERE buyer_id = 11").await.unwrap();
+    assert_eq!(c.affected_rows(), 2);
+}
