@@ -41,7 +41,23 @@ echo "== proxies"
 CONF="$DEMO/config"
 mkdir -p "$CONF"
 cp fixtures/demo/room-a.toml fixtures/demo/room-b.toml "$CONF/"
-[ -f "$CONF/rules.toml" ] || cp fixtures/demo/rules.toml "$CONF/rules.toml"
+# A copy made from an older fixtures/demo/rules.toml is replaced (the old one kept as .bak).
+want="$(sha1sum fixtures/demo/rules.toml | cut -d' ' -f1)"
+if [ ! -f "$CONF/rules.toml" ] || [ "$(cat "$CONF/rules.source" 2>/dev/null)" != "$want" ]; then
+  [ -f "$CONF/rules.toml" ] && { cp "$CONF/rules.toml" "$CONF/rules.toml.bak"; echo "demo: fixtures/demo/rules.toml changed: rules copy replaced (old one in $CONF/rules.toml.bak)"; }
+  cp fixtures/demo/rules.toml "$CONF/rules.toml"
+  echo "$want" > "$CONF/rules.source"
+  for r in a b; do  # proxies running the old rules start again
+    if proxy_alive "$r"; then kill "$(cat "$(pidf "$r")")"; sleep 1; rm -f "$(pidf "$r")"; fi
+  done
+fi
+# Proxies started from an older build start again.
+for r in a b; do
+  if proxy_alive "$r" && [ target/release/rainbow-bridge -nt "$(pidf "$r")" ]; then
+    echo "demo: proxy of room ${r^^} runs an older build: restarting it"
+    kill "$(cat "$(pidf "$r")")"; sleep 1; rm -f "$(pidf "$r")"
+  fi
+done
 start() { # room-letter port user password
   local r="$1" port="$2" user="$3" pw="$4" config="$CONF/room-$1.toml"
   [ -f "$config" ] || { echo "demo: $config is missing" >&2; exit 1; }
@@ -74,8 +90,12 @@ Connect (-c keeps comments, so hints reach the proxy):
 Try:
   SELECT * FROM t_order LIMIT 5;
   USE scratch; CREATE TABLE t(a INT);                  # room A only: a center database
+  USE mall; SELECT buyer_id, COUNT(*), SUM(amount) FROM t_order GROUP BY buyer_id;   # 4 shards merged
+  USE mall; SELECT * FROM t_order ORDER BY amount DESC LIMIT 3;
   target/release/rainbow-bridge route --rules fixtures/demo/rules.toml --room B --database shop \\
     "UPDATE t_order SET status = 'paid' WHERE buyer_id = 1001"
+  target/release/rainbow-bridge route --rules fixtures/demo/rules.toml --room A --database mall \\
+    "SELECT status, COUNT(*) FROM t_order GROUP BY status"        # each node's query (docs/sharding.md)
 Admin interface (docs/operations.md) and metrics:
   mariadb -h127.0.0.1 -P6032 -uadmin -padmin -c shop   # room A: SHOW RULES; SHOW POOLS; PREVIEW …
   mariadb -h127.0.0.1 -P6033 -uadmin -padmin -c shop   # room B

@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${RB_ROOMS_DIR:-/tmp/rainbow-bridge-rooms}"
 ROOMS=(A B)
 declare -A PORT=([A]=3316 [B]=3317) SID=([A]=1 [B]=2)
-declare -A SCHEMAS=([A]="users.sql shop.sql scratch.sql" [B]="users.sql shop.sql")
+declare -A SCHEMAS=([A]="users.sql shop.sql scratch.sql mall.sql" [B]="users.sql shop.sql mall.sql")
 export PATH="$PATH:/usr/sbin:/sbin"
 ME="$(id -un)"   # OS user; mariadb-install-db grants it unix_socket access (root when run as root)
 

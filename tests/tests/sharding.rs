@@ -892,7 +892,12 @@ async fn ddl_on_a_logical_table_reaches_every_physical_table() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert_eq!(text.matches("node query:  ds_1: SELECT status, COUNT(*) , WEIGHT_STRING(status)").count(), 4, "{text}");
+    assert_eq!(
+        text.matches("node query:  ds_1: SELECT status, COUNT(*) , WEIGHT_STRING(status)")
+            .count(),
+        4,
+        "{text}"
+    );
     assert!(text.contains("merge:       groups by 1 key(s)"), "{text}");
     c.query_drop("TRUNCATE TABLE t_order").await.unwrap();
     let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
@@ -1097,8 +1102,12 @@ async fn a_sharded_unit_database_checks_room_ownership_of_every_row() {
     for port in [ROOM_A_PORT, rb_e2e::ROOM_B_PORT] {
         let mut c = rb_e2e::direct_room(port, None).await;
         for s in &schemas {
-            c.query_drop(format!("DROP DATABASE IF EXISTS `{s}`")).await.unwrap();
-            c.query_drop(format!("CREATE DATABASE `{s}`")).await.unwrap();
+            c.query_drop(format!("DROP DATABASE IF EXISTS `{s}`"))
+                .await
+                .unwrap();
+            c.query_drop(format!("CREATE DATABASE `{s}`"))
+                .await
+                .unwrap();
             for k in 0..2 {
                 c.query_drop(format!("CREATE TABLE `{s}`.t_order_{k} (order_id BIGINT PRIMARY KEY, buyer_id BIGINT NOT NULL, amount INT)")).await.unwrap();
             }
@@ -1121,18 +1130,33 @@ async fn a_sharded_unit_database_checks_room_ownership_of_every_row() {
     // Buyers 10 and 11 belong to room A: the rows go to their nodes.
     c.query_drop("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (1, 10, 5), (2, 11, 6), (3, 11, 7)").await.unwrap();
     let mut d = direct(None).await;
-    let n: Option<u64> = d.query_first(format!("SELECT COUNT(*) FROM `{}`.t_order_1", schemas[1])).await.unwrap();
+    let n: Option<u64> = d
+        .query_first(format!("SELECT COUNT(*) FROM `{}`.t_order_1", schemas[1]))
+        .await
+        .unwrap();
     assert_eq!(n, Some(1), "order 3 of buyer 11 is on ds_1.t_order_1");
     // One row of another room's buyer refuses the whole statement.
-    let (code, msg) = code_of(&mut c, "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (4, 12, 1), (5, 5012, 1)").await;
+    let (code, msg) = code_of(
+        &mut c,
+        "INSERT INTO t_order (order_id, buyer_id, amount) VALUES (4, 12, 1), (5, 5012, 1)",
+    )
+    .await;
     assert_eq!(code, 8031, "{msg}");
-    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order WHERE order_id IN (4, 5)").await.unwrap();
+    let n: Option<u64> = c
+        .query_first("SELECT COUNT(*) FROM t_order WHERE order_id IN (4, 5)")
+        .await
+        .unwrap();
     assert_eq!(n, Some(0));
     // Reads merge across the nodes; a write without its key is refused as before.
-    let s: Option<String> = c.query_first("SELECT SUM(amount) FROM t_order").await.unwrap();
+    let s: Option<String> = c
+        .query_first("SELECT SUM(amount) FROM t_order")
+        .await
+        .unwrap();
     assert_eq!(s.as_deref(), Some("18"));
     let (code, msg) = code_of(&mut c, "UPDATE t_order SET amount = 0 WHERE order_id = 1").await;
     assert_eq!(code, 8030, "{msg}");
-    c.query_drop("UPDATE t_order SET amount = amount + 1 WHERE buyer_id = 11").await.unwrap();
+    c.query_drop("UPDATE t_order SET amount = amount + 1 WHERE buyer_id = 11")
+        .await
+        .unwrap();
     assert_eq!(c.affected_rows(), 2);
 }
