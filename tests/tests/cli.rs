@@ -25,8 +25,8 @@ fn check_config_accepts_the_demo_configs_and_lists_every_problem_of_bad_ones() {
         .unwrap()
         .replace("room = \"A\"\nhost", "room = \"Z\"\nhost")
         .replace(
-            "databases = [\"shop\", \"scratch\"]",
-            "databases = [\"shop\", \"nope\"]",
+            "databases = [\"shop\", \"scratch\", \"mall\"]",
+            "databases = [\"shop\", \"nope\", \"mall\"]",
         );
     std::fs::write(dir.join("rules.toml"), rules).unwrap();
     let config = std::fs::read_to_string(root().join("fixtures/demo/room-a.toml")).unwrap();
