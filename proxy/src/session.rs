@@ -1506,7 +1506,6 @@ impl Session {
                 }
             }
         };
-        debug!(connection_id = self.connection_id, units = ?decision.as_deref().map(|d| &d.units), "decided");
         if let Some(d) = decision.as_deref().filter(|d| self.needs_sharding(d)) {
             return self.sharded_query(&p, &st, d).await;
         }

@@ -116,7 +116,18 @@ impl Session {
     pub(super) fn needs_sharding(&self, d: &Decision) -> bool {
         match d.units.as_slice() {
             [] => false,
-            [u] => !u.renames.is_empty() || self.physical_ds(&u.data_source) != self.ds,
+            [u] if !u.renames.is_empty() => true,
+            // The common case, without allocating: the database's default data source, which
+            // is the session's.
+            [u] => {
+                let rules = self.shared.rules.load();
+                let default = self.rules_database().and_then(|db| {
+                    rules
+                        .database(&db)
+                        .map(|d| d.data_source_name(d.default_data_source) == &*u.data_source)
+                });
+                default != Some(true) && self.physical_ds(&u.data_source) != self.ds
+            }
             _ => true,
         }
     }
