@@ -435,13 +435,28 @@ pub fn check_text(
             }),
         };
     }
+    // Several statements in one text are not split across data nodes.
+    if several && sharded_database(ctx) {
+        if let Some(t) = names_laid_out_table(ctx, &parsed.sql) {
+            return Err(ProxyError::NotSupportedAcrossNodes(format!(
+                "a multi-statement text naming the sharded table `{t}`; send its statements one \
+                 at a time"
+            )));
+        }
+    }
     match gate(ctx, &parsed.sql, several)? {
         // A read of a database with sharded or broadcast tables: routed by its decision.
         Gate::Read if !several && sharded_database(ctx) => {
             match analyse_one(ctx, &parsed.sql) {
-                Ok(a) => {
-                    decide_one(ctx, &a, hint.as_ref()).map(|d| Verdict::Forward(Some(Box::new(d))))
-                }
+                Ok(a) => match decide_one_raw(ctx, &a, hint.as_ref()) {
+                    Ok(d) => Ok(Verdict::Forward(Some(Box::new(d)))),
+                    // A read of another schema (information_schema, mysql…) is not the rules'
+                    // business: the default data source answers it, as everywhere.
+                    Err(r) if matches!(r.reason, RouteError::OtherDatabase { .. }) => {
+                        Ok(Verdict::Forward(None))
+                    }
+                    Err(r) => Err(refusal(&r)),
+                },
                 Err(e) => match names_laid_out_table(ctx, &parsed.sql) {
                     Some(t) => Err(refused(
                         ctx,
@@ -789,6 +804,14 @@ fn decide_all_with(
     }))
 }
 
+fn decide_one_raw(
+    ctx: &Ctx<'_>,
+    a: &Analysis,
+    hint: Option<&Hint>,
+) -> Result<Decision, Box<Refusal>> {
+    decide_raw(ctx, &a.facts, hint, &a.params(&[]), &mut std::iter::empty())
+}
+
 fn decide_one(ctx: &Ctx<'_>, a: &Analysis, hint: Option<&Hint>) -> Result<Decision, ProxyError> {
     decide_raw(ctx, &a.facts, hint, &a.params(&[]), &mut std::iter::empty())
         .map_err(|r| refusal(&r))
@@ -834,7 +857,8 @@ pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<PreparedRules>, Proxy
             "SET @@rb_sharding_key as a prepared statement (send it as text)".into(),
         ));
     }
-    let a = if let Gate::Read = gate(ctx, &parsed.sql, false)? {
+    let gated_read = matches!(gate(ctx, &parsed.sql, false)?, Gate::Read);
+    let a = if gated_read {
         // Reads of laid-out databases are routed at each execute, by their bound values.
         if !sharded_database(ctx) {
             return Ok(None);
@@ -879,6 +903,10 @@ pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<PreparedRules>, Proxy
                     RouteError::MissingParameter { .. } | RouteError::NoShardingKey { .. }
                 ) => {}
             Err(r) if matches!(r.reason, RouteError::KeyGeneration { .. }) && !keys.is_empty() => {}
+            // A read of another schema: forwarded as in any database.
+            Err(r) if gated_read && matches!(r.reason, RouteError::OtherDatabase { .. }) => {
+                return Ok(None)
+            }
             Err(r) => return Err(refusal(&r)),
         }
     }
@@ -1054,6 +1082,7 @@ pub fn param_literals(
     types: Option<&[u8]>,
     generated: &[i64],
     key_slots: &[usize],
+    backslash_escapes: bool,
 ) -> Result<Vec<String>, ProxyError> {
     let mut client = Vec::with_capacity(n);
     if n > 0 {
@@ -1079,7 +1108,7 @@ pub fn param_literals(
             client.push(if null {
                 "NULL".to_string()
             } else {
-                literal(types[2 * i], types[2 * i + 1] & 0x80 != 0, v)?
+                literal(types[2 * i], types[2 * i + 1] & 0x80 != 0, v, backslash_escapes)?
             });
         }
     }
@@ -1100,7 +1129,7 @@ pub fn param_literals(
 }
 
 /// One binary-protocol parameter value as an SQL literal.
-fn literal(ty: u8, unsigned: bool, v: &[u8]) -> Result<String, ProxyError> {
+fn literal(ty: u8, unsigned: bool, v: &[u8], backslash_escapes: bool) -> Result<String, ProxyError> {
     let bad = || ProxyError::Malformed("parameter value does not match its type");
     let int = |n: usize| -> Result<i128, ProxyError> {
         let b = v.get(..n).ok_or_else(bad)?;
@@ -1178,8 +1207,9 @@ fn literal(ty: u8, unsigned: bool, v: &[u8]) -> Result<String, ProxyError> {
                     for c in t.chars() {
                         match c {
                             '\'' => out.push_str("''"),
-                            '\\' => out.push_str("\\\\"),
-                            '\0' => out.push_str("\\0"),
+                            // Under NO_BACKSLASH_ESCAPES a backslash is itself.
+                            '\\' if backslash_escapes => out.push_str("\\\\"),
+                            '\0' if backslash_escapes => out.push_str("\\0"),
                             c => out.push(c),
                         }
                     }

@@ -20,14 +20,20 @@ use shard_rules::scatter::{Aggregate, CmpOp, Col, Merge, Operand, Pred, SelectPl
 pub struct ColumnInfo {
     pub ty: ColumnType,
     pub decimals: u8,
+    /// ENUM or SET: the server orders these by their index, not their label.
+    pub enum_or_set: bool,
 }
 
 pub fn column_info(def: &[u8]) -> Option<ColumnInfo> {
     let mut buf = mysql_common::io::ParseBuf(def);
     let c = Column::deserialize((), &mut buf).ok()?;
+    let flags = c.flags();
     Some(ColumnInfo {
         ty: c.column_type(),
         decimals: c.decimals(),
+        enum_or_set: flags.contains(mysql_common::constants::ColumnFlags::ENUM_FLAG)
+            || flags.contains(mysql_common::constants::ColumnFlags::SET_FLAG)
+            || matches!(c.column_type(), ColumnType::MYSQL_TYPE_ENUM | ColumnType::MYSQL_TYPE_SET),
     })
 }
 
@@ -258,10 +264,28 @@ pub fn cmp_values(
             }
             if is_numeric(ty) {
                 cmp_numbers(x, y)
+            } else if matches!(ty, ColumnType::MYSQL_TYPE_TIME | ColumnType::MYSQL_TYPE_TIME2) {
+                // `-01:00:00` < `00:30:00` < `100:00:00`: as signed durations, not as text.
+                match (time_micros(x), time_micros(y)) {
+                    (Some(a), Some(b)) => a.cmp(&b),
+                    _ => x.cmp(y),
+                }
             } else {
                 x.cmp(y)
             }
         }
+    }
+}
+
+fn time_micros(v: &[u8]) -> Option<i64> {
+    match parse_time(std::str::from_utf8(v).ok()?)? {
+        mysql_common::value::Value::Time(neg, d, h, m, s, us) => {
+            let t = ((i64::from(d) * 24 + i64::from(h)) * 3600 + i64::from(m) * 60 + i64::from(s))
+                * 1_000_000
+                + i64::from(us);
+            Some(if neg { -t } else { t })
+        }
+        _ => None,
     }
 }
 
@@ -704,7 +728,11 @@ mod tests {
     }
 
     fn info(ty: ColumnType, decimals: u8) -> ColumnInfo {
-        ColumnInfo { ty, decimals }
+        ColumnInfo {
+            ty,
+            decimals,
+            enum_or_set: false,
+        }
     }
 
     #[test]
@@ -776,6 +804,9 @@ mod tests {
             Ordering::Equal
         );
         assert_eq!(cmp_values(None, None, Some(b""), None, s), Ordering::Less);
+        let t = ColumnType::MYSQL_TYPE_TIME;
+        assert_eq!(cmp_values(Some(b"-01:00:00"), None, Some(b"00:30:00"), None, t), Ordering::Less);
+        assert_eq!(cmp_values(Some(b"100:00:00"), None, Some(b"99:59:59.5"), None, t), Ordering::Greater);
     }
 
     #[test]

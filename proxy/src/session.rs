@@ -1506,15 +1506,18 @@ impl Session {
                 }
             }
         };
-        if let Some(d) = decision.as_deref().filter(|d| self.needs_sharding(d)) {
-            return self.sharded_query(&p, &st, d).await;
-        }
-        // COMMIT / ROLLBACK of a transaction that spans data sources: theirs first.
+        // COMMIT / ROLLBACK of a transaction that spans data sources: theirs first; a
+        // statement that commits implicitly (BEGIN, DDL, SET autocommit=1…) commits them too.
         if !self.side.is_empty() {
             let word = sharded::tx_word(&p.payload[1..]);
             if word != sharded::TxWord::Other {
                 self.end_sides(word).await?;
+            } else if sharded::commits_implicitly(&p.payload[1..]) {
+                self.end_sides(sharded::TxWord::Commit).await?;
             }
+        }
+        if let Some(d) = decision.as_deref().filter(|d| self.needs_sharding(d)) {
+            return self.sharded_query(&p, &st, d).await;
         }
         self.acquire(&st).await?;
         let o = self.relay(&p, ResponseKind::ResultSets).await?;
@@ -1839,7 +1842,7 @@ impl Session {
             self.held = None;
         }
         if !self.must_keep() {
-            self.side.clear();
+            self.clear_sides();
         }
     }
 
@@ -2227,6 +2230,7 @@ impl Session {
                         types.as_deref(),
                         &generated,
                         &key_slots,
+                        self.syntax().backslash_escapes,
                     )?;
                     let text = sharded::bind_literals(&sql, &literals, self.quoting()).ok_or(
                         ProxyError::Malformed("parameter count does not match the statement"),

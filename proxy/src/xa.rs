@@ -36,8 +36,13 @@ impl XaLog {
             next: AtomicU64::new(1),
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+                .map_or(0, |d| d.as_millis() as u64),
         }
+    }
+
+    /// The prefix of the transaction ids of this process's run.
+    pub fn current_run(&self, prefix: &str) -> String {
+        format!("{prefix}{}-", self.started)
     }
 
     pub fn path(&self) -> &Path {
@@ -155,7 +160,10 @@ pub fn fault(point: &str) {
 
 /// Resolves this proxy's prepared branches on every data source of its room. Returns how many
 /// were committed and rolled back, and the data sources that could not be asked.
-pub async fn recover(shared: &Shared) -> (usize, usize, Vec<String>) {
+///
+/// `serving`: the proxy already serves clients (a retry), so branches of its own current run
+/// are live transactions and are left alone, and the log is not rewritten.
+pub async fn recover(shared: &Shared, serving: bool) -> (usize, usize, Vec<String>) {
     let log = &shared.xa;
     let prefix = prefix(&shared.config.proxy.room, shared.config.proxy.worker_id);
     let pending = match log.pending() {
@@ -199,6 +207,9 @@ pub async fn recover(shared: &Shared) -> (usize, usize, Vec<String>) {
             if data.len() < gl || !data.starts_with(&prefix) {
                 continue;
             }
+            if serving && data.starts_with(&log.current_run(&prefix)) {
+                continue;
+            }
             let (gtrid, bqual) = data.split_at(gl);
             let commit = pending.contains(gtrid);
             let sql = format!(
@@ -231,7 +242,7 @@ pub async fn recover(shared: &Shared) -> (usize, usize, Vec<String>) {
         }
     }
     // Decisions whose branches could not all be seen stay in the log for the next start.
-    if unreachable.is_empty() {
+    if unreachable.is_empty() && !serving {
         if let Err(e) = log.compact(&still_pending) {
             warn!(file = %log.path().display(), error = %e, "cannot compact the XA log");
         }
@@ -246,12 +257,12 @@ pub async fn recover_at_start(shared: std::sync::Arc<Shared>) {
     if !shared.xa.exists() {
         return;
     }
-    let (_, _, unreachable) = recover(&shared).await;
+    let (_, _, unreachable) = recover(&shared, false).await;
     if !unreachable.is_empty() {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-                if recover(&shared).await.2.is_empty() {
+                if recover(&shared, true).await.2.is_empty() {
                     break;
                 }
             }

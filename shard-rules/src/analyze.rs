@@ -89,6 +89,9 @@ pub struct TableRef {
     /// In the statement's own FROM / JOIN / target: the top-level WHERE can narrow it. Tables
     /// of subqueries and CTEs are reached in full.
     pub top: bool,
+    /// Also read by a subquery, derived table or CTE (a table can be both: `… FROM t WHERE x >
+    /// (SELECT AVG(x) FROM t)`).
+    pub nested: bool,
 }
 
 /// An INSERT's columns and rows.
@@ -313,6 +316,19 @@ impl Analyzer {
                     self.facts.unknowns.push("UPDATE … FROM".into());
                 }
                 self.facts.condition = u.selection.as_ref().map(|e| self.cond(e));
+                // Tables of subqueries in the WHERE and the new values.
+                let mut names = Vec::new();
+                let _ = ast::visit_relations(&u.selection, |n| {
+                    names.push(n.clone());
+                    ControlFlow::<()>::Continue(())
+                });
+                let _ = ast::visit_relations(&u.assignments, |n| {
+                    names.push(n.clone());
+                    ControlFlow::<()>::Continue(())
+                });
+                for n in names {
+                    self.nested_table(&n, None);
+                }
                 Kind::Write(WriteKind::Update)
             }
             S::Delete(d) => {
@@ -331,6 +347,14 @@ impl Analyzer {
                     self.facts.unknowns.push("multi-table DELETE".into());
                 }
                 self.facts.condition = d.selection.as_ref().map(|e| self.cond(e));
+                let mut names = Vec::new();
+                let _ = ast::visit_relations(&d.selection, |n| {
+                    names.push(n.clone());
+                    ControlFlow::<()>::Continue(())
+                });
+                for n in names {
+                    self.nested_table(&n, None);
+                }
                 Kind::Write(WriteKind::Delete)
             }
             S::LoadData { table_name, .. } => {
@@ -433,6 +457,15 @@ impl Analyzer {
     }
 
     fn table(&mut self, name: &ObjectName, alias: Option<String>, top: bool) {
+        self.table_in(name, alias, top, false)
+    }
+
+    /// A table of a subquery, derived table or CTE.
+    fn nested_table(&mut self, name: &ObjectName, alias: Option<String>) {
+        self.table_in(name, alias, false, true)
+    }
+
+    fn table_in(&mut self, name: &ObjectName, alias: Option<String>, top: bool, nested: bool) {
         let (schema, name) = last_part(name);
         let same = |t: &TableRef| t.schema == schema && t.name == name;
         if let Some(t) = self
@@ -442,6 +475,7 @@ impl Analyzer {
             .find(|t| same(t) && (t.alias == alias || alias.is_none()))
         {
             t.top |= top;
+            t.nested |= nested;
             return;
         }
         self.facts.tables.push(TableRef {
@@ -449,6 +483,7 @@ impl Analyzer {
             name,
             alias,
             top,
+            nested,
         });
     }
 
@@ -474,7 +509,12 @@ impl Analyzer {
     fn factor(&mut self, f: &TableFactor, top: bool) {
         match f {
             TableFactor::Table { name, alias, .. } => {
-                self.table(name, alias.as_ref().map(|a| a.name.value.clone()), top)
+                let alias = alias.as_ref().map(|a| a.name.value.clone());
+                if top {
+                    self.table(name, alias, true)
+                } else {
+                    self.nested_table(name, alias)
+                }
             }
             TableFactor::Derived { subquery, .. } => self.query(subquery, false),
             TableFactor::NestedJoin {
@@ -516,7 +556,7 @@ impl Analyzer {
                     });
                 }
                 for n in names {
-                    self.table(&n, None, false);
+                    self.nested_table(&n, None);
                 }
             }
             SetExpr::Query(q) => self.query(q, top),
@@ -801,6 +841,7 @@ mod tests {
                 name: "t_order".into(),
                 alias: Some("o".into()),
                 top: true,
+                nested: false,
             }]
         );
         assert_eq!(f.params, 1);

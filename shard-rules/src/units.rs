@@ -76,6 +76,28 @@ pub fn units(db: &Database, facts: &Facts, d: &Decision) -> Result<Vec<Unit>, No
         }
     }
     for (i, rule) in &sharded {
+        if let Some(schema) = facts.tables.get(*i).and_then(|t| t.schema.as_deref()) {
+            return no(format!(
+                "the schema-qualified sharded table `{schema}.{}`: leave the database name out",
+                rule.name
+            ));
+        }
+    }
+    // INSERT … SELECT (or any INSERT whose rows the proxy cannot read) into a sharded table:
+    // its rows' nodes are unknown.
+    if let (Kind::Write(WriteKind::Insert | WriteKind::Replace), Some(ins)) = (facts.kind, &facts.insert) {
+        let into = d
+            .tables
+            .iter()
+            .find(|t| t.layout == Layout::Sharded && t.table.eq_ignore_ascii_case(&ins.table));
+        if into.is_some_and(|t| t.rows.is_empty()) {
+            return no(format!(
+                "INSERT into the sharded table `{}` without VALUES rows the proxy can read (INSERT … SELECT, …): write the rows out",
+                ins.table
+            ));
+        }
+    }
+    for (i, rule) in &sharded {
         if let Some(alias) = facts.tables.get(*i).and_then(|t| t.alias.as_deref()) {
             if let Some((_, other)) = sharded
                 .iter()
@@ -114,7 +136,10 @@ pub fn units(db: &Database, facts: &Facts, d: &Decision) -> Result<Vec<Unit>, No
         match distinct.iter().find(|(_, x)| x.name == r.name) {
             Some((first, _)) => {
                 // The same sharded table twice pairs rows of two nodes only on one node.
-                if nodes_of(*first).len() > 1 || nodes_of(*i).len() > 1 {
+                if nodes_of(*first).len() > 1
+                    || nodes_of(*i).len() > 1
+                    || nodes_of(*first) != nodes_of(*i)
+                {
                     return no(format!(
                         "a self-join of the sharded table `{}` across nodes",
                         r.name
@@ -134,7 +159,7 @@ pub fn units(db: &Database, facts: &Facts, d: &Decision) -> Result<Vec<Unit>, No
         }
         for (i, r) in &distinct {
             // DDL names its tables outside any FROM; it runs on every node of each.
-            if facts.kind != Kind::Ddl && facts.tables.get(*i).is_some_and(|t| !t.top) {
+            if facts.kind != Kind::Ddl && facts.tables.get(*i).is_some_and(|t| !t.top || t.nested) {
                 return no(format!(
                     "a subquery or derived table on the sharded table `{}` that needs rows of several nodes",
                     r.name
@@ -308,6 +333,14 @@ pub fn node_queries(
             queries,
             select: Some(plan),
         });
+    }
+    if several && matches!(d.kind, Kind::Write(WriteKind::Update | WriteKind::Delete)) {
+        let toks = crate::lex::tokens(stripped, q).map_err(bad)?;
+        if toks.iter().any(|t| t.depth == 0 && t.is_keyword(stripped, "LIMIT")) {
+            return Err(NotSupported(
+                "UPDATE or DELETE with LIMIT across nodes (each node would apply the LIMIT)".into(),
+            ));
+        }
     }
     let split = several
         && matches!(d.kind, Kind::Write(WriteKind::Insert | WriteKind::Replace))

@@ -28,6 +28,9 @@ pub(super) struct Side {
     pub conn: Conn,
     pub ds: String,
     pub target: crate::backend::SharedTarget,
+    /// Joined to the session's transaction (START TRANSACTION, an XA branch, or autocommit
+    /// off): dropped without its COMMIT or ROLLBACK, it is closed (rolled back), never pooled.
+    pub joined: bool,
 }
 
 /// One node query: the physical data source and the SQL text it runs.
@@ -42,8 +45,9 @@ struct Source {
     conn: usize,
     buffered: Option<VecDeque<Row>>,
     done: bool,
-    /// Warnings the node's result ended with.
+    /// Warnings and status flags the node's result ended with.
     warnings: u16,
+    status: u16,
 }
 
 /// How node results are merged: the memory bound, the framing, the client's protocol.
@@ -70,6 +74,34 @@ pub(super) fn tx_word(sql: &[u8]) -> TxWord {
         // `ROLLBACK TO SAVEPOINT` keeps the transaction open.
         "ROLLBACK" if !contains_word(&stripped, b"TO") => TxWord::Rollback,
         _ => TxWord::Other,
+    }
+}
+
+/// The text reads or sets a user variable (`@v`, not `@@system`).
+fn uses_user_variables(sql: &[u8], q: Quoting) -> bool {
+    shard_rules::lex::tokens(sql, q).is_ok_and(|toks| {
+        toks.iter().any(|t| {
+            t.kind == shard_rules::lex::TokenKind::Variable && !sql[t.span.clone()].starts_with(b"@@")
+        })
+    })
+}
+
+/// A statement that commits the open transaction before it runs, as MariaDB does: BEGIN /
+/// START TRANSACTION, DDL, LOCK / UNLOCK TABLES, GRANT / REVOKE, `SET autocommit = 1`.
+pub(super) fn commits_implicitly(sql: &[u8]) -> bool {
+    let stripped = sql_hint::parse(sql).map(|p| p.sql).unwrap_or_default();
+    let kw = crate::enforce::first_keyword(&stripped);
+    match &*kw {
+        "BEGIN" | "START" | "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "RENAME" | "LOCK"
+        | "UNLOCK" | "GRANT" | "REVOKE" => true,
+        "SET" => {
+            let t = String::from_utf8_lossy(&stripped).to_ascii_lowercase();
+            let compact: String = t.chars().filter(|c| !c.is_whitespace()).collect();
+            ["autocommit=1", "autocommit=on", "autocommit=true"]
+                .iter()
+                .any(|k| compact.contains(k))
+        }
+        _ => false,
     }
 }
 
@@ -167,6 +199,15 @@ impl Session {
             debug!(connection_id = self.connection_id, data_source = %ds, sql = %String::from_utf8_lossy(&text), "node query");
             queries.push(NodeQuery { ds, sql: text });
         }
+        // User variables and LAST_INSERT_ID() live on the session's own connection only.
+        if queries.iter().any(|q| Some(&q.ds) != self.ds.as_ref())
+            && (st.reads_last_insert_id || uses_user_variables(&stripped, q))
+        {
+            return Err(ProxyError::NotSupportedAcrossNodes(
+                "user variables or LAST_INSERT_ID() in a statement that runs on another data source than the session's; bind the value instead".into(),
+            )
+            .into());
+        }
         let read = d.kind == shard_rules::analyze::Kind::Read;
         if let [one] = queries.as_slice() {
             if !(binary && read) {
@@ -262,7 +303,7 @@ impl Session {
             self.side.insert(side.ds.clone(), side);
         }
         if !self.must_keep() && !in_trans {
-            self.side.clear();
+            self.clear_sides();
         }
     }
 
@@ -273,12 +314,13 @@ impl Session {
             return Ok(s);
         }
         let (conn, target) = self.shared.pools.get(ds, self.caps).await?;
+        let in_trans = self.in_transaction();
         let mut side = Side {
             conn,
             ds: ds.to_string(),
             target,
+            joined: in_trans || self.status & STATUS_AUTOCOMMIT == 0,
         };
-        let in_trans = self.in_transaction();
         let synced: Result<Result<(), Bytes>, crate::backend::BackendError> = async {
             if side.conn.schema != side.target.schema {
                 if let Err(p) = side.conn.init_db(&side.target.schema).await? {
@@ -303,6 +345,18 @@ impl Session {
             Ok(Ok(())) => Ok(side),
             Ok(Err(packet)) => Err(SessionError::Server(packet)),
             Err(e) => Err(self.side_lost(ds, e.to_string(), false)),
+        }
+    }
+
+    /// Gives the side connections up: back to the pool, unless one is still joined to a
+    /// transaction that ended elsewhere (the server rolled the session's part back, say): that
+    /// one is closed, which rolls its part back too.
+    pub(super) fn clear_sides(&mut self) {
+        for (ds, mut s) in std::mem::take(&mut self.side) {
+            if s.joined {
+                s.conn.broken = true;
+                warn!(connection_id = self.connection_id, data_source = %ds, "the transaction ended on the session's own connection; its part on this data source is rolled back");
+            }
         }
     }
 
@@ -351,6 +405,7 @@ impl Session {
             };
             match s.conn.query(sql).await {
                 Ok(Ok(_)) => {
+                    s.joined = false;
                     if sql == "COMMIT" {
                         committed.push(ds);
                     }
@@ -410,7 +465,12 @@ impl Session {
                 };
                 // The held connection goes back into `held` after the statement.
                 let (conn, ds, target) = h.into_parts();
-                conns.push(Side { conn, ds, target });
+                conns.push(Side {
+                    conn,
+                    ds,
+                    target,
+                    joined: false,
+                });
             } else {
                 match self.side_conn(&ds).await {
                     Ok(s) => conns.push(s),
@@ -435,7 +495,7 @@ impl Session {
             }
         }
         if !in_trans && !self.must_keep() {
-            self.side.clear();
+            self.clear_sides();
             self.release_unless_kept();
         }
     }
@@ -450,7 +510,8 @@ impl Session {
         broadcast: bool,
     ) -> Result<()> {
         let mut conns = self.node_conns(st, &queries).await?;
-        let own_trans = !self.in_transaction();
+        // Outside a transaction and with autocommit on, the statement is its own transaction.
+        let own_trans = !self.in_transaction() && self.status & STATUS_AUTOCOMMIT != 0;
         let is_ddl = {
             let kw = crate::enforce::first_keyword(&queries[0].sql);
             matches!(&*kw, "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "RENAME")
@@ -474,7 +535,16 @@ impl Session {
         let mut last_id: u64 = 0;
         let mut error: Option<SessionError> = None;
         let mut status = 0u16;
+        // Inside the client's (local) transaction a statement that fails on one node must not
+        // stay half done on the others: each connection marks where it began.
+        let savepoint = !own_trans && !is_ddl && self.xa.is_none();
+        let mut ran: Vec<usize> = Vec::new();
         'conns: for (ci, c) in conns.iter_mut().enumerate() {
+            if savepoint {
+                if let Ok(Ok(_)) = c.conn.query("SAVEPOINT `__rb_statement`").await {
+                    ran.push(ci);
+                }
+            }
             if wrap {
                 let started = if xa {
                     super::xa_tx::join(&mut self.xa, &mut c.conn, &c.ds)
@@ -535,6 +605,14 @@ impl Session {
                         warn!(connection_id = self.connection_id, data_source = %c.ds, error = %e, "backend lost");
                         break 'conns;
                     }
+                }
+            }
+        }
+        if savepoint && error.is_some() {
+            for &ci in &ran {
+                let c = &mut conns[ci];
+                if !c.conn.broken {
+                    let _ = c.conn.query("ROLLBACK TO SAVEPOINT `__rb_statement`").await;
                 }
             }
         }
@@ -662,6 +740,17 @@ impl Session {
         r
     }
 
+    /// A node failed in the middle of a merge: no connection of the statement can be reused
+    /// (responses are unread), and the client's result is cut: the session ends, so that
+    /// nothing half-read or half-committed is taken for a whole.
+    fn merge_lost(&self, conns: &mut [Side], ds: &str, e: crate::backend::BackendError) -> SessionError {
+        abandon(conns);
+        match self.node_failed(ds, e) {
+            SessionError::Client(p) => SessionError::Fatal(p),
+            other => other,
+        }
+    }
+
     fn node_failed(&self, ds: &str, e: crate::backend::BackendError) -> SessionError {
         self.shared.pools.count_error(ds);
         warn!(connection_id = self.connection_id, data_source = %ds, error = %e, "backend connection lost");
@@ -701,8 +790,7 @@ impl Session {
                     Ok(h) => h,
                     Err(e) => {
                         let ds = conns[ci].ds.clone();
-                        abandon(conns);
-                        return Err(self.node_failed(&ds, e));
+                        return Err(self.merge_lost(conns, &ds, e));
                     }
                 };
                 match head {
@@ -730,6 +818,7 @@ impl Session {
                                 buffered: None,
                                 done: false,
                                 warnings: 0,
+                                status: 0,
                             });
                         } else {
                             let width = columns.as_ref().map_or(0, Vec::len);
@@ -751,7 +840,7 @@ impl Session {
                                         status: s,
                                         warnings: w,
                                     }) => {
-                                        status = s;
+                                        status |= s;
                                         warnings += u32::from(w);
                                         break;
                                     }
@@ -761,7 +850,7 @@ impl Session {
                                     }
                                     Err(e) => {
                                         let ds = conns[ci].ds.clone();
-                                        return Err(self.node_failed(&ds, e));
+                                        return Err(self.merge_lost(conns, &ds, e));
                                     }
                                 }
                             }
@@ -770,6 +859,7 @@ impl Session {
                                 buffered: Some(rows),
                                 done: true,
                                 warnings: 0,
+                                status: 0,
                             });
                         }
                     }
@@ -798,6 +888,7 @@ impl Session {
                 merge::column_info(c).unwrap_or(ColumnInfo {
                     ty: mysql_common::constants::ColumnType::MYSQL_TYPE_VAR_STRING,
                     decimals: 0,
+                    enum_or_set: false,
                 })
             })
             .collect();
@@ -805,6 +896,18 @@ impl Session {
             width,
             hidden: plan.hidden,
         };
+        // ENUM and SET sort by their index on the server; the merge only sees labels.
+        if plan
+            .order
+            .iter()
+            .any(|k| infos.get(layout.index(k.col)).is_some_and(|c| c.enum_or_set))
+        {
+            drain_sources(conns, &mut sources, width, deprecate_eof).await;
+            return Err(ProxyError::NotSupportedAcrossNodes(
+                "ORDER BY an ENUM or SET column across nodes (order by `col + 0` for its index, or by CAST(col AS CHAR) for its label)".into(),
+            )
+            .into());
+        }
         let visible = width - plan.hidden;
         let header = |io: &mut PacketIo| -> u8 {
             let mut count = Vec::new();
@@ -844,7 +947,7 @@ impl Session {
                         Ok(None) => break,
                         Err(e) => {
                             let ds = conns[sources[si].conn].ds.clone();
-                            return Err(self.node_failed(&ds, e));
+                            return Err(self.merge_lost(conns, &ds, e));
                         }
                     }
                 }
@@ -856,8 +959,8 @@ impl Session {
             let rows = merge::finish_rows(rows, plan, layout, &infos);
             next_seq = header(&mut self.client);
             for r in rows {
-                next_seq = self.send_row(next_seq, &r, plan.hidden, &infos, binary)?;
-                self.flush_if_full().await?;
+                next_seq = self.send_row(next_seq, &r, plan.hidden, &infos, binary).map_err(|e| fatal_after(conns, e))?;
+                self.flush_if_full().await.map_err(|e| fatal_after(conns, e))?;
             }
         } else if plan.order.is_empty() {
             next_seq = header(&mut self.client);
@@ -868,15 +971,15 @@ impl Session {
                         Ok(Some(r)) => {
                             if n >= skip && n - skip < take {
                                 next_seq =
-                                    self.send_row(next_seq, &r, plan.hidden, &infos, binary)?;
-                                self.flush_if_full().await?;
+                                    self.send_row(next_seq, &r, plan.hidden, &infos, binary).map_err(|e| fatal_after(conns, e))?;
+                                self.flush_if_full().await.map_err(|e| fatal_after(conns, e))?;
                             }
                             n += 1;
                         }
                         Ok(None) => break,
                         Err(e) => {
                             let ds = conns[sources[si].conn].ds.clone();
-                            return Err(self.node_failed(&ds, e));
+                            return Err(self.merge_lost(conns, &ds, e));
                         }
                     }
                 }
@@ -890,7 +993,7 @@ impl Session {
                     Ok(r) => heads.push(r),
                     Err(e) => {
                         let ds = conns[sources[si].conn].ds.clone();
-                        return Err(self.node_failed(&ds, e));
+                        return Err(self.merge_lost(conns, &ds, e));
                     }
                 }
             }
@@ -918,8 +1021,8 @@ impl Session {
                 let Some(b) = best else { break };
                 let Some(r) = heads[b].take() else { break };
                 if n >= skip && n - skip < take {
-                    next_seq = self.send_row(next_seq, &r, plan.hidden, &infos, binary)?;
-                    self.flush_if_full().await?;
+                    next_seq = self.send_row(next_seq, &r, plan.hidden, &infos, binary).map_err(|e| fatal_after(conns, e))?;
+                    self.flush_if_full().await.map_err(|e| fatal_after(conns, e))?;
                 }
                 n += 1;
                 if n >= skip.saturating_add(take) {
@@ -929,7 +1032,7 @@ impl Session {
                     Ok(r) => heads[b] = r,
                     Err(e) => {
                         let ds = conns[sources[b].conn].ds.clone();
-                        return Err(self.node_failed(&ds, e));
+                        return Err(self.merge_lost(conns, &ds, e));
                     }
                 }
             }
@@ -940,7 +1043,11 @@ impl Session {
             .iter()
             .fold(warnings, |w, s| w.saturating_add(u32::from(s.warnings)))
             .min(u32::from(u16::MAX)) as u16;
-        let _ = status;
+        // A node left inside a transaction (autocommit off) keeps the session's connections.
+        let status = sources.iter().fold(status, |a, s| a | s.status);
+        if status & STATUS_IN_TRANS != 0 {
+            self.status |= STATUS_IN_TRANS;
+        }
         let st = self.status & !STATUS_MORE_RESULTS;
         let end = if deprecate_eof {
             // An OK packet with the EOF header.
@@ -1083,9 +1190,10 @@ async fn pull(
     }
     match next_row(&mut conns[s.conn].conn, width, deprecate_eof).await? {
         Next::Row(r) => Ok(Some(r)),
-        Next::End { warnings, .. } => {
+        Next::End { warnings, status } => {
             s.done = true;
             s.warnings = warnings;
+            s.status = status;
             Ok(None)
         }
         Next::Err(p) => {
@@ -1116,6 +1224,16 @@ async fn drain_sources(
                 }
             }
         }
+    }
+}
+
+/// A failure after part of the merged result went out: the connections are closed and so
+/// is the client's (a result cannot be taken back).
+fn fatal_after(conns: &mut [Side], e: SessionError) -> SessionError {
+    abandon(conns);
+    match e {
+        SessionError::Client(p) => SessionError::Fatal(p),
+        other => other,
     }
 }
 
@@ -1151,6 +1269,15 @@ pub(super) fn bind_literals(sql: &[u8], literals: &[String], q: Quoting) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn implicit_commits() {
+        assert!(commits_implicitly(b"BEGIN"));
+        assert!(commits_implicitly(b"set  @@session.autocommit = ON"));
+        assert!(commits_implicitly(b"ALTER TABLE t ADD c INT"));
+        assert!(!commits_implicitly(b"SET autocommit=0"));
+        assert!(!commits_implicitly(b"SELECT 1"));
+    }
 
     #[test]
     fn transaction_words() {

@@ -141,6 +141,10 @@ impl Session {
 
     fn xa_finished(&mut self) {
         self.xa = None;
+        // Every branch is committed or rolled back: the connections may go back to the pool.
+        for s in self.side.values_mut() {
+            s.joined = false;
+        }
         self.status &= !STATUS_IN_TRANS;
         self.release_unless_kept();
     }
