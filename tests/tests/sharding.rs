@@ -748,7 +748,7 @@ async fn what_cannot_run_across_nodes_is_refused_by_name() {
     let mut d = direct(None).await;
     for db in [&ds0, &ds1] {
         d.query_drop(format!(
-            "CREATE TABLE `{db}`.t_log (id INT PRIMARY KEY, msg VARCHAR(8))"
+            "CREATE TABLE `{db}`.t_log (id INT PRIMARY KEY, msg VARCHAR(8), kind ENUM('b', 'a') NOT NULL DEFAULT 'b')"
         ))
         .await
         .unwrap();
@@ -771,6 +771,22 @@ async fn what_cannot_run_across_nodes_is_refused_by_name() {
         ("DELETE FROM t_order_item", 8035, "`t_order_item` without a sharding condition"),
         ("UPDATE t_order SET user_id = 3 WHERE order_id = 5", 8035, "sharding column"),
         ("SELECT DISTINCT order_id, REPEAT('x', 4000) AS pad FROM t_order", 1038, "proxy.merge_memory_mb"),
+        ("SELECT order_id FROM t_order WHERE amount > (SELECT AVG(amount) FROM t_order)", 1235, "subquery or derived table on the sharded table `t_order`"),
+        ("DELETE FROM t_order WHERE order_id IN (SELECT order_id FROM t_order_item WHERE qty = 4) AND user_id = 1", 1235, "subquery or derived table on the sharded table `t_order_item`"),
+        ("SELECT DISTINCT COUNT(*) FROM t_order", 1235, "DISTINCT with aggregates"),
+        ("SELECT status, COUNT(*) FROM t_order GROUP BY status HAVING status = 'paid'", 1235, "HAVING comparing strings"),
+        ("UPDATE t_order SET note = 'l' WHERE user_id = 3 LIMIT 1", 1235, "UPDATE or DELETE with LIMIT"),
+        ("INSERT INTO t_order (order_id, user_id, status, amount, created) SELECT 900, 1, code, 1, '2024-01-01' FROM t_dict", 1235, "without VALUES rows"),
+        ("SELECT a.order_id FROM t_order a JOIN t_order b ON a.amount = b.amount WHERE a.order_id = 1 AND a.user_id = 7 AND b.order_id = 2 AND b.user_id = 14", 1235, "self-join"),
+        ("SELECT COUNT(*) FROM shop.t_order", 1235, "schema-qualified sharded table `shop.t_order`"),
+        ("SELECT 1; SELECT COUNT(*) FROM t_order", 1235, "multi-statement text naming the sharded table `t_order`"),
+        ("SELECT t_order FROM t_order", 1235, "a column named like the sharded table `t_order`"),
+        ("SELECT o.amount FROM t_order_item AS t_order JOIN t_order o ON o.order_id = t_order.order_id", 1235, "the alias `t_order`"),
+        ("SELECT order_id INTO @x FROM t_order LIMIT 1", 1235, "INTO"),
+        ("SELECT SQL_CALC_FOUND_ROWS order_id FROM t_order LIMIT 1", 1235, "SQL_CALC_FOUND_ROWS"),
+        ("WITH c AS (SELECT 1 AS one) SELECT order_id FROM t_order, c", 1235, "`c`"),
+        ("SELECT order_id FROM t_order WHERE user_id = @nobody", 1235, "user variables"),
+        ("SELECT id, kind FROM t_log ORDER BY kind", 1235, "ENUM or SET"),
     ] {
         let (got, msg) = code_of(&mut c, sql).await;
         assert_eq!(got, code, "{sql}: {msg}");
@@ -779,7 +795,7 @@ async fn what_cannot_run_across_nodes_is_refused_by_name() {
     // The table rule that allows it: every node written.
     let r = code_of(
         &mut c,
-        "INSERT INTO t_log (id, msg) VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+        "INSERT INTO t_log (id, msg, kind) VALUES (1, 'a', 'b'), (2, 'b', 'a'), (3, 'c', 'a')",
     )
     .await;
     assert_eq!(r.0, 0, "{}", r.1);
@@ -788,6 +804,18 @@ async fn what_cannot_run_across_nodes_is_refused_by_name() {
     // The session is fine after every refusal.
     let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
     assert_eq!(n, Some(160));
+    // What is no business of the rules still works in a sharded database: other schemas, and
+    // ORDER BY an ENUM's index.
+    let n: Option<u64> = c
+        .query_first("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = 'information_schema'")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(1));
+    let stmt = c.prep("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = ?").await.unwrap();
+    let n: Option<u64> = c.exec_first(&stmt, ("t_dict",)).await.unwrap();
+    assert!(n.unwrap_or(0) >= 2);
+    let ids: Vec<i32> = c.query("SELECT id FROM t_log ORDER BY kind + 0, id").await.unwrap();
+    assert_eq!(ids, vec![1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -833,6 +861,33 @@ async fn a_transaction_across_data_sources_commits_and_rolls_back_on_every_node(
     c.query_drop("ROLLBACK").await.unwrap();
     let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
     assert_eq!(n, Some(2), "rolled back deletes");
+    // A multi-node write under autocommit=0 stays in the session's transaction.
+    c.query_drop("DELETE FROM t_order WHERE order_id IN (1, 2) AND user_id IN (0, 1)").await.unwrap();
+    assert_eq!(c.affected_rows(), 2);
+    let outside: Option<u64> = d.query_first(count(&ds1, "t_order_2")).await.unwrap();
+    assert_eq!(outside, Some(1), "not committed yet");
+    c.query_drop("ROLLBACK").await.unwrap();
+    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
+    assert_eq!(n, Some(2), "the multi-node delete was rolled back");
+    // SET autocommit = 1 commits the open transaction on every data source.
+    c.query_drop("UPDATE t_order SET amount = 3 WHERE order_id = 1 AND user_id = 0").await.unwrap();
+    c.query_drop("UPDATE t_order SET amount = 4 WHERE order_id = 2 AND user_id = 1").await.unwrap();
+    c.query_drop("SET autocommit = 1").await.unwrap();
+    let sum: Option<String> = d
+        .query_first(format!("SELECT (SELECT amount FROM `{ds0}`.t_order_1) + (SELECT amount FROM `{ds1}`.t_order_2)"))
+        .await
+        .unwrap();
+    assert_eq!(sum.as_deref(), Some("7.00"), "both updates committed");
+    // Inside a transaction, a statement that fails on one node leaves nothing on the others.
+    c.query_drop("BEGIN").await.unwrap();
+    let (code, _) = code_of(&mut c, "INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (9, 0, 'new', 1, '2024-01-01'), (2, 1, 'dup', 1, '2024-01-01')").await;
+    assert_eq!(code, 1062);
+    c.query_drop("INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (13, 1, 'new', 1, '2024-01-01')").await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let ids: Vec<u64> = c.query("SELECT order_id FROM t_order ORDER BY order_id").await.unwrap();
+    assert_eq!(ids, vec![1, 2, 13], "order 9 of the failed statement was rolled back, 13 committed");
+    c.query_drop("DELETE FROM t_order WHERE order_id = 13 AND user_id = 1").await.unwrap();
+    // A failed statement on the session's own node: everything was read in step afterwards.
     c.query_drop("SET autocommit = 1").await.unwrap();
     // A multi-node write outside a transaction is all or nothing per data source: a failing
     // row rolls back the rows of the same statement on its data source.
@@ -1015,6 +1070,13 @@ async fn xa_transactions_commit_and_roll_back_atomically_and_recover_after_a_cra
         .unwrap();
         drop(gone);
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Its branches are gone, locks and all: the same rows can be written at once.
+        d.query_drop("SET SESSION innodb_lock_wait_timeout = 2").await.unwrap();
+        for (db, t) in [(&ds0, "t_order_1"), (&ds1, "t_order_2")] {
+            d.query_drop(format!("UPDATE `{db}`.{t} SET amount = amount"))
+                .await
+                .unwrap_or_else(|e| panic!("{db}.{t} still locked by the departed session: {e}"));
+        }
         let a: Option<String> = c
             .query_first("SELECT amount FROM t_order WHERE order_id = 1")
             .await
