@@ -1108,7 +1108,12 @@ pub fn param_literals(
             client.push(if null {
                 "NULL".to_string()
             } else {
-                literal(types[2 * i], types[2 * i + 1] & 0x80 != 0, v, backslash_escapes)?
+                literal(
+                    types[2 * i],
+                    types[2 * i + 1] & 0x80 != 0,
+                    v,
+                    backslash_escapes,
+                )?
             });
         }
     }
@@ -1129,7 +1134,12 @@ pub fn param_literals(
 }
 
 /// One binary-protocol parameter value as an SQL literal.
-fn literal(ty: u8, unsigned: bool, v: &[u8], backslash_escapes: bool) -> Result<String, ProxyError> {
+fn literal(
+    ty: u8,
+    unsigned: bool,
+    v: &[u8],
+    backslash_escapes: bool,
+) -> Result<String, ProxyError> {
     let bad = || ProxyError::Malformed("parameter value does not match its type");
     let int = |n: usize| -> Result<i128, ProxyError> {
         let b = v.get(..n).ok_or_else(bad)?;

@@ -33,7 +33,10 @@ pub fn column_info(def: &[u8]) -> Option<ColumnInfo> {
         decimals: c.decimals(),
         enum_or_set: flags.contains(mysql_common::constants::ColumnFlags::ENUM_FLAG)
             || flags.contains(mysql_common::constants::ColumnFlags::SET_FLAG)
-            || matches!(c.column_type(), ColumnType::MYSQL_TYPE_ENUM | ColumnType::MYSQL_TYPE_SET),
+            || matches!(
+                c.column_type(),
+                ColumnType::MYSQL_TYPE_ENUM | ColumnType::MYSQL_TYPE_SET
+            ),
     })
 }
 
@@ -264,7 +267,10 @@ pub fn cmp_values(
             }
             if is_numeric(ty) {
                 cmp_numbers(x, y)
-            } else if matches!(ty, ColumnType::MYSQL_TYPE_TIME | ColumnType::MYSQL_TYPE_TIME2) {
+            } else if matches!(
+                ty,
+                ColumnType::MYSQL_TYPE_TIME | ColumnType::MYSQL_TYPE_TIME2
+            ) {
                 // `-01:00:00` < `00:30:00` < `100:00:00`: as signed durations, not as text.
                 match (time_micros(x), time_micros(y)) {
                     (Some(a), Some(b)) => a.cmp(&b),
@@ -805,8 +811,14 @@ mod tests {
         );
         assert_eq!(cmp_values(None, None, Some(b""), None, s), Ordering::Less);
         let t = ColumnType::MYSQL_TYPE_TIME;
-        assert_eq!(cmp_values(Some(b"-01:00:00"), None, Some(b"00:30:00"), None, t), Ordering::Less);
-        assert_eq!(cmp_values(Some(b"100:00:00"), None, Some(b"99:59:59.5"), None, t), Ordering::Greater);
+        assert_eq!(
+            cmp_values(Some(b"-01:00:00"), None, Some(b"00:30:00"), None, t),
+            Ordering::Less
+        );
+        assert_eq!(
+            cmp_values(Some(b"100:00:00"), None, Some(b"99:59:59.5"), None, t),
+            Ordering::Greater
+        );
     }
 
     #[test]

@@ -85,7 +85,9 @@ pub fn units(db: &Database, facts: &Facts, d: &Decision) -> Result<Vec<Unit>, No
     }
     // INSERT … SELECT (or any INSERT whose rows the proxy cannot read) into a sharded table:
     // its rows' nodes are unknown.
-    if let (Kind::Write(WriteKind::Insert | WriteKind::Replace), Some(ins)) = (facts.kind, &facts.insert) {
+    if let (Kind::Write(WriteKind::Insert | WriteKind::Replace), Some(ins)) =
+        (facts.kind, &facts.insert)
+    {
         let into = d
             .tables
             .iter()
@@ -336,7 +338,10 @@ pub fn node_queries(
     }
     if several && matches!(d.kind, Kind::Write(WriteKind::Update | WriteKind::Delete)) {
         let toks = crate::lex::tokens(stripped, q).map_err(bad)?;
-        if toks.iter().any(|t| t.depth == 0 && t.is_keyword(stripped, "LIMIT")) {
+        if toks
+            .iter()
+            .any(|t| t.depth == 0 && t.is_keyword(stripped, "LIMIT"))
+        {
             return Err(NotSupported(
                 "UPDATE or DELETE with LIMIT across nodes (each node would apply the LIMIT)".into(),
             ));

@@ -804,6 +804,13 @@ async fn what_cannot_run_across_nodes_is_refused_by_name() {
     // The session is fine after every refusal.
     let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
     assert_eq!(n, Some(160));
+    // A union streams: 1.6 MB of rows pass a 1 MiB merge bound.
+    let rows: Vec<(u64, String)> = c
+        .query("SELECT order_id, REPEAT('x', 10000) FROM t_order")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 160);
+    assert!(rows.iter().all(|r| r.1.len() == 10000));
     // What is no business of the rules still works in a sharded database: other schemas, and
     // ORDER BY an ENUM's index.
     let n: Option<u64> = c
@@ -811,10 +818,16 @@ async fn what_cannot_run_across_nodes_is_refused_by_name() {
         .await
         .unwrap();
     assert_eq!(n, Some(1));
-    let stmt = c.prep("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = ?").await.unwrap();
+    let stmt = c
+        .prep("SELECT COUNT(*) FROM information_schema.tables WHERE table_name = ?")
+        .await
+        .unwrap();
     let n: Option<u64> = c.exec_first(&stmt, ("t_dict",)).await.unwrap();
     assert!(n.unwrap_or(0) >= 2);
-    let ids: Vec<i32> = c.query("SELECT id FROM t_log ORDER BY kind + 0, id").await.unwrap();
+    let ids: Vec<i32> = c
+        .query("SELECT id FROM t_log ORDER BY kind + 0, id")
+        .await
+        .unwrap();
     assert_eq!(ids, vec![1, 2, 3]);
 }
 
@@ -862,7 +875,9 @@ async fn a_transaction_across_data_sources_commits_and_rolls_back_on_every_node(
     let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
     assert_eq!(n, Some(2), "rolled back deletes");
     // A multi-node write under autocommit=0 stays in the session's transaction.
-    c.query_drop("DELETE FROM t_order WHERE order_id IN (1, 2) AND user_id IN (0, 1)").await.unwrap();
+    c.query_drop("DELETE FROM t_order WHERE order_id IN (1, 2) AND user_id IN (0, 1)")
+        .await
+        .unwrap();
     assert_eq!(c.affected_rows(), 2);
     let outside: Option<u64> = d.query_first(count(&ds1, "t_order_2")).await.unwrap();
     assert_eq!(outside, Some(1), "not committed yet");
@@ -870,8 +885,12 @@ async fn a_transaction_across_data_sources_commits_and_rolls_back_on_every_node(
     let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM t_order").await.unwrap();
     assert_eq!(n, Some(2), "the multi-node delete was rolled back");
     // SET autocommit = 1 commits the open transaction on every data source.
-    c.query_drop("UPDATE t_order SET amount = 3 WHERE order_id = 1 AND user_id = 0").await.unwrap();
-    c.query_drop("UPDATE t_order SET amount = 4 WHERE order_id = 2 AND user_id = 1").await.unwrap();
+    c.query_drop("UPDATE t_order SET amount = 3 WHERE order_id = 1 AND user_id = 0")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE t_order SET amount = 4 WHERE order_id = 2 AND user_id = 1")
+        .await
+        .unwrap();
     c.query_drop("SET autocommit = 1").await.unwrap();
     let sum: Option<String> = d
         .query_first(format!("SELECT (SELECT amount FROM `{ds0}`.t_order_1) + (SELECT amount FROM `{ds1}`.t_order_2)"))
@@ -884,9 +903,18 @@ async fn a_transaction_across_data_sources_commits_and_rolls_back_on_every_node(
     assert_eq!(code, 1062);
     c.query_drop("INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (13, 1, 'new', 1, '2024-01-01')").await.unwrap();
     c.query_drop("COMMIT").await.unwrap();
-    let ids: Vec<u64> = c.query("SELECT order_id FROM t_order ORDER BY order_id").await.unwrap();
-    assert_eq!(ids, vec![1, 2, 13], "order 9 of the failed statement was rolled back, 13 committed");
-    c.query_drop("DELETE FROM t_order WHERE order_id = 13 AND user_id = 1").await.unwrap();
+    let ids: Vec<u64> = c
+        .query("SELECT order_id FROM t_order ORDER BY order_id")
+        .await
+        .unwrap();
+    assert_eq!(
+        ids,
+        vec![1, 2, 13],
+        "order 9 of the failed statement was rolled back, 13 committed"
+    );
+    c.query_drop("DELETE FROM t_order WHERE order_id = 13 AND user_id = 1")
+        .await
+        .unwrap();
     // A failed statement on the session's own node: everything was read in step afterwards.
     c.query_drop("SET autocommit = 1").await.unwrap();
     // A multi-node write outside a transaction is all or nothing per data source: a failing
@@ -1071,7 +1099,9 @@ async fn xa_transactions_commit_and_roll_back_atomically_and_recover_after_a_cra
         drop(gone);
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         // Its branches are gone, locks and all: the same rows can be written at once.
-        d.query_drop("SET SESSION innodb_lock_wait_timeout = 2").await.unwrap();
+        d.query_drop("SET SESSION innodb_lock_wait_timeout = 2")
+            .await
+            .unwrap();
         for (db, t) in [(&ds0, "t_order_1"), (&ds1, "t_order_2")] {
             d.query_drop(format!("UPDATE `{db}`.{t} SET amount = amount"))
                 .await

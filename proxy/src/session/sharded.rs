@@ -81,7 +81,8 @@ pub(super) fn tx_word(sql: &[u8]) -> TxWord {
 fn uses_user_variables(sql: &[u8], q: Quoting) -> bool {
     shard_rules::lex::tokens(sql, q).is_ok_and(|toks| {
         toks.iter().any(|t| {
-            t.kind == shard_rules::lex::TokenKind::Variable && !sql[t.span.clone()].starts_with(b"@@")
+            t.kind == shard_rules::lex::TokenKind::Variable
+                && !sql[t.span.clone()].starts_with(b"@@")
         })
     })
 }
@@ -743,7 +744,12 @@ impl Session {
     /// A node failed in the middle of a merge: no connection of the statement can be reused
     /// (responses are unread), and the client's result is cut: the session ends, so that
     /// nothing half-read or half-committed is taken for a whole.
-    fn merge_lost(&self, conns: &mut [Side], ds: &str, e: crate::backend::BackendError) -> SessionError {
+    fn merge_lost(
+        &self,
+        conns: &mut [Side],
+        ds: &str,
+        e: crate::backend::BackendError,
+    ) -> SessionError {
         abandon(conns);
         match self.node_failed(ds, e) {
             SessionError::Client(p) => SessionError::Fatal(p),
@@ -769,13 +775,18 @@ impl Session {
         units_of: &[Vec<usize>],
         opts: MergeOpts,
     ) -> Result<()> {
+        if plan.order.is_empty() || plan.aggregate.is_some() {
+            return self
+                .merge_sequential(seq, plan, conns, units_of, opts)
+                .await;
+        }
         let MergeOpts {
             limit,
             deprecate_eof,
             binary,
         } = opts;
-        // Read each node result's header; results queued behind another on one connection
-        // are buffered (bounded) so that every node's rows can be merged.
+        // Sorted merge. Read each node result's header; results queued behind another on one
+        // connection are buffered (bounded) so that every node's rows can be merged.
         let mut sources: Vec<Source> = Vec::new();
         let mut columns: Option<Vec<Bytes>> = None;
         let mut error: Option<Bytes> = None;
@@ -897,11 +908,11 @@ impl Session {
             hidden: plan.hidden,
         };
         // ENUM and SET sort by their index on the server; the merge only sees labels.
-        if plan
-            .order
-            .iter()
-            .any(|k| infos.get(layout.index(k.col)).is_some_and(|c| c.enum_or_set))
-        {
+        if plan.order.iter().any(|k| {
+            infos
+                .get(layout.index(k.col))
+                .is_some_and(|c| c.enum_or_set)
+        }) {
             drain_sources(conns, &mut sources, width, deprecate_eof).await;
             return Err(ProxyError::NotSupportedAcrossNodes(
                 "ORDER BY an ENUM or SET column across nodes (order by `col + 0` for its index, or by CAST(col AS CHAR) for its label)".into(),
@@ -909,131 +920,62 @@ impl Session {
             .into());
         }
         let visible = width - plan.hidden;
-        let header = |io: &mut PacketIo| -> u8 {
-            let mut count = Vec::new();
-            crate::packet::put_lenenc_int(&mut count, visible as u64);
-            let mut s = io.queue(seq, &count);
-            for c in &columns[..visible] {
-                s = io.queue(s, c);
-            }
-            if !deprecate_eof {
-                s = io.queue(s, &[0xFE, 0, 0, 0, 0]);
-            }
-            s
-        };
         let skip = usize::try_from(plan.offset).unwrap_or(usize::MAX);
         let take = plan
             .limit
             .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        let mut next_seq;
-        let mut failure: Option<SessionError> = None;
-        if let Some(agg) = &plan.aggregate {
-            let mut g = merge::Grouper::new(
-                agg,
-                layout,
-                infos.clone(),
-                limit.saturating_sub(buffered_bytes),
-            );
-            for si in 0..sources.len() {
-                loop {
-                    match pull(conns, &mut sources[si], width, deprecate_eof).await {
-                        Ok(Some(r)) => {
-                            if failure.is_none() {
-                                if let Err(e) = g.add(&r) {
-                                    failure = Some(merge_error(e).into());
-                                }
+        // k-way merge of the sorted node results.
+        let mut next_seq = queue_header(&mut self.client, seq, &columns, visible, deprecate_eof);
+        let mut heads: Vec<Option<Row>> = Vec::with_capacity(sources.len());
+        for si in 0..sources.len() {
+            match pull(conns, &mut sources[si], width, deprecate_eof).await {
+                Ok(r) => heads.push(r),
+                Err(e) => {
+                    let ds = conns[sources[si].conn].ds.clone();
+                    return Err(self.merge_lost(conns, &ds, e));
+                }
+            }
+        }
+        let mut n = 0usize;
+        loop {
+            let mut best: Option<usize> = None;
+            for (i, h) in heads.iter().enumerate() {
+                let Some(r) = h else { continue };
+                best = match best {
+                    None => Some(i),
+                    Some(b) => {
+                        let br = heads[b].as_ref().map(|x| x as &Row);
+                        match br {
+                            Some(br)
+                                if merge::cmp_rows(r, br, &plan.order, layout, &infos)
+                                    == std::cmp::Ordering::Less =>
+                            {
+                                Some(i)
                             }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let ds = conns[sources[si].conn].ds.clone();
-                            return Err(self.merge_lost(conns, &ds, e));
+                            _ => Some(b),
                         }
                     }
-                }
+                };
             }
-            if let Some(f) = failure {
-                return Err(f);
+            let Some(b) = best else { break };
+            let Some(r) = heads[b].take() else { break };
+            if n >= skip && n - skip < take {
+                next_seq = self
+                    .send_row(next_seq, &r, plan.hidden, &infos, binary)
+                    .map_err(|e| fatal_after(conns, e))?;
+                self.flush_if_full()
+                    .await
+                    .map_err(|e| fatal_after(conns, e))?;
             }
-            let rows = g.finish().map_err(merge_error)?;
-            let rows = merge::finish_rows(rows, plan, layout, &infos);
-            next_seq = header(&mut self.client);
-            for r in rows {
-                next_seq = self.send_row(next_seq, &r, plan.hidden, &infos, binary).map_err(|e| fatal_after(conns, e))?;
-                self.flush_if_full().await.map_err(|e| fatal_after(conns, e))?;
+            n += 1;
+            if n >= skip.saturating_add(take) {
+                break;
             }
-        } else if plan.order.is_empty() {
-            next_seq = header(&mut self.client);
-            let mut n = 0usize;
-            for si in 0..sources.len() {
-                loop {
-                    match pull(conns, &mut sources[si], width, deprecate_eof).await {
-                        Ok(Some(r)) => {
-                            if n >= skip && n - skip < take {
-                                next_seq =
-                                    self.send_row(next_seq, &r, plan.hidden, &infos, binary).map_err(|e| fatal_after(conns, e))?;
-                                self.flush_if_full().await.map_err(|e| fatal_after(conns, e))?;
-                            }
-                            n += 1;
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            let ds = conns[sources[si].conn].ds.clone();
-                            return Err(self.merge_lost(conns, &ds, e));
-                        }
-                    }
-                }
-            }
-        } else {
-            // k-way merge of the sorted node results.
-            next_seq = header(&mut self.client);
-            let mut heads: Vec<Option<Row>> = Vec::with_capacity(sources.len());
-            for si in 0..sources.len() {
-                match pull(conns, &mut sources[si], width, deprecate_eof).await {
-                    Ok(r) => heads.push(r),
-                    Err(e) => {
-                        let ds = conns[sources[si].conn].ds.clone();
-                        return Err(self.merge_lost(conns, &ds, e));
-                    }
-                }
-            }
-            let mut n = 0usize;
-            loop {
-                let mut best: Option<usize> = None;
-                for (i, h) in heads.iter().enumerate() {
-                    let Some(r) = h else { continue };
-                    best = match best {
-                        None => Some(i),
-                        Some(b) => {
-                            let br = heads[b].as_ref().map(|x| x as &Row);
-                            match br {
-                                Some(br)
-                                    if merge::cmp_rows(r, br, &plan.order, layout, &infos)
-                                        == std::cmp::Ordering::Less =>
-                                {
-                                    Some(i)
-                                }
-                                _ => Some(b),
-                            }
-                        }
-                    };
-                }
-                let Some(b) = best else { break };
-                let Some(r) = heads[b].take() else { break };
-                if n >= skip && n - skip < take {
-                    next_seq = self.send_row(next_seq, &r, plan.hidden, &infos, binary).map_err(|e| fatal_after(conns, e))?;
-                    self.flush_if_full().await.map_err(|e| fatal_after(conns, e))?;
-                }
-                n += 1;
-                if n >= skip.saturating_add(take) {
-                    break;
-                }
-                match pull(conns, &mut sources[b], width, deprecate_eof).await {
-                    Ok(r) => heads[b] = r,
-                    Err(e) => {
-                        let ds = conns[sources[b].conn].ds.clone();
-                        return Err(self.merge_lost(conns, &ds, e));
-                    }
+            match pull(conns, &mut sources[b], width, deprecate_eof).await {
+                Ok(r) => heads[b] = r,
+                Err(e) => {
+                    let ds = conns[sources[b].conn].ds.clone();
+                    return Err(self.merge_lost(conns, &ds, e));
                 }
             }
         }
@@ -1049,18 +991,208 @@ impl Session {
             self.status |= STATUS_IN_TRANS;
         }
         let st = self.status & !STATUS_MORE_RESULTS;
-        let end = if deprecate_eof {
-            // An OK packet with the EOF header.
-            let mut ok = crate::response::ok_payload(0, 0, st, warnings);
-            ok[0] = 0xFE;
-            ok
-        } else {
-            let mut e = vec![0xFE];
-            e.extend_from_slice(&warnings.to_le_bytes());
-            e.extend_from_slice(&st.to_le_bytes());
-            e
+        queue_end(&mut self.client, next_seq, st, warnings, deprecate_eof);
+        self.client.flush().await.map_err(SessionError::ClientIo)?;
+        Ok(())
+    }
+
+    /// A union or an aggregation: every node result read in turn, straight off its
+    /// connection (the node queries of one connection answer in order), rows sent (union) or
+    /// folded into their groups (aggregates) as they come: nothing else is held.
+    async fn merge_sequential(
+        &mut self,
+        seq: u8,
+        plan: &SelectPlan,
+        conns: &mut [Side],
+        units_of: &[Vec<usize>],
+        opts: MergeOpts,
+    ) -> Result<()> {
+        let MergeOpts {
+            limit,
+            deprecate_eof,
+            binary,
+        } = opts;
+        let mut columns: Option<Vec<Bytes>> = None;
+        let mut infos: Vec<ColumnInfo> = Vec::new();
+        let mut error: Option<Bytes> = None;
+        let (mut status, mut warnings) = (0u16, 0u32);
+        let mut grouper: Option<merge::Grouper<'_>> = None;
+        let mut next_seq: Option<u8> = None;
+        let skip = usize::try_from(plan.offset).unwrap_or(usize::MAX);
+        let take = plan
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let mut n = 0usize;
+        for (ci, units) in units_of.iter().enumerate() {
+            for _ in units {
+                let head = match read_head(&mut conns[ci].conn, deprecate_eof).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        let ds = conns[ci].ds.clone();
+                        return Err(self.merge_lost(conns, &ds, e));
+                    }
+                };
+                let width = match head {
+                    Head::Err(p) => {
+                        error.get_or_insert(p);
+                        continue;
+                    }
+                    Head::Ok => continue,
+                    Head::Columns(defs) => {
+                        if let Some(c) = &columns {
+                            if c.len() != defs.len() {
+                                error.get_or_insert(Bytes::from(
+                                    ProxyError::Merge(
+                                        "data nodes returned different numbers of columns".into(),
+                                    )
+                                    .to_err_payload(),
+                                ));
+                            }
+                        } else {
+                            infos = defs
+                                .iter()
+                                .map(|c| {
+                                    merge::column_info(c).unwrap_or(ColumnInfo {
+                                        ty: mysql_common::constants::ColumnType::MYSQL_TYPE_VAR_STRING,
+                                        decimals: 0,
+                                        enum_or_set: false,
+                                    })
+                                })
+                                .collect();
+                            let width = defs.len();
+                            if width < plan.hidden
+                                || plan.items.is_some_and(|n| n + plan.hidden != width)
+                            {
+                                error.get_or_insert(Bytes::from(
+                                    ProxyError::Merge(format!(
+                                        "the node result has {width} columns, the plan expected {}",
+                                        plan.items.unwrap_or(0) + plan.hidden
+                                    ))
+                                    .to_err_payload(),
+                                ));
+                            }
+                            columns = Some(defs);
+                        }
+                        columns.as_ref().map_or(0, Vec::len)
+                    }
+                };
+                let layout = merge::Layout {
+                    width,
+                    hidden: plan.hidden,
+                };
+                if error.is_none() {
+                    if let Some(agg) = &plan.aggregate {
+                        if grouper.is_none() {
+                            grouper = Some(merge::Grouper::new(agg, layout, infos.clone(), limit));
+                        }
+                    } else if next_seq.is_none() {
+                        let cols = columns.as_deref().unwrap_or_default();
+                        next_seq = Some(queue_header(
+                            &mut self.client,
+                            seq,
+                            cols,
+                            width - plan.hidden,
+                            deprecate_eof,
+                        ));
+                    }
+                }
+                loop {
+                    match next_row(&mut conns[ci].conn, width, deprecate_eof).await {
+                        Ok(Next::Row(r)) => {
+                            if error.is_some() {
+                                continue;
+                            }
+                            if let Some(g) = grouper.as_mut() {
+                                if let Err(e) = g.add(&r) {
+                                    error = Some(Bytes::from(merge_error(e).to_err_payload()));
+                                }
+                            } else if let Some(s) = next_seq {
+                                if n >= skip && n - skip < take {
+                                    next_seq = Some(
+                                        self.send_row(s, &r, plan.hidden, &infos, binary)
+                                            .map_err(|e| fatal_after(conns, e))?,
+                                    );
+                                    self.flush_if_full()
+                                        .await
+                                        .map_err(|e| fatal_after(conns, e))?;
+                                }
+                                n += 1;
+                            }
+                        }
+                        Ok(Next::End {
+                            status: st,
+                            warnings: w,
+                        }) => {
+                            status |= st;
+                            warnings += u32::from(w);
+                            break;
+                        }
+                        Ok(Next::Err(p)) => {
+                            error.get_or_insert(p);
+                            break;
+                        }
+                        Err(e) => {
+                            let ds = conns[ci].ds.clone();
+                            return Err(self.merge_lost(conns, &ds, e));
+                        }
+                    }
+                }
+            }
+        }
+        if status & STATUS_IN_TRANS != 0 {
+            self.status |= STATUS_IN_TRANS;
+        }
+        // Every node result was read to its end: the connections are in step.
+        if let Some(e) = error {
+            return match next_seq {
+                // Rows already went out: the error ends the result, as a server's would.
+                Some(s) => {
+                    self.client.queue(s, &e);
+                    self.client.flush().await.map_err(SessionError::ClientIo)?;
+                    self.backend_failed = true;
+                    Ok(())
+                }
+                None => Err(SessionError::Server(e)),
+            };
+        }
+        let Some(columns) = columns else {
+            return Err(ProxyError::Merge("no data node returned a result set".into()).into());
         };
-        self.client.queue(next_seq, &end);
+        let width = columns.len();
+        let layout = merge::Layout {
+            width,
+            hidden: plan.hidden,
+        };
+        let s = match next_seq {
+            Some(s) => s,
+            None => {
+                let rows = match grouper {
+                    Some(g) => g.finish().map_err(merge_error)?,
+                    None => Vec::new(),
+                };
+                let rows = merge::finish_rows(rows, plan, layout, &infos);
+                let mut s = queue_header(
+                    &mut self.client,
+                    seq,
+                    &columns,
+                    width - plan.hidden,
+                    deprecate_eof,
+                );
+                for r in rows {
+                    s = self.send_row(s, &r, plan.hidden, &infos, binary)?;
+                    self.flush_if_full().await?;
+                }
+                s
+            }
+        };
+        let warnings = warnings.min(u32::from(u16::MAX)) as u16;
+        queue_end(
+            &mut self.client,
+            s,
+            self.status & !STATUS_MORE_RESULTS,
+            warnings,
+            deprecate_eof,
+        );
         self.client.flush().await.map_err(SessionError::ClientIo)?;
         Ok(())
     }
@@ -1091,6 +1223,42 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Queues a result set's header: the column count, the visible column definitions, and the
+/// EOF of the classic framing. Returns the next sequence id.
+fn queue_header(
+    io: &mut PacketIo,
+    seq: u8,
+    columns: &[Bytes],
+    visible: usize,
+    deprecate_eof: bool,
+) -> u8 {
+    let mut count = Vec::new();
+    crate::packet::put_lenenc_int(&mut count, visible as u64);
+    let mut s = io.queue(seq, &count);
+    for c in &columns[..visible.min(columns.len())] {
+        s = io.queue(s, c);
+    }
+    if !deprecate_eof {
+        s = io.queue(s, &[0xFE, 0, 0, 0, 0]);
+    }
+    s
+}
+
+/// Queues the end of a result set (EOF, or an OK with the EOF header).
+fn queue_end(io: &mut PacketIo, seq: u8, status: u16, warnings: u16, deprecate_eof: bool) -> u8 {
+    let end = if deprecate_eof {
+        let mut ok = crate::response::ok_payload(0, 0, status, warnings);
+        ok[0] = 0xFE;
+        ok
+    } else {
+        let mut e = vec![0xFE];
+        e.extend_from_slice(&warnings.to_le_bytes());
+        e.extend_from_slice(&status.to_le_bytes());
+        e
+    };
+    io.queue(seq, &end)
 }
 
 fn too_large(limit: usize) -> ProxyError {
