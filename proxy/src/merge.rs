@@ -57,6 +57,21 @@ fn is_numeric(t: ColumnType) -> bool {
     )
 }
 
+fn is_temporal(t: ColumnType) -> bool {
+    use ColumnType::*;
+    matches!(
+        t,
+        MYSQL_TYPE_DATE
+            | MYSQL_TYPE_NEWDATE
+            | MYSQL_TYPE_DATETIME
+            | MYSQL_TYPE_DATETIME2
+            | MYSQL_TYPE_TIMESTAMP
+            | MYSQL_TYPE_TIMESTAMP2
+            | MYSQL_TYPE_TIME
+            | MYSQL_TYPE_TIME2
+    )
+}
+
 fn is_float(t: ColumnType) -> bool {
     matches!(
         t,
@@ -262,7 +277,9 @@ pub fn cmp_values(
         (None, Some(_)) => Ordering::Less,
         (Some(_), None) => Ordering::Greater,
         (Some(x), Some(y)) => {
-            if let (Some(xw), Some(yw)) = (aw, bw) {
+            // Collation weights decide for strings only (WEIGHT_STRING() of a TIME or a date
+            // is its text, which does not order negative or long durations).
+            if let (Some(xw), Some(yw), false) = (aw, bw, is_numeric(ty) || is_temporal(ty)) {
                 return xw.cmp(yw);
             }
             if is_numeric(ty) {

@@ -461,7 +461,9 @@ impl Planner {
                 }
                 let target = pos.or_else(|| find_item(&o.expr));
                 if distinct && target.is_none() {
-                    return no("DISTINCT with ORDER BY on a column outside the select list across nodes");
+                    return no(
+                        "DISTINCT with ORDER BY on a column outside the select list across nodes",
+                    );
                 }
                 let (col, weight) = if aggregate.is_some() {
                     let (col, text) = match target {
@@ -833,9 +835,18 @@ mod tests {
             ("SELECT a, ROW_NUMBER() OVER (ORDER BY a) FROM t", "window"),
             ("SELECT a FROM t GROUP BY a WITH ROLLUP", "ROLLUP"),
             ("SELECT a, (SELECT MAX(b) FROM u) FROM t", "subquery"),
-            ("SELECT DISTINCT a FROM t ORDER BY b", "ORDER BY on a column outside"),
-            ("SELECT DISTINCT COUNT(*) FROM t", "DISTINCT with aggregates"),
-            ("SELECT a, COUNT(*) FROM t GROUP BY a HAVING a = 'x'", "HAVING comparing strings"),
+            (
+                "SELECT DISTINCT a FROM t ORDER BY b",
+                "ORDER BY on a column outside",
+            ),
+            (
+                "SELECT DISTINCT COUNT(*) FROM t",
+                "DISTINCT with aggregates",
+            ),
+            (
+                "SELECT a, COUNT(*) FROM t GROUP BY a HAVING a = 'x'",
+                "HAVING comparing strings",
+            ),
         ] {
             let e = plan(sql).unwrap_err();
             assert!(e.0.contains(says), "{sql}: {e}");

@@ -9,7 +9,7 @@ use mysql_async::{Conn, Row, Value};
 use rb_e2e::{direct, fresh_db, Proxy, ROOM_A_PORT};
 
 const SCHEMA: &[&str] = &[
-    "CREATE TABLE t_order (order_id BIGINT PRIMARY KEY, user_id INT NOT NULL, status VARCHAR(16) NOT NULL, amount DECIMAL(10,2) NOT NULL, created DATE NOT NULL, note VARCHAR(32) NULL)",
+    "CREATE TABLE t_order (order_id BIGINT PRIMARY KEY, user_id INT NOT NULL, status VARCHAR(16) NOT NULL, amount DECIMAL(10,2) NOT NULL, created DATE NOT NULL, note VARCHAR(32) NULL, wait TIME NULL)",
     "CREATE TABLE t_order_item (item_id BIGINT PRIMARY KEY, order_id BIGINT NOT NULL, user_id INT NOT NULL, sku VARCHAR(16) NOT NULL, qty INT NOT NULL, price DECIMAL(8,2) NOT NULL)",
 ];
 const DICT: &str = "CREATE TABLE t_dict (code VARCHAR(16) PRIMARY KEY, label VARCHAR(32) NOT NULL)";
@@ -125,7 +125,15 @@ fn data() -> Vec<String> {
     for i in 1..=160u64 {
         let user = (i * 7) % 23;
         let status = STATUSES[(i as usize * 5) % STATUSES.len()];
-        let amount = format!("{}.{:02}", (i * 37) % 500, (i * 13) % 100);
+        // Some negative amounts; durations that sort differently as text and as time.
+        let sign = if i % 17 == 0 { "-" } else { "" };
+        let amount = format!("{sign}{}.{:02}", (i * 37) % 500, (i * 13) % 100);
+        let wait = match i % 4 {
+            0 => "NULL".to_string(),
+            1 => format!("'-{:02}:{:02}:00'", i % 30, i % 60),
+            2 => format!("'{}:00:00'", 90 + i % 20),
+            _ => format!("'0{}:30:00.5'", i % 10),
+        };
         let created = format!("2024-0{}-{:02}", 1 + i % 6, 1 + i % 27);
         let note = if i % 5 == 0 {
             "NULL".to_string()
@@ -133,11 +141,11 @@ fn data() -> Vec<String> {
             format!("'n{}'", i % 9)
         };
         rows.push(format!(
-            "({i}, {user}, '{status}', {amount}, '{created}', {note})"
+            "({i}, {user}, '{status}', {amount}, '{created}', {note}, {wait})"
         ));
         if rows.len() == 20 {
             out.push(format!(
-                "INSERT INTO t_order (order_id, user_id, status, amount, created, note) VALUES {}",
+                "INSERT INTO t_order (order_id, user_id, status, amount, created, note, wait) VALUES {}",
                 rows.join(", ")
             ));
             rows.clear();
@@ -337,6 +345,16 @@ fn corpus() -> Vec<String> {
         ));
         q.push(format!("SELECT user_id, COUNT(*) FROM t_order WHERE order_id < {k} GROUP BY user_id HAVING COUNT(*) > 1 ORDER BY user_id"));
     }
+    for (off, n) in [(0, 5), (7, 9), (30, 40)] {
+        q.push(format!(
+            "SELECT order_id, wait FROM t_order ORDER BY wait, order_id LIMIT {off}, {n}"
+        ));
+        q.push(format!("SELECT order_id, wait FROM t_order WHERE wait IS NOT NULL ORDER BY wait DESC, order_id LIMIT {n}"));
+        q.push(format!("SELECT order_id, amount FROM t_order WHERE amount < {} ORDER BY amount, order_id LIMIT {n}", off * 10));
+    }
+    q.push("SELECT MIN(wait), MAX(wait), COUNT(wait) FROM t_order".into());
+    q.push("SELECT user_id, MIN(wait), MAX(wait) FROM t_order GROUP BY user_id".into());
+    q.push("SELECT MIN(amount), SUM(amount), AVG(amount) FROM t_order WHERE amount < 0".into());
     q.push("SELECT * FROM t_dict ORDER BY code".into());
     q.push("SELECT * FROM t_single ORDER BY id".into());
     q.push(
