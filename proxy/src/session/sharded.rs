@@ -31,6 +31,8 @@ pub(super) struct Side {
     /// Joined to the session's transaction (START TRANSACTION, an XA branch, or autocommit
     /// off): dropped without its COMMIT or ROLLBACK, it is closed (rolled back), never pooled.
     pub joined: bool,
+    /// The session's own (`held`) connection, lent for one statement.
+    pub was_held: bool,
 }
 
 /// One node query: the physical data source and the SQL text it runs.
@@ -321,6 +323,7 @@ impl Session {
             ds: ds.to_string(),
             target,
             joined: in_trans || self.status & STATUS_AUTOCOMMIT == 0,
+            was_held: false,
         };
         let synced: Result<Result<(), Bytes>, crate::backend::BackendError> = async {
             if side.conn.schema != side.target.schema {
@@ -451,45 +454,67 @@ impl Session {
     /// Connections for the node queries: `held` for the session's own data source, side
     /// connections for the others. Returns them by data source, in first-use order.
     async fn node_conns(&mut self, st: &Statement, queries: &[NodeQuery]) -> Result<Vec<Side>> {
-        let mut order: Vec<String> = Vec::new();
+        self.node_conns_as(st, queries, false).await.map(|(c, _)| c)
+    }
+
+    /// Connections for the node queries, and for each query the index of its connection.
+    /// `per_query`: one connection per query (every node works in parallel), for reads outside
+    /// a transaction and without pinned state; otherwise one per data source (a transaction
+    /// and the session's state live on one connection per data source).
+    async fn node_conns_as(
+        &mut self,
+        st: &Statement,
+        queries: &[NodeQuery],
+        per_query: bool,
+    ) -> Result<(Vec<Side>, Vec<usize>)> {
+        let mut conns: Vec<Side> = Vec::new();
+        let mut assign = Vec::with_capacity(queries.len());
         for q in queries {
-            if !order.contains(&q.ds) {
-                order.push(q.ds.clone());
+            if !per_query {
+                if let Some(i) = conns.iter().position(|c| c.ds == q.ds) {
+                    assign.push(i);
+                    continue;
+                }
             }
-        }
-        let mut conns = Vec::with_capacity(order.len());
-        for ds in order {
-            if Some(&ds) == self.ds.as_ref() {
-                self.acquire(st).await?;
-                let Some(h) = self.held.take() else {
-                    return Err(ProxyError::NoDatabase.into());
-                };
-                // The held connection goes back into `held` after the statement.
-                let (conn, ds, target) = h.into_parts();
-                conns.push(Side {
-                    conn,
-                    ds,
-                    target,
-                    joined: false,
-                });
+            let own = Some(&q.ds) == self.ds.as_ref() && !conns.iter().any(|c| c.was_held);
+            let next = if own {
+                match self.acquire(st).await {
+                    Ok(()) => match self.held.take() {
+                        // The held connection goes back into `held` after the statement.
+                        Some(h) => {
+                            let (conn, ds, target) = h.into_parts();
+                            Ok(Side {
+                                conn,
+                                ds,
+                                target,
+                                joined: false,
+                                was_held: true,
+                            })
+                        }
+                        None => Err(ProxyError::NoDatabase.into()),
+                    },
+                    Err(e) => Err(e),
+                }
             } else {
-                match self.side_conn(&ds).await {
-                    Ok(s) => conns.push(s),
-                    Err(e) => {
-                        self.return_conns(conns, false);
-                        return Err(e);
-                    }
+                self.side_conn(&q.ds).await
+            };
+            match next {
+                Ok(c) => {
+                    conns.push(c);
+                    assign.push(conns.len() - 1);
+                }
+                Err(e) => {
+                    self.return_conns(conns, false);
+                    return Err(e);
                 }
             }
         }
-        Ok(conns)
+        Ok((conns, assign))
     }
 
-    /// Puts node connections back: the session's own into `held`, the others kept while a
-    /// transaction is open.
     fn return_conns(&mut self, conns: Vec<Side>, in_trans: bool) {
         for c in conns {
-            if Some(&c.ds) == self.ds.as_ref() {
+            if c.was_held {
                 self.held = Some(Held::new(c.conn, c.ds, c.target, &self.handle));
             } else {
                 self.keep_side(c, in_trans);
@@ -697,7 +722,9 @@ impl Session {
         binary: bool,
     ) -> Result<()> {
         let st = Statement::passive();
-        let mut conns = self.node_conns(&st, &queries).await?;
+        // Outside a transaction every node query gets its own connection: all run at once.
+        let per_query = !self.must_keep() && self.status & STATUS_AUTOCOMMIT != 0;
+        let (mut conns, assign) = self.node_conns_as(&st, &queries, per_query).await?;
         let limit = self
             .shared
             .config
@@ -708,9 +735,8 @@ impl Session {
         // Send every node query first: the data sources work in parallel, and each connection
         // answers its queries in order.
         let mut units_of: Vec<Vec<usize>> = vec![Vec::new(); conns.len()];
-        for (qi, q) in queries.iter().enumerate() {
-            let ci = conns.iter().position(|c| c.ds == q.ds).unwrap_or(0);
-            units_of[ci].push(qi);
+        for (qi, ci) in assign.iter().enumerate() {
+            units_of[*ci].push(qi);
         }
         let mut failure: Option<SessionError> = None;
         for (ci, c) in conns.iter_mut().enumerate() {
