@@ -75,8 +75,12 @@ impl Session {
     /// Handles BEGIN / COMMIT / ROLLBACK in XA mode; `false` when the statement is not one the
     /// proxy answers itself.
     pub(super) async fn xa_statement(&mut self, sql: &[u8], seq: u8) -> Result<bool> {
+        // Cheap checks first: most databases are not in XA mode.
+        if self.xa.is_none() && !self.xa_mode() {
+            return Ok(false);
+        }
         let word = tx_statement(sql);
-        if word == TxStatement::Other || !(self.xa.is_some() || self.xa_mode()) {
+        if word == TxStatement::Other {
             return Ok(false);
         }
         match word {
