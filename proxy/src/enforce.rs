@@ -437,7 +437,7 @@ pub fn check_text(
     }
     // Several statements in one text are not split across data nodes.
     if several && sharded_database(ctx) {
-        if let Some(t) = names_laid_out_table(ctx, &parsed.sql) {
+        if let Some(t) = names_sharded_table(ctx, &parsed.sql) {
             return Err(ProxyError::NotSupportedAcrossNodes(format!(
                 "a multi-statement text naming the sharded table `{t}`; send its statements one \
                  at a time"
@@ -452,7 +452,10 @@ pub fn check_text(
                     Ok(d) => Ok(Verdict::Forward(Some(Box::new(d)))),
                     // A read of another schema (information_schema, mysql…) is not the rules'
                     // business: the default data source answers it, as everywhere.
-                    Err(r) if matches!(r.reason, RouteError::OtherDatabase { .. }) => {
+                    Err(r)
+                        if matches!(r.reason, RouteError::OtherDatabase { .. })
+                            && names_laid_out_table(ctx, &parsed.sql).is_none() =>
+                    {
                         Ok(Verdict::Forward(None))
                     }
                     Err(r) => Err(refusal(&r)),
@@ -671,6 +674,19 @@ fn sharded_database(ctx: &Ctx<'_>) -> bool {
     ctx.rules
         .database(ctx.database)
         .is_some_and(|d| d.is_laid_out())
+}
+
+/// The first sharded table (several nodes) a text names, by its tokens.
+fn names_sharded_table(ctx: &Ctx<'_>, sql: &[u8]) -> Option<String> {
+    let db = ctx.rules.database(ctx.database)?;
+    let q = shard_rules::lex::Quoting {
+        backslash_escapes: ctx.backslash_escapes,
+        ansi_quotes: ctx.ansi_quotes,
+    };
+    let toks = shard_rules::lex::tokens(sql, q).ok()?;
+    toks.iter()
+        .filter_map(|t| t.name(sql))
+        .find(|n| matches!(db.table(n), shard_rules::TableKind::Sharded(r) if r.nodes.len() > 1))
 }
 
 /// The first sharded or broadcast table a text names (by its tokens).
@@ -904,7 +920,11 @@ pub fn prepare(ctx: &Ctx<'_>, sql: &[u8]) -> Result<Option<PreparedRules>, Proxy
                 ) => {}
             Err(r) if matches!(r.reason, RouteError::KeyGeneration { .. }) && !keys.is_empty() => {}
             // A read of another schema: forwarded as in any database.
-            Err(r) if gated_read && matches!(r.reason, RouteError::OtherDatabase { .. }) => {
+            Err(r)
+                if gated_read
+                    && matches!(r.reason, RouteError::OtherDatabase { .. })
+                    && names_laid_out_table(ctx, &parsed.sql).is_none() =>
+            {
                 return Ok(None)
             }
             Err(r) => return Err(refusal(&r)),

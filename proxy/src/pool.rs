@@ -166,6 +166,18 @@ impl Pools {
     }
 
     /// Every data source's pools, summed over profiles, in name order.
+    /// Whether one more connection of `ds` can be had without waiting for another session's:
+    /// an idle one, or room to open one while at most half the pool is in use. Scattered
+    /// reads take one connection per node query only then, so that concurrent sessions do not
+    /// hold part of a pool each while waiting for the rest.
+    pub fn spare(&self, ds: &str, profile: CapabilityFlags) -> bool {
+        let Ok(src) = self.source(ds) else {
+            return false;
+        };
+        let st = self.pool(&src, profile).pool.state();
+        st.idle_connections > 0 || st.connections < self.config.max_size / 2
+    }
+
     /// The names of the data sources served (this room's).
     pub fn data_sources(&self) -> Vec<String> {
         let mut v: Vec<String> = self.sources.load().keys().cloned().collect();

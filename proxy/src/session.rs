@@ -704,6 +704,8 @@ pub struct Session {
     side: BTreeMap<String, sharded::Side>,
     /// The open XA transaction (`transactions = "xa"`).
     xa: Option<xa_tx::XaTx>,
+    /// Set while a merged result is being sent: the sequence id an error must take.
+    err_seq: Option<u8>,
     pins: u8,
     linger: bool,
     stmts: HashMap<u32, Prepared>,
@@ -749,6 +751,7 @@ impl Session {
             held: None,
             side: BTreeMap::new(),
             xa: None,
+            err_seq: None,
             pins: 0,
             linger: false,
             stmts: HashMap::new(),
@@ -1094,7 +1097,11 @@ impl Session {
     }
 
     fn in_transaction(&self) -> bool {
-        self.status & STATUS_IN_TRANS != 0 || self.xa.is_some()
+        // Side connections joined to a transaction (autocommit off) keep it open even when the
+        // session's own connection has none.
+        self.status & STATUS_IN_TRANS != 0
+            || self.xa.is_some()
+            || self.side.values().any(|s| s.joined)
     }
 
     fn must_keep(&self) -> bool {
@@ -1143,6 +1150,7 @@ impl Session {
             let started = std::time::Instant::now();
             let kind = self.note_statement(&p.payload);
             self.backend_failed = false;
+            self.err_seq = None;
             self.handle
                 .state
                 .store(SessionState::Running as u8, Ordering::Relaxed);
@@ -1150,6 +1158,9 @@ impl Session {
             if let Some(kind) = kind {
                 self.count(kind, &flow, started.elapsed());
             }
+            // A merged result cut short after its header went out: the error takes the next
+            // sequence id of that result, not the command's.
+            let seq = self.err_seq.take().unwrap_or(seq);
             let fatal = match flow {
                 Ok(Flow::Continue) => None,
                 Ok(Flow::Quit) => break,
@@ -1441,6 +1452,14 @@ impl Session {
             }
             Kind::Empty | Kind::Other => {}
         }
+        // The proxy ends a transaction that spans data sources on the words it sees; a text of
+        // several statements could hide them.
+        if several && (!self.side.is_empty() || self.xa.is_some()) {
+            return Err(ProxyError::NotSupportedAcrossNodes(
+                "a multi-statement text inside a transaction that spans data sources; send the statements one at a time".into(),
+            )
+            .into());
+        }
         // BEGIN / COMMIT / ROLLBACK of an XA transaction are the proxy's.
         if !several && self.xa_statement(sql, p.last_seq.wrapping_add(1)).await? {
             return Ok(());
@@ -1512,8 +1531,16 @@ impl Session {
             let word = sharded::tx_word(&p.payload[1..]);
             if word != sharded::TxWord::Other {
                 self.end_sides(word).await?;
-            } else if sharded::commits_implicitly(&p.payload[1..]) {
-                self.end_sides(sharded::TxWord::Commit).await?;
+            } else if sharded::commits_implicitly(
+                &p.payload[1..],
+                self.status & STATUS_AUTOCOMMIT == 0,
+            ) {
+                if self.xa.is_some() {
+                    // The XA transaction commits first, as a plain one would.
+                    self.xa_commit().await?;
+                } else {
+                    self.end_sides(sharded::TxWord::Commit).await?;
+                }
             }
         }
         if let Some(d) = decision.as_deref().filter(|d| self.needs_sharding(d)) {
@@ -2245,6 +2272,25 @@ impl Session {
                     };
                     return self.sharded_query_as(&packet, &st, d, true).await;
                 }
+            }
+        }
+        // Transaction words as prepared statements: as in text, a transaction that spans data
+        // sources ends on every one of them.
+        if !self.side.is_empty() || self.xa.is_some() || self.xa_mode() {
+            let word = xa_tx::tx_statement(&sql);
+            if word != xa_tx::TxStatement::Other && (self.xa.is_some() || self.xa_mode()) {
+                return Err(ProxyError::Unsupported(
+                    "BEGIN, COMMIT or ROLLBACK as a prepared statement in an XA database (send them as text)".into(),
+                )
+                .into());
+            }
+            match sharded::tx_word(&sql) {
+                sharded::TxWord::Other => {
+                    if sharded::commits_implicitly(&sql, self.status & STATUS_AUTOCOMMIT == 0) {
+                        self.end_sides(sharded::TxWord::Commit).await?;
+                    }
+                }
+                word => self.end_sides(word).await?,
             }
         }
         if flags & 0x07 != 0 {

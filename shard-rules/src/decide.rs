@@ -1207,8 +1207,10 @@ fn unevaluable(cond: &Cond, t: &TableRef, col: &str) -> Option<String> {
 
 /// Whether a column reference can mean a column of table `t`.
 fn applies(c: &ColumnRef, t: &TableRef) -> bool {
-    if !t.top {
-        return false; // a subquery's table: the top-level WHERE says nothing about it
+    if !t.top || t.nested {
+        // A subquery's table (also when the outer query reads it too): the top-level WHERE
+        // says nothing about the rows the subquery reads.
+        return false;
     }
     match &c.qualifier {
         None => true,

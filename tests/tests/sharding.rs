@@ -805,6 +805,9 @@ async fn what_cannot_run_across_nodes_is_refused_by_name() {
         ("WITH c AS (SELECT 1 AS one) SELECT order_id FROM t_order, c", 1235, "`c`"),
         ("SELECT order_id FROM t_order WHERE user_id = @nobody", 1235, "user variables"),
         ("SELECT id, kind FROM t_log ORDER BY kind", 1235, "ENUM or SET"),
+        ("SELECT kind, COUNT(*) FROM t_log GROUP BY kind ORDER BY kind", 1235, "ENUM or SET"),
+        ("SELECT COUNT(*) FROM t_order WHERE user_id = 5 AND amount > (SELECT AVG(amount) FROM t_order)", 1235, "subquery or derived table on the sharded table `t_order`"),
+        ("SELECT COUNT(*) FROM t_order o JOIN information_schema.tables x ON x.table_name = o.status", 8035, "information_schema"),
     ] {
         let (got, msg) = code_of(&mut c, sql).await;
         assert_eq!(got, code, "{sql}: {msg}");
@@ -933,7 +936,20 @@ async fn a_transaction_across_data_sources_commits_and_rolls_back_on_every_node(
     c.query_drop("DELETE FROM t_order WHERE order_id = 13 AND user_id = 1")
         .await
         .unwrap();
-    // A failed statement on the session's own node: everything was read in step afterwards.
+    // autocommit=0 with writes on another data source only: a statement the session's own
+    // connection answers outside any transaction does not end them.
+    c.query_drop("SET autocommit = 0").await.unwrap();
+    c.query_drop("INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (21, 1, 'new', 1, '2024-01-01')").await.unwrap();
+    c.query_drop("SELECT 1").await.unwrap();
+    let (code, msg) = code_of(&mut c, "SELECT 1; SELECT 2").await;
+    assert_eq!(code, 1235, "{msg}");
+    c.query_drop("COMMIT").await.unwrap();
+    let n: Option<u64> = d.query_first(count(&ds1, "t_order_1")).await.unwrap();
+    assert_eq!(n, Some(1), "order 21 committed");
+    c.query_drop("DELETE FROM t_order WHERE order_id = 21 AND user_id = 1")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
     c.query_drop("SET autocommit = 1").await.unwrap();
     // A multi-node write outside a transaction is all or nothing per data source: a failing
     // row rolls back the rows of the same statement on its data source.

@@ -91,18 +91,27 @@ fn uses_user_variables(sql: &[u8], q: Quoting) -> bool {
 
 /// A statement that commits the open transaction before it runs, as MariaDB does: BEGIN /
 /// START TRANSACTION, DDL, LOCK / UNLOCK TABLES, GRANT / REVOKE, `SET autocommit = 1`.
-pub(super) fn commits_implicitly(sql: &[u8]) -> bool {
+/// `autocommit_off`: the session runs with autocommit=0 (only then does `SET autocommit=1`
+/// commit).
+pub(super) fn commits_implicitly(sql: &[u8], autocommit_off: bool) -> bool {
     let stripped = sql_hint::parse(sql).map(|p| p.sql).unwrap_or_default();
     let kw = crate::enforce::first_keyword(&stripped);
     match &*kw {
         "BEGIN" | "START" | "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "RENAME" | "LOCK"
-        | "UNLOCK" | "GRANT" | "REVOKE" => true,
-        "SET" => {
+        | "GRANT" | "REVOKE" | "ANALYZE" | "OPTIMIZE" | "REPAIR" | "CHECK" | "FLUSH" | "CACHE" => {
+            true
+        }
+        "SET" if autocommit_off => {
             let t = String::from_utf8_lossy(&stripped).to_ascii_lowercase();
             let compact: String = t.chars().filter(|c| !c.is_whitespace()).collect();
-            ["autocommit=1", "autocommit=on", "autocommit=true"]
-                .iter()
-                .any(|k| compact.contains(k))
+            [
+                "autocommit=1",
+                "autocommit=on",
+                "autocommit=true",
+                "autocommit=default",
+            ]
+            .iter()
+            .any(|k| compact.contains(k))
         }
         _ => false,
     }
@@ -203,11 +212,11 @@ impl Session {
             queries.push(NodeQuery { ds, sql: text });
         }
         // User variables and LAST_INSERT_ID() live on the session's own connection only.
-        if queries.iter().any(|q| Some(&q.ds) != self.ds.as_ref())
+        if (queries.len() > 1 || queries.iter().any(|q| Some(&q.ds) != self.ds.as_ref()))
             && (st.reads_last_insert_id || uses_user_variables(&stripped, q))
         {
             return Err(ProxyError::NotSupportedAcrossNodes(
-                "user variables or LAST_INSERT_ID() in a statement that runs on another data source than the session's; bind the value instead".into(),
+                "user variables or LAST_INSERT_ID() in a statement on several data nodes or another data source than the session's; bind the value instead".into(),
             )
             .into());
         }
@@ -415,6 +424,8 @@ impl Session {
                     }
                 }
                 Ok(Err(packet)) => {
+                    // Its transaction state is unknown now: never pooled.
+                    s.conn.broken = true;
                     if failure.is_none() {
                         failure = Some(SessionError::Server(packet));
                     }
@@ -470,8 +481,8 @@ impl Session {
         let mut conns: Vec<Side> = Vec::new();
         let mut assign = Vec::with_capacity(queries.len());
         for q in queries {
-            if !per_query {
-                if let Some(i) = conns.iter().position(|c| c.ds == q.ds) {
+            if let Some(i) = conns.iter().position(|c| c.ds == q.ds) {
+                if !per_query || !self.shared.pools.spare(&q.ds, self.caps) {
                     assign.push(i);
                     continue;
                 }
@@ -634,13 +645,48 @@ impl Session {
                 }
             }
         }
+        let mut whole_rollback = false;
         if savepoint && error.is_some() {
+            // A deadlock or lock-wait timeout already rolled back the failing node's whole
+            // transaction: then the others roll back theirs too.
+            let code = match &error {
+                Some(SessionError::Server(p)) => {
+                    p.get(1..3).map(|b| u16::from_le_bytes([b[0], b[1]]))
+                }
+                _ => None,
+            };
+            whole_rollback = matches!(code, Some(1213 | 1205));
             for &ci in &ran {
                 let c = &mut conns[ci];
-                if !c.conn.broken {
-                    let _ = c.conn.query("ROLLBACK TO SAVEPOINT `__rb_statement`").await;
+                if !c.conn.broken
+                    && !whole_rollback
+                    && !matches!(
+                        c.conn.query("ROLLBACK TO SAVEPOINT `__rb_statement`").await,
+                        Ok(Ok(_))
+                    )
+                {
+                    whole_rollback = true;
                 }
             }
+        }
+        // In an XA transaction (no savepoints there) a statement that failed on a node rolls
+        // the whole transaction back, as a deadlock would.
+        let xa_abort = !own_trans && error.is_some() && self.xa.is_some();
+        if whole_rollback || xa_abort {
+            self.return_conns(conns, true);
+            if self.xa.is_some() {
+                self.xa_rollback().await?;
+            } else {
+                self.end_sides(TxWord::Rollback).await?;
+                if let Some(h) = self.held.as_mut() {
+                    let _ = h.conn.query("ROLLBACK").await;
+                }
+                self.status &= !STATUS_IN_TRANS;
+                self.release_unless_kept();
+            }
+            warn!(connection_id = self.connection_id, "a statement failed on one data node inside a transaction spanning data sources; the whole transaction was rolled back");
+            self.backend_failed = true;
+            return Err(error.unwrap_or_else(|| ProxyError::Merge("node failed".into()).into()));
         }
         if xa {
             // The branches commit (two-phase) or roll back together.
@@ -747,6 +793,13 @@ impl Session {
                 if let Err(e) = c.conn.send_command(&payload).await {
                     failure.get_or_insert(self.node_failed(&c.ds, e));
                 }
+            }
+        }
+        if failure.is_some() {
+            // Queries already sent on the other connections have replies nobody will read.
+            abandon(&mut conns);
+            if let Some(SessionError::Client(e)) = failure.take() {
+                failure = Some(SessionError::Fatal(e));
             }
         }
         let r = if failure.is_none() {
@@ -952,6 +1005,7 @@ impl Session {
             .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
         // k-way merge of the sorted node results.
         let mut next_seq = queue_header(&mut self.client, seq, &columns, visible, deprecate_eof);
+        self.err_seq = Some(next_seq);
         let mut heads: Vec<Option<Row>> = Vec::with_capacity(sources.len());
         for si in 0..sources.len() {
             match pull(conns, &mut sources[si], width, deprecate_eof).await {
@@ -1019,6 +1073,7 @@ impl Session {
         let st = self.status & !STATUS_MORE_RESULTS;
         queue_end(&mut self.client, next_seq, st, warnings, deprecate_eof);
         self.client.flush().await.map_err(SessionError::ClientIo)?;
+        self.err_seq = None;
         Ok(())
     }
 
@@ -1065,6 +1120,7 @@ impl Session {
                     }
                     Head::Ok => continue,
                     Head::Columns(defs) => {
+                        let defs_len = defs.len();
                         if let Some(c) = &columns {
                             if c.len() != defs.len() {
                                 error.get_or_insert(Bytes::from(
@@ -1097,9 +1153,30 @@ impl Session {
                                     .to_err_payload(),
                                 ));
                             }
+                            let layout = merge::Layout {
+                                width,
+                                hidden: plan.hidden,
+                            };
+                            // ENUM and SET sort by their index on the server; the merge only
+                            // sees labels.
+                            if width >= plan.hidden
+                                && plan.order.iter().any(|k| {
+                                    infos
+                                        .get(layout.index(k.col))
+                                        .is_some_and(|c| c.enum_or_set)
+                                })
+                            {
+                                error.get_or_insert(Bytes::from(
+                                    ProxyError::NotSupportedAcrossNodes(
+                                        "ORDER BY an ENUM or SET column across nodes (order by `col + 0` for its index, or by CAST(col AS CHAR) for its label)".into(),
+                                    )
+                                    .to_err_payload(),
+                                ));
+                            }
                             columns = Some(defs);
                         }
-                        columns.as_ref().map_or(0, Vec::len)
+                        // Each result's rows are read with its own width.
+                        defs_len
                     }
                 };
                 let layout = merge::Layout {
@@ -1120,6 +1197,7 @@ impl Session {
                             width - plan.hidden,
                             deprecate_eof,
                         ));
+                        self.err_seq = next_seq;
                     }
                 }
                 loop {
@@ -1175,6 +1253,7 @@ impl Session {
                 Some(s) => {
                     self.client.queue(s, &e);
                     self.client.flush().await.map_err(SessionError::ClientIo)?;
+                    self.err_seq = None;
                     self.backend_failed = true;
                     Ok(())
                 }
@@ -1204,6 +1283,7 @@ impl Session {
                     width - plan.hidden,
                     deprecate_eof,
                 );
+                self.err_seq = Some(s);
                 for r in rows {
                     s = self.send_row(s, &r, plan.hidden, &infos, binary)?;
                     self.flush_if_full().await?;
@@ -1220,6 +1300,7 @@ impl Session {
             deprecate_eof,
         );
         self.client.flush().await.map_err(SessionError::ClientIo)?;
+        self.err_seq = None;
         Ok(())
     }
 
@@ -1232,15 +1313,17 @@ impl Session {
         infos: &[ColumnInfo],
         binary: bool,
     ) -> Result<u8> {
-        if binary {
+        let next = if binary {
             let visible = infos.len().saturating_sub(hidden);
             let b = merge::binary_row(r, infos, visible).ok_or_else(|| {
                 ProxyError::Merge("a value does not read as its column's type".into())
             })?;
-            Ok(self.client.queue(seq, &b))
+            self.client.queue(seq, &b)
         } else {
-            Ok(self.client.queue(seq, &r.visible(hidden)))
-        }
+            self.client.queue(seq, &r.visible(hidden))
+        };
+        self.err_seq = Some(next);
+        Ok(next)
     }
 
     async fn flush_if_full(&mut self) -> Result<()> {
@@ -1466,11 +1549,12 @@ mod tests {
 
     #[test]
     fn implicit_commits() {
-        assert!(commits_implicitly(b"BEGIN"));
-        assert!(commits_implicitly(b"set  @@session.autocommit = ON"));
-        assert!(commits_implicitly(b"ALTER TABLE t ADD c INT"));
-        assert!(!commits_implicitly(b"SET autocommit=0"));
-        assert!(!commits_implicitly(b"SELECT 1"));
+        assert!(commits_implicitly(b"BEGIN", false));
+        assert!(commits_implicitly(b"set  @@session.autocommit = ON", true));
+        assert!(!commits_implicitly(b"set autocommit = 1", false));
+        assert!(commits_implicitly(b"ALTER TABLE t ADD c INT", false));
+        assert!(!commits_implicitly(b"SET autocommit=0", true));
+        assert!(!commits_implicitly(b"SELECT 1", true));
     }
 
     #[test]

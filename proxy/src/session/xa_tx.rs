@@ -143,6 +143,18 @@ impl Session {
         }
     }
 
+    /// `XA ROLLBACK` of one branch; a connection where it fails is closed (which rolls an
+    /// unprepared branch back; a prepared one is left to recovery), never pooled.
+    async fn rollback_branch(&mut self, gtrid: &str, ds: &str) {
+        let sql = format!("XA ROLLBACK {}", crate::xa::xid(gtrid, ds));
+        if let Err(e) = self.on_branch(ds, &sql).await {
+            warn!(connection_id = self.connection_id, gtrid, data_source = %ds, error = %e, "XA ROLLBACK failed; the connection is closed");
+            if let Some(c) = self.branch_conn(ds) {
+                c.broken = true;
+            }
+        }
+    }
+
     fn xa_finished(&mut self) {
         self.xa = None;
         // Every branch is committed or rolled back: the connections may go back to the pool.
@@ -218,12 +230,7 @@ impl Session {
             if let Err(e) = self.on_branch(ds, &format!("XA PREPARE {x}")).await {
                 let err = failed("XA PREPARE", ds, e);
                 for other in &branches {
-                    let _ = self
-                        .on_branch(
-                            other,
-                            &format!("XA ROLLBACK {}", crate::xa::xid(&gtrid, other)),
-                        )
-                        .await;
+                    self.rollback_branch(&gtrid, other).await;
                 }
                 self.xa_finished();
                 return Err(err.into());
@@ -237,9 +244,7 @@ impl Session {
                 e.to_string(),
             );
             for ds in &branches {
-                let _ = self
-                    .on_branch(ds, &format!("XA ROLLBACK {}", crate::xa::xid(&gtrid, ds)))
-                    .await;
+                self.rollback_branch(&gtrid, ds).await;
             }
             self.xa_finished();
             return Err(err.into());
