@@ -70,6 +70,8 @@ pub struct Database {
     broadcast: HashMap<String, String>,
     binding: HashMap<String, usize>,
     pub transactions: crate::rules::TransactionMode,
+    /// [`Database::is_laid_out`], computed once.
+    laid_out: bool,
 }
 
 /// A logical data source and its physical data source in each room.
@@ -144,6 +146,10 @@ impl Database {
     /// renamed), or several data sources: statements are routed by their tables,
     /// reads included. A table rule that only names a ShardingKey column is not a layout.
     pub fn is_laid_out(&self) -> bool {
+        self.laid_out
+    }
+
+    fn compute_laid_out(&self) -> bool {
         let plain = |t: &TableRule| {
             matches!(t.nodes.as_slice(), [n] if n.data_source == self.default_data_source
                 && n.table.eq_ignore_ascii_case(&t.name))
@@ -826,7 +832,7 @@ fn compile_database(
     if problems.0.len() != before {
         return None;
     }
-    Some(Database {
+    let mut db = Database {
         name: name.to_string(),
         db_type: spec.db_type,
         data_sources: logical,
@@ -835,7 +841,10 @@ fn compile_database(
         broadcast,
         binding,
         transactions: spec.transactions,
-    })
+        laid_out: false,
+    };
+    db.laid_out = db.compute_laid_out();
+    Some(db)
 }
 
 /// Why two tables of one binding group do not shard alike.
