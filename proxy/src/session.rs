@@ -2226,17 +2226,35 @@ impl Session {
         // else (several nodes, another data source) as text with the values bound in, the
         // result converted to the binary protocol.
         let mut sql = sql;
+        // One node on another data source: prepared and executed natively there.
+        let mut side_target: Option<String> = None;
         if let Some(d) = decision.as_ref().filter(|d| self.needs_sharding(d)) {
-            let own = match d.units.as_slice() {
-                [u] if self.physical_ds(&u.data_source) == self.ds => Some(u.renames.clone()),
+            let plain =
+                flags & 0x07 == 0 && !stray_long_data && !long_data_params.iter().any(|l| *l);
+            let one = match d.units.as_slice() {
+                [u] => self
+                    .physical_ds(&u.data_source)
+                    .filter(|ds| Some(ds) == self.ds.as_ref() || plain)
+                    .map(|ds| (ds, u.renames.clone())),
                 _ => None,
             };
-            match own {
-                Some(renames) => {
+            match one {
+                Some((ds, renames)) => {
                     sql = Bytes::from(
                         shard_rules::lex::rename_tables(&sql, &renames, self.quoting())
                             .map_err(|e| ProxyError::NotSupportedAcrossNodes(e.to_string()))?,
                     );
+                    if Some(&ds) != self.ds.as_ref() {
+                        if st.reads_last_insert_id
+                            || sharded::uses_user_variables(&sql, self.quoting())
+                        {
+                            return Err(ProxyError::NotSupportedAcrossNodes(
+                                "user variables or LAST_INSERT_ID() in a statement on another data source than the session's; bind the value instead".into(),
+                            )
+                            .into());
+                        }
+                        side_target = Some(ds);
+                    }
                 }
                 None => {
                     if flags & 0x07 != 0 {
@@ -2296,24 +2314,44 @@ impl Session {
         if flags & 0x07 != 0 {
             st.pins |= pin::CURSOR;
         }
-        self.acquire(&st).await?;
-        let backend_id = match self
-            .backend_statement(&sql, p.last_seq.wrapping_add(1))
-            .await?
-        {
-            Some(id) => id,
-            None => return Ok(()),
-        };
-        let Some(h) = self.held.as_mut() else {
-            return Ok(());
-        };
-        for ld in long_data {
-            let mut ld = ld.to_vec();
-            ld[1..5].copy_from_slice(&backend_id.to_le_bytes());
-            if let Err(e) = h.conn.send_only(&ld).await {
-                return Err(self.backend_lost(e.to_string(), false));
+        let mut side: Option<sharded::Side> = None;
+        let backend_id = if let Some(ds) = &side_target {
+            let mut s = self.side_conn(ds).await?;
+            match self
+                .side_statement(&mut s, &sql, p.last_seq.wrapping_add(1))
+                .await
+            {
+                Ok(Some(id)) => {
+                    side = Some(s);
+                    id
+                }
+                Ok(None) => {
+                    self.keep_side(s, false);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
             }
-        }
+        } else {
+            self.acquire(&st).await?;
+            let id = match self
+                .backend_statement(&sql, p.last_seq.wrapping_add(1))
+                .await?
+            {
+                Some(id) => id,
+                None => return Ok(()),
+            };
+            let Some(h) = self.held.as_mut() else {
+                return Ok(());
+            };
+            for ld in long_data {
+                let mut ld = ld.to_vec();
+                ld[1..5].copy_from_slice(&id.to_le_bytes());
+                if let Err(e) = h.conn.send_only(&ld).await {
+                    return Err(self.backend_lost(e.to_string(), false));
+                }
+            }
+            id
+        };
         let mut out = Vec::with_capacity(payload.len() + 2 * n + 10 * generated.len());
         out.push(COM_STMT_EXECUTE);
         out.extend_from_slice(&backend_id.to_le_bytes());
@@ -2423,6 +2461,23 @@ impl Session {
         let shift = p
             .last_seq
             .wrapping_sub(p.seq.wrapping_add(sent_packets).wrapping_sub(1));
+        if let Some(mut s) = side {
+            let r = s
+                .conn
+                .relay(&framed, ResponseKind::ResultSets, &mut self.client, shift)
+                .await;
+            return match r {
+                Ok(o) => {
+                    self.finish_side(s, &o, &st);
+                    Ok(())
+                }
+                Err(crate::backend::RelayError::Client(e)) => Err(SessionError::ClientIo(e)),
+                Err(crate::backend::RelayError::Backend { sent, source }) => {
+                    let ds = s.ds.clone();
+                    Err(self.side_lost(&ds, source.to_string(), sent))
+                }
+            };
+        }
         let o = self
             .relay_framed(&framed, ResponseKind::ResultSets, shift)
             .await?;

@@ -80,7 +80,7 @@ pub(super) fn tx_word(sql: &[u8]) -> TxWord {
 }
 
 /// The text reads or sets a user variable (`@v`, not `@@system`).
-fn uses_user_variables(sql: &[u8], q: Quoting) -> bool {
+pub(super) fn uses_user_variables(sql: &[u8], q: Quoting) -> bool {
     shard_rules::lex::tokens(sql, q).is_ok_and(|toks| {
         toks.iter().any(|t| {
             t.kind == shard_rules::lex::TokenKind::Variable
@@ -296,9 +296,50 @@ impl Session {
         Ok(())
     }
 
+    /// The id of `sql` prepared on a side connection, preparing it there first; `None` when
+    /// the server refused it (its error is sent to the client).
+    pub(super) async fn side_statement(
+        &mut self,
+        s: &mut Side,
+        sql: &Bytes,
+        seq: u8,
+    ) -> Result<Option<u32>> {
+        if let Some(st) = s.conn.stmts.get(sql) {
+            return Ok(Some(st.id));
+        }
+        let mut cmd = Vec::with_capacity(1 + sql.len());
+        cmd.push(0x16);
+        cmd.extend_from_slice(sql);
+        let r = match s.conn.exchange(&cmd, ResponseKind::Prepare).await {
+            Ok(r) => r,
+            Err(e) => {
+                let ds = s.ds.clone();
+                return Err(self.side_lost(&ds, e.to_string(), false));
+            }
+        };
+        match r.outcome.prepared {
+            Some((id, _, params)) => {
+                let stmt = crate::backend::BackendStmt { id, params };
+                if let Err(e) = s.conn.remember_statement(sql.clone(), stmt).await {
+                    let ds = s.ds.clone();
+                    return Err(self.side_lost(&ds, e.to_string(), false));
+                }
+                Ok(Some(id))
+            }
+            None => {
+                let err = r.error_packet().cloned().unwrap_or_default();
+                self.client
+                    .send(seq, &err)
+                    .await
+                    .map_err(SessionError::ClientIo)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// After a statement on a side connection: the session's state, and the connection kept
     /// while a transaction is open.
-    fn finish_side(&mut self, side: Side, o: &crate::response::Outcome, st: &Statement) {
+    pub(super) fn finish_side(&mut self, side: Side, o: &crate::response::Outcome, st: &Statement) {
         self.backend_failed |= o.error.is_some();
         if o.error.is_none() {
             self.status = o.status & !STATUS_MORE_RESULTS;
