@@ -936,6 +936,31 @@ async fn a_transaction_across_data_sources_commits_and_rolls_back_on_every_node(
     c.query_drop("DELETE FROM t_order WHERE order_id = 13 AND user_id = 1")
         .await
         .unwrap();
+    // Prepared writes on another data source run there natively, inside the transaction.
+    let ins = "INSERT INTO t_order (order_id, user_id, status, amount, created) VALUES (?, ?, 'new', 1, '2024-01-01')";
+    c.query_drop("BEGIN").await.unwrap();
+    c.exec_drop(ins, (31u64, 1u64)).await.unwrap();
+    let inside: Option<u64> = c
+        .exec_first(
+            "SELECT COUNT(*) FROM t_order WHERE order_id = ? AND user_id = ?",
+            (31u64, 1u64),
+        )
+        .await
+        .unwrap();
+    assert_eq!(inside, Some(1));
+    c.query_drop("ROLLBACK").await.unwrap();
+    let n: Option<u64> = d.query_first(count(&ds1, "t_order_3")).await.unwrap();
+    assert_eq!(n, Some(0), "the prepared insert was rolled back");
+    c.exec_drop(ins, (31u64, 1u64)).await.unwrap();
+    let n: Option<u64> = d.query_first(count(&ds1, "t_order_3")).await.unwrap();
+    assert_eq!(n, Some(1), "and committed outside a transaction");
+    c.exec_drop(
+        "DELETE FROM t_order WHERE order_id = ? AND user_id = ?",
+        (31u64, 1u64),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.affected_rows(), 1);
     // autocommit=0 with writes on another data source only: a statement the session's own
     // connection answers outside any transaction does not end them.
     c.query_drop("SET autocommit = 0").await.unwrap();
