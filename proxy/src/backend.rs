@@ -490,6 +490,26 @@ impl BackendConn {
     /// Records a statement prepared on this connection. A statement it replaces is closed on the
     /// server, and past [`MAX_STATEMENTS`] all others are closed, so a client that prepares
     /// endlessly never exhausts the server's `max_prepared_stmt_count`.
+    /// The id of `sql` prepared on this connection, preparing (and remembering) it first if
+    /// needed; `Ok(Err(packet))` when the server refuses to prepare it.
+    pub async fn statement_id(&mut self, sql: &Bytes) -> Result<Result<u32, Bytes>, BackendError> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(Ok(s.id));
+        }
+        let mut cmd = Vec::with_capacity(1 + sql.len());
+        cmd.push(0x16); // COM_STMT_PREPARE
+        cmd.extend_from_slice(sql);
+        let r = self.exchange(&cmd, ResponseKind::Prepare).await?;
+        match r.outcome.prepared {
+            Some((id, _, params)) => {
+                self.remember_statement(sql.clone(), BackendStmt { id, params })
+                    .await?;
+                Ok(Ok(id))
+            }
+            None => Ok(Err(r.error_packet().cloned().unwrap_or_default())),
+        }
+    }
+
     pub async fn remember_statement(
         &mut self,
         sql: Bytes,

@@ -678,19 +678,24 @@ fn sharded_database(ctx: &Ctx<'_>) -> bool {
 
 /// The first sharded table (several nodes) a text names, by its tokens.
 fn names_sharded_table(ctx: &Ctx<'_>, sql: &[u8]) -> Option<String> {
-    let db = ctx.rules.database(ctx.database)?;
-    let q = shard_rules::lex::Quoting {
-        backslash_escapes: ctx.backslash_escapes,
-        ansi_quotes: ctx.ansi_quotes,
-    };
-    let toks = shard_rules::lex::tokens(sql, q).ok()?;
-    toks.iter()
-        .filter_map(|t| t.name(sql))
-        .find(|n| matches!(db.table(n), shard_rules::TableKind::Sharded(r) if r.nodes.len() > 1))
+    first_table_named(
+        ctx,
+        sql,
+        |k| matches!(k, shard_rules::TableKind::Sharded(r) if r.nodes.len() > 1),
+    )
 }
 
 /// The first sharded or broadcast table a text names (by its tokens).
 fn names_laid_out_table(ctx: &Ctx<'_>, sql: &[u8]) -> Option<String> {
+    first_table_named(ctx, sql, |k| !matches!(k, shard_rules::TableKind::Single))
+}
+
+/// The first name among the text's tokens whose table layout `pick` accepts.
+fn first_table_named(
+    ctx: &Ctx<'_>,
+    sql: &[u8],
+    pick: impl Fn(shard_rules::TableKind<'_>) -> bool,
+) -> Option<String> {
     let db = ctx.rules.database(ctx.database)?;
     let q = shard_rules::lex::Quoting {
         backslash_escapes: ctx.backslash_escapes,
@@ -699,7 +704,7 @@ fn names_laid_out_table(ctx: &Ctx<'_>, sql: &[u8]) -> Option<String> {
     let toks = shard_rules::lex::tokens(sql, q).ok()?;
     toks.iter()
         .filter_map(|t| t.name(sql))
-        .find(|n| !matches!(db.table(n), shard_rules::TableKind::Single))
+        .find(|n| pick(db.table(n)))
 }
 
 /// The analysis of one statement (hint stripped), from the plan cache when the session's

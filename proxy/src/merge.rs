@@ -24,6 +24,15 @@ pub struct ColumnInfo {
     pub enum_or_set: bool,
 }
 
+/// [`column_info`], or a plain string column for a definition that does not parse.
+pub fn column_info_or_text(def: &[u8]) -> ColumnInfo {
+    column_info(def).unwrap_or(ColumnInfo {
+        ty: ColumnType::MYSQL_TYPE_VAR_STRING,
+        decimals: 0,
+        enum_or_set: false,
+    })
+}
+
 pub fn column_info(def: &[u8]) -> Option<ColumnInfo> {
     let mut buf = mysql_common::io::ParseBuf(def);
     let c = Column::deserialize((), &mut buf).ok()?;
@@ -696,7 +705,6 @@ fn operand(o: &Operand, row: &Row, layout: Layout) -> Option<Vec<u8>> {
     match o {
         Operand::Col(c) => row.get(layout.index(*c)).map(<[u8]>::to_vec),
         Operand::Number(n) => Some(n.clone().into_bytes()),
-        Operand::Str(s) => Some(s.clone().into_bytes()),
         Operand::Null => None,
     }
 }

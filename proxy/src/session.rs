@@ -2295,14 +2295,14 @@ impl Session {
         // Transaction words as prepared statements: as in text, a transaction that spans data
         // sources ends on every one of them.
         if !self.side.is_empty() || self.xa.is_some() || self.xa_mode() {
-            let word = xa_tx::tx_statement(&sql);
-            if word != xa_tx::TxStatement::Other && (self.xa.is_some() || self.xa_mode()) {
+            let word = sharded::tx_word(&sql);
+            if word != sharded::TxWord::Other && (self.xa.is_some() || self.xa_mode()) {
                 return Err(ProxyError::Unsupported(
                     "BEGIN, COMMIT or ROLLBACK as a prepared statement in an XA database (send them as text)".into(),
                 )
                 .into());
             }
-            match sharded::tx_word(&sql) {
+            match word {
                 sharded::TxWord::Other => {
                     if sharded::commits_implicitly(&sql, self.status & STATUS_AUTOCOMMIT == 0) {
                         self.end_sides(sharded::TxWord::Commit).await?;
@@ -2490,26 +2490,9 @@ impl Session {
         let Some(h) = self.held.as_mut() else {
             return Ok(None);
         };
-        if let Some(s) = h.conn.stmts.get(sql) {
-            return Ok(Some(s.id));
-        }
-        let mut cmd = Vec::with_capacity(1 + sql.len());
-        cmd.push(COM_STMT_PREPARE);
-        cmd.extend_from_slice(sql);
-        let r: Response = match h.conn.exchange(&cmd, ResponseKind::Prepare).await {
-            Ok(r) => r,
-            Err(e) => return Err(self.backend_lost(e.to_string(), false)),
-        };
-        match r.outcome.prepared {
-            Some((id, _, params)) => {
-                let stmt = crate::backend::BackendStmt { id, params };
-                if let Err(e) = h.conn.remember_statement(sql.clone(), stmt).await {
-                    return Err(self.backend_lost(e.to_string(), false));
-                }
-                Ok(Some(id))
-            }
-            None => {
-                let err = r.error_packet().cloned().unwrap_or_default();
+        match h.conn.statement_id(sql).await {
+            Ok(Ok(id)) => Ok(Some(id)),
+            Ok(Err(err)) => {
                 self.client
                     .send(seq, &err)
                     .await
@@ -2517,6 +2500,7 @@ impl Session {
                 self.release_unless_kept();
                 Ok(None)
             }
+            Err(e) => Err(self.backend_lost(e.to_string(), false)),
         }
     }
 
@@ -2876,16 +2860,18 @@ fn parse_change_user(payload: &[u8], caps: CapabilityFlags) -> Option<ChangeUser
     })
 }
 
-/// The single row of a proxy-issued `SELECT`, each value as an SQL literal.
-/// Every row of a text result the proxy read for itself, as plain text values (`NULL` for
-/// NULL).
-pub(crate) fn rows_of(r: &Response) -> Vec<Vec<String>> {
-    let Some(count) = r
-        .packets
+/// The number of columns of a text result the proxy read for itself.
+fn column_count(r: &Response) -> Option<usize> {
+    r.packets
         .first()
         .and_then(|p| crate::packet::lenenc_int(p))
         .map(|(n, _)| n as usize)
-    else {
+}
+
+/// Every row of a text result the proxy read for itself, as plain text values (`NULL` for
+/// NULL).
+pub(crate) fn rows_of(r: &Response) -> Vec<Vec<String>> {
+    let Some(count) = column_count(r) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -2909,13 +2895,9 @@ pub(crate) fn rows_of(r: &Response) -> Vec<Vec<String>> {
     out
 }
 
+/// The single row of a proxy-issued `SELECT`, each value as an SQL literal.
 fn row_literals(r: &Response) -> Vec<String> {
-    let Some(count) = r
-        .packets
-        .first()
-        .and_then(|p| crate::packet::lenenc_int(p))
-        .map(|(n, _)| n as usize)
-    else {
+    let Some(count) = column_count(r) else {
         return Vec::new();
     };
     let types: Vec<ColumnType> = r.packets[1..=count.min(r.packets.len() - 1)]

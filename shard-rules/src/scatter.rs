@@ -82,9 +82,9 @@ pub enum CmpOp {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operand {
     Col(Col),
-    /// A number as written.
+    /// A number as written. (String literals are refused: the merge cannot compare by the
+    /// column's collation.)
     Number(String),
-    Str(String),
     Null,
 }
 

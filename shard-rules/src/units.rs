@@ -114,23 +114,25 @@ pub fn units(db: &Database, facts: &Facts, d: &Decision) -> Result<Vec<Unit>, No
     }
     // A condition no node can match (`id IN ()`, a value no node takes) still runs on one
     // node, for the columns of its result and its errors; it matches no row there either.
-    let first_nodes: Vec<Vec<NodeRef>> = d
+    // Borrowed from the decision except for those empty node lists (no copy per statement).
+    let first_nodes: Vec<std::borrow::Cow<'_, [NodeRef]>> = d
         .tables
         .iter()
         .map(|t| match db.table(&t.table) {
-            TableKind::Sharded(r) if t.nodes.is_empty() => r
-                .nodes
-                .first()
-                .map(|n| NodeRef {
-                    data_source: db.data_source_arc(n.data_source),
-                    table: n.table.clone(),
-                })
-                .into_iter()
-                .collect(),
-            _ => t.nodes.clone(),
+            TableKind::Sharded(r) if t.nodes.is_empty() => std::borrow::Cow::Owned(
+                r.nodes
+                    .first()
+                    .map(|n| NodeRef {
+                        data_source: db.data_source_arc(n.data_source),
+                        table: n.table.clone(),
+                    })
+                    .into_iter()
+                    .collect(),
+            ),
+            _ => std::borrow::Cow::Borrowed(t.nodes.as_slice()),
         })
         .collect();
-    let nodes_of = |i: usize| &first_nodes[i];
+    let nodes_of = |i: usize| -> &[NodeRef] { &first_nodes[i] };
     let lead = sharded[0];
     // Every distinct sharded table, first occurrence.
     let mut distinct: Vec<(usize, &TableRule)> = Vec::new();

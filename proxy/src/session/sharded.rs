@@ -63,7 +63,10 @@ struct MergeOpts {
 /// What the statement's first word says about transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TxWord {
+    /// BEGIN / START TRANSACTION: commits an open transaction first.
+    Begin,
     Commit,
+    /// Not ROLLBACK TO SAVEPOINT, which keeps the transaction open.
     Rollback,
     Other,
 }
@@ -72,6 +75,7 @@ pub(super) fn tx_word(sql: &[u8]) -> TxWord {
     let stripped = sql_hint::parse(sql).map(|p| p.sql).unwrap_or_default();
     let kw = crate::enforce::first_keyword(&stripped);
     match &*kw {
+        "BEGIN" | "START" => TxWord::Begin,
         "COMMIT" => TxWord::Commit,
         // `ROLLBACK TO SAVEPOINT` keeps the transaction open.
         "ROLLBACK" if !contains_word(&stripped, b"TO") => TxWord::Rollback,
@@ -304,35 +308,18 @@ impl Session {
         sql: &Bytes,
         seq: u8,
     ) -> Result<Option<u32>> {
-        if let Some(st) = s.conn.stmts.get(sql) {
-            return Ok(Some(st.id));
-        }
-        let mut cmd = Vec::with_capacity(1 + sql.len());
-        cmd.push(0x16);
-        cmd.extend_from_slice(sql);
-        let r = match s.conn.exchange(&cmd, ResponseKind::Prepare).await {
-            Ok(r) => r,
-            Err(e) => {
-                let ds = s.ds.clone();
-                return Err(self.side_lost(&ds, e.to_string(), false));
-            }
-        };
-        match r.outcome.prepared {
-            Some((id, _, params)) => {
-                let stmt = crate::backend::BackendStmt { id, params };
-                if let Err(e) = s.conn.remember_statement(sql.clone(), stmt).await {
-                    let ds = s.ds.clone();
-                    return Err(self.side_lost(&ds, e.to_string(), false));
-                }
-                Ok(Some(id))
-            }
-            None => {
-                let err = r.error_packet().cloned().unwrap_or_default();
+        match s.conn.statement_id(sql).await {
+            Ok(Ok(id)) => Ok(Some(id)),
+            Ok(Err(err)) => {
                 self.client
                     .send(seq, &err)
                     .await
                     .map_err(SessionError::ClientIo)?;
                 Ok(None)
+            }
+            Err(e) => {
+                let ds = s.ds.clone();
+                Err(self.side_lost(&ds, e.to_string(), false))
             }
         }
     }
@@ -442,8 +429,9 @@ impl Session {
         SessionError::Client(e)
     }
 
-    /// COMMIT or ROLLBACK with side connections open: the side parts first, then the session's
-    /// own connection (relayed). A side that fails to commit rolls back the rest.
+    /// COMMIT (or BEGIN, which commits first) or ROLLBACK with side connections open: the side
+    /// parts first, then the session's own connection (relayed). A side that fails to commit
+    /// rolls back the rest.
     pub(super) async fn end_sides(&mut self, word: TxWord) -> Result<()> {
         if self.side.is_empty() {
             return Ok(());
@@ -452,7 +440,7 @@ impl Session {
         let mut failure: Option<SessionError> = None;
         let mut committed: Vec<String> = Vec::new();
         for (ds, mut s) in sides {
-            let sql = if word == TxWord::Commit && failure.is_none() {
+            let sql = if word != TxWord::Rollback && failure.is_none() {
                 "COMMIT"
             } else {
                 "ROLLBACK"
@@ -1015,13 +1003,7 @@ impl Session {
         }
         let infos: Vec<ColumnInfo> = columns
             .iter()
-            .map(|c| {
-                merge::column_info(c).unwrap_or(ColumnInfo {
-                    ty: mysql_common::constants::ColumnType::MYSQL_TYPE_VAR_STRING,
-                    decimals: 0,
-                    enum_or_set: false,
-                })
-            })
+            .map(|c| merge::column_info_or_text(c))
             .collect();
         let layout = merge::Layout {
             width,
@@ -1172,16 +1154,7 @@ impl Session {
                                 ));
                             }
                         } else {
-                            infos = defs
-                                .iter()
-                                .map(|c| {
-                                    merge::column_info(c).unwrap_or(ColumnInfo {
-                                        ty: mysql_common::constants::ColumnType::MYSQL_TYPE_VAR_STRING,
-                                        decimals: 0,
-                                        enum_or_set: false,
-                                    })
-                                })
-                                .collect();
+                            infos = defs.iter().map(|c| merge::column_info_or_text(c)).collect();
                             let width = defs.len();
                             if width < plan.hidden
                                 || plan.items.is_some_and(|n| n + plan.hidden != width)
@@ -1601,6 +1574,7 @@ mod tests {
     #[test]
     fn transaction_words() {
         assert_eq!(tx_word(b"commit"), TxWord::Commit);
+        assert_eq!(tx_word(b"START TRANSACTION READ ONLY"), TxWord::Begin);
         assert_eq!(tx_word(b"/* x */ ROLLBACK WORK"), TxWord::Rollback);
         assert_eq!(tx_word(b"ROLLBACK TO SAVEPOINT s"), TxWord::Other);
         assert_eq!(tx_word(b"SELECT 1"), TxWord::Other);

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use super::sharded::TxWord;
 use super::*;
 
 /// The session's open XA transaction.
@@ -12,28 +13,6 @@ pub(super) struct XaTx {
     pub gtrid: String,
     /// Physical data sources whose branch has started.
     pub branches: BTreeSet<String>,
-}
-
-/// BEGIN, START TRANSACTION, COMMIT, ROLLBACK (not ROLLBACK TO), or anything else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum TxStatement {
-    Begin,
-    Commit,
-    Rollback,
-    Other,
-}
-
-pub(super) fn tx_statement(sql: &[u8]) -> TxStatement {
-    let stripped = sql_hint::parse(sql).map(|p| p.sql).unwrap_or_default();
-    match &*crate::enforce::first_keyword(&stripped) {
-        "BEGIN" => TxStatement::Begin,
-        "START" => TxStatement::Begin,
-        _ => match sharded::tx_word(sql) {
-            sharded::TxWord::Commit => TxStatement::Commit,
-            sharded::TxWord::Rollback => TxStatement::Rollback,
-            sharded::TxWord::Other => TxStatement::Other,
-        },
-    }
 }
 
 /// Starts data source `ds`'s branch of the open XA transaction (if any) on the connection
@@ -79,12 +58,12 @@ impl Session {
         if self.xa.is_none() && !self.xa_mode() {
             return Ok(false);
         }
-        let word = tx_statement(sql);
-        if word == TxStatement::Other {
+        let word = sharded::tx_word(sql);
+        if word == TxWord::Other {
             return Ok(false);
         }
         match word {
-            TxStatement::Begin => {
+            TxWord::Begin => {
                 if self.xa.is_none() && self.status & STATUS_IN_TRANS != 0 {
                     // A local transaction is open (autocommit=0): the server handles BEGIN.
                     return Ok(false);
@@ -103,19 +82,19 @@ impl Session {
                 });
                 self.status |= STATUS_IN_TRANS;
             }
-            TxStatement::Commit => {
+            TxWord::Commit => {
                 if self.xa.is_none() {
                     return Ok(false);
                 }
                 self.xa_commit().await?;
             }
-            TxStatement::Rollback => {
+            TxWord::Rollback => {
                 if self.xa.is_none() {
                     return Ok(false);
                 }
                 self.xa_rollback().await?;
             }
-            TxStatement::Other => return Ok(false),
+            TxWord::Other => return Ok(false),
         }
         self.send_ok(seq).await?;
         Ok(true)
