@@ -781,7 +781,7 @@ fn local_backend(shared: &Shared, rules: &RuleSet, db: &str) -> Option<String> {
 /// the route facts, the data nodes, the backend and the exact text it would receive. Nothing
 /// is executed and no key is generated (sample keys stand in).
 pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str) -> Table {
-    use crate::enforce::{check_text, Ctx, Verdict};
+    use crate::enforce::{Ctx, Verdict};
     let rules = shared.rules.load_full();
     let mut t = Table::new(&["item", "value"]);
     let mut put = |k: &str, v: String| t.row([s(k), Some(v)]);
@@ -815,45 +815,19 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
         count_foreign_reads: true,
         plans: &shared.plans,
     };
-    let hint = sql_hint::parse(sql.as_bytes());
+    let assessed = crate::lint::assess(&ctx, sql.as_bytes());
     put(
         "hint",
-        match &hint {
-            Ok(p) => p.hint.as_ref().map_or("none".into(), |h| h.to_string()),
+        match &assessed.hint {
+            Ok(h) => h.as_ref().map_or("none".into(), |h| h.to_string()),
             Err(e) => format!("malformed: {e}"),
         },
     );
-    // The proxy's verdict, with sample keys where the INSERT needs generated ones.
-    let mut ids: Vec<i64> = Vec::new();
-    let verdict = loop {
-        match check_text(&ctx, sql.as_bytes(), &ids, false) {
-            Ok(Verdict::NeedIds(g)) if ids.len() < g.len() => {
-                ids = (1..=g.len() as i64).collect();
-            }
-            other => break other,
-        }
-    };
-    // The route facts: the decision the proxy made, or for a read (which the proxy forwards
-    // without deciding) the decision made for information.
-    let informational =
-        || -> Option<Result<shard_rules::decide::Decision, Box<shard_rules::decide::Refusal>>> {
-            let parsed = hint.as_ref().ok()?;
-            let stripped = String::from_utf8_lossy(&parsed.sql);
-            let facts = shard_rules::analyze::analyze(&stripped).ok()?;
-            let session = shard_rules::decide::SessionCtx {
-                room: shared.room,
-                mode,
-                database,
-                session_key: None,
-                privileged: false,
-            };
-            Some(shard_rules::decide::decide_with_sample_keys(
-                &rules,
-                &facts,
-                parsed.hint.as_ref(),
-                &session,
-            ))
-        };
+    let crate::lint::Assessed {
+        verdict,
+        decision: informational,
+        ..
+    } = assessed;
     let (decision, outcome) = match verdict {
         Err(e) => {
             let (code, state) = e.code();
@@ -863,7 +837,7 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
                 format!("{code} ({}) {e}", String::from_utf8_lossy(state)),
             );
             // What the refusal knows of the route: the table, key, route code and owner room.
-            if let Some(Err(r)) = informational() {
+            if let Some(Err(r)) = informational {
                 use shard_rules::decide::RouteError;
                 if let Some(table) = &r.table {
                     put("table", table.clone());
@@ -905,7 +879,7 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
             return t;
         }
         Ok(Verdict::ForeignRead { code, owner }) => (
-            informational().and_then(Result::ok),
+            informational.and_then(Result::ok),
             format!(
                 "forwarded: a read of route code {code}, owned by room {}, served here and \
                  counted as a foreign read",
@@ -914,7 +888,7 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
         ),
         Ok(Verdict::Forward(Some(d))) => (Some(*d), "forwarded: checked and allowed".into()),
         Ok(Verdict::Forward(None)) => (
-            informational().and_then(Result::ok),
+            informational.and_then(Result::ok),
             "forwarded: reads and session statements are not checked statement by statement".into(),
         ),
         Ok(Verdict::NeedIds(_)) => (None, "forwarded".into()),
@@ -986,20 +960,11 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
     };
     put("sql", sent.clone());
     // Sharded: what each node runs, and how the results are merged.
-    let nodes = decision.as_ref().filter(|d| {
-        let default = rules
-            .database(database)
-            .map(|db| db.data_source_name(db.default_data_source).to_string());
-        d.units.len() > 1
-            || d.units
-                .iter()
-                .any(|u| !u.renames.is_empty() || Some(&*u.data_source) != default.as_deref())
-    });
-    if let Some(d) = nodes {
-        let stripped = sql_hint::parse(sent.as_bytes())
-            .map(|h| h.sql.into_owned())
-            .unwrap_or_else(|_| sent.as_bytes().to_vec());
-        match shard_rules::units::node_queries(d, sent.as_bytes(), &stripped, Default::default()) {
+    if let Some(plan) = decision
+        .as_ref()
+        .and_then(|d| crate::lint::node_plan(&rules, database, d, sent.as_bytes()))
+    {
+        match plan {
             Ok(nq) => {
                 for (ds, q) in &nq.queries {
                     put("node query", format!("{ds}: {}", String::from_utf8_lossy(q)));
@@ -1008,10 +973,7 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
                     put("merge", plan.describe());
                 }
             }
-            Err(e) => put(
-                "node query",
-                format!("refused (ER_NOT_SUPPORTED_YET): This version of Rainbow Bridge doesn't yet support {e}"),
-            ),
+            Err(e) => put("node query", format!("refused (ER_NOT_SUPPORTED_YET): {e}")),
         }
     }
     t

@@ -63,7 +63,15 @@ pub fn initial_vars() -> BTreeMap<String, String> {
     charset_vars("utf8mb4", "utf8mb4_general_ci")
 }
 
-/// The four variables `SET NAMES charset COLLATE collation` sets, as tracked literals.
+/// Not a server variable: the collation MariaDB labels result columns with. `SET NAMES cs
+/// COLLATE co` makes it `co` while `@@character_set_results` still reads `cs`; assigning
+/// `character_set_results` makes it that charset's default. Tracked (as a quoted collation name)
+/// so a pooled connection never hands one session's column collations to the next; absent while
+/// `character_set_results` is NULL.
+pub const RESULTS_COLLATION: &str = "(results collation)";
+
+/// The four variables `SET NAMES charset COLLATE collation` sets, as tracked literals, and the
+/// results collation it sets.
 pub fn charset_vars(charset: &str, collation: &str) -> BTreeMap<String, String> {
     let q = |s: &str| format!("'{s}'");
     BTreeMap::from([
@@ -71,6 +79,7 @@ pub fn charset_vars(charset: &str, collation: &str) -> BTreeMap<String, String> 
         ("character_set_connection".to_string(), q(charset)),
         ("character_set_results".to_string(), q(charset)),
         ("collation_connection".to_string(), q(collation)),
+        (RESULTS_COLLATION.to_string(), q(collation)),
     ])
 }
 
@@ -439,6 +448,27 @@ impl BackendConn {
         if &self.vars == wanted {
             return Ok(Ok(()));
         }
+        // The results collation only `SET NAMES … COLLATE …` sets: first, then the rest
+        // against what it left.
+        let before = self.vars.clone();
+        let parse_affecting = ["sql_mode", "character_set_client", "collation_connection"]
+            .iter()
+            .any(|v| before.get(*v) != wanted.get(*v));
+        let mut have = self.vars.clone();
+        if wanted.get(RESULTS_COLLATION) != have.get(RESULTS_COLLATION) {
+            if let (Some(co), Some(cs)) = (
+                wanted.get(RESULTS_COLLATION),
+                wanted.get("character_set_results"),
+            ) {
+                if let Err(err) = self.query(&format!("SET NAMES {cs} COLLATE {co}")).await? {
+                    return Ok(Err(err));
+                }
+                for (k, v) in charset_vars(cs.trim_matches('\''), co.trim_matches('\'')) {
+                    have.insert(k, v);
+                }
+                self.vars = have.clone();
+            }
+        }
         let mut sql = String::from("SET ");
         let mut first = true;
         let mut push = |sql: &mut String, name: &str, value: &str| {
@@ -451,20 +481,23 @@ impl BackendConn {
             sql.push_str(value);
         };
         for (name, value) in wanted {
-            if self.vars.get(name) != Some(value) {
+            if name != RESULTS_COLLATION && have.get(name) != Some(value) {
                 push(&mut sql, name, value);
             }
         }
-        for name in self.vars.keys() {
-            if !wanted.contains_key(name) {
+        for name in have.keys() {
+            if name != RESULTS_COLLATION && !wanted.contains_key(name) {
                 push(&mut sql, name, "DEFAULT");
             }
         }
-        match self.query(&sql).await? {
-            Ok(_) => {
-                let parse_affecting = ["sql_mode", "character_set_client", "collation_connection"]
-                    .iter()
-                    .any(|v| self.vars.get(*v) != wanted.get(*v));
+        let done = if first {
+            // SET NAMES did it all.
+            Ok(())
+        } else {
+            self.query(&sql).await?.map(|_| ())
+        };
+        match done {
+            Ok(()) => {
                 self.vars = wanted.clone();
                 if parse_affecting {
                     self.close_statements().await?;

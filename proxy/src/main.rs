@@ -51,6 +51,67 @@ enum Command {
         /// The statement (hints included).
         sql: String,
     },
+    /// Run SQL compatibility case files directly against MariaDB and through the proxy, in the
+    /// text and the binary protocol, and compare every statement's outcome
+    /// (docs/compatibility.md).
+    Compat {
+        /// MariaDB itself, the oracle: mysql://user:password@host:port (the proxy's backend
+        /// account, so privileges and USER() agree).
+        #[arg(long)]
+        direct: String,
+        /// The proxy: mysql://user:password@host:port.
+        #[arg(long)]
+        proxy: String,
+        /// Where the case database is dropped and created before each run of a case (an
+        /// account on the server behind the proxy); default: --direct; `none`: never reset.
+        #[arg(long)]
+        reset: Option<String>,
+        /// The database the cases run in (`{{db}}` in case files); it must be a database of
+        /// the proxy's rules, with the same schema name on its backend.
+        #[arg(long, default_value = "rb_compat")]
+        database: String,
+        /// `text`, `binary` or `both`.
+        #[arg(long, default_value = "both")]
+        protocol: String,
+        /// Seconds a statement may take before it counts as hung.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write the report (as printed) to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Case files (`*.sql`) or directories of them.
+        #[arg(required = true)]
+        cases: Vec<PathBuf>,
+    },
+    /// Report what the proxy would do with each statement of SQL files or general logs:
+    /// parses, tables, route (single node / scatter / broadcast), refused and why.
+    Lint {
+        /// The rules file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The proxy's room (default: the center room).
+        #[arg(long)]
+        room: Option<String>,
+        /// The session's database, for statements the input does not place (a general log's
+        /// Connect/Init DB and `USE` statements do).
+        #[arg(long)]
+        database: Option<String>,
+        /// Connection mode, `unit` or `center`.
+        #[arg(long, default_value = "unit")]
+        mode: String,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// What makes the exit status 1: a comma list of refused, unparsed, scatter (or none).
+        #[arg(long, default_value = "refused")]
+        fail_on: String,
+        /// SQL files (`;`-separated, or one statement per line) or general logs; `-` is stdin.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Print the mysql_native_password hash of a password (read from stdin if not given),
     /// for `users.<name>.password_hash`.
     HashPassword { password: Option<String> },
@@ -243,6 +304,176 @@ fn route_preview(
     }
 }
 
+/// `rainbow-bridge compat`: exit 0 when every statement compared equal (or as a documented
+/// gap), 1 on a difference, 2 when the case files or options are unusable.
+#[allow(clippy::too_many_arguments)]
+fn compat(
+    direct: &str,
+    proxy: &str,
+    reset: Option<&str>,
+    database: &str,
+    protocol: &str,
+    timeout: u64,
+    json: bool,
+    report: Option<&std::path::Path>,
+    paths: &[PathBuf],
+) -> anyhow::Result<std::process::ExitCode> {
+    use rainbow_bridge::compat::{self, Protocol};
+    let url = |u: &str, what: &str| {
+        mysql_async::Opts::from_url(u).with_context(|| format!("--{what} `{u}` is not a mysql:// URL"))
+    };
+    let protocols = match protocol {
+        "text" => vec![Protocol::Text],
+        "binary" => vec![Protocol::Binary],
+        "both" => vec![Protocol::Text, Protocol::Binary],
+        other => anyhow::bail!("--protocol `{other}` is not text, binary or both"),
+    };
+    let options = compat::RunOptions {
+        direct: url(direct, "direct")?,
+        proxy: url(proxy, "proxy")?,
+        reset: match reset {
+            Some("none") => None,
+            Some(u) => Some(url(u, "reset")?),
+            None => Some(url(direct, "direct")?),
+        },
+        database: database.to_string(),
+        protocols: protocols.clone(),
+        timeout: std::time::Duration::from_secs(timeout.max(1)),
+    };
+    let cases = match compat::load_cases(paths, database) {
+        Ok(c) if c.is_empty() => {
+            eprintln!("rainbow-bridge compat: no *.sql case files in the given paths");
+            return Ok(std::process::ExitCode::from(2));
+        }
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rainbow-bridge compat: {e}");
+            return Ok(std::process::ExitCode::from(2));
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = rt.block_on(compat::run(&cases, &options));
+    let text = if json {
+        result.json(&protocols) + "\n"
+    } else {
+        result.render(&protocols)
+    };
+    print!("{text}");
+    if let Some(p) = report {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).ok();
+        }
+        std::fs::write(p, &text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(if result.failed() {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// `rainbow-bridge lint`: exit 0 when nothing the `--fail-on` list names was found, 1 when
+/// something was, 2 when the rules or inputs are unusable.
+fn lint(
+    rules_path: &std::path::Path,
+    room: Option<&str>,
+    database: Option<&str>,
+    mode: &str,
+    format: &str,
+    fail_on: &str,
+    files: &[PathBuf],
+) -> anyhow::Result<std::process::ExitCode> {
+    use rainbow_bridge::lint;
+    use shard_rules::config::ConnectionMode;
+    let usage = |m: String| {
+        eprintln!("rainbow-bridge lint: {m}");
+        Ok(std::process::ExitCode::from(2))
+    };
+    let fail_on = match lint::FailOn::parse(fail_on) {
+        Ok(f) => f,
+        Err(e) => return usage(format!("--fail-on: {e}")),
+    };
+    let mode = match mode {
+        "unit" => ConnectionMode::Unit,
+        "center" => ConnectionMode::Center,
+        other => return usage(format!("--mode `{other}` is neither `unit` nor `center`")),
+    };
+    if format != "table" && format != "json" {
+        return usage(format!("--format `{format}` is neither `table` nor `json`"));
+    }
+    let text = match std::fs::read_to_string(rules_path) {
+        Ok(t) => t,
+        Err(e) => return usage(format!("cannot read {}: {e}", rules_path.display())),
+    };
+    let rules = match shard_rules::RuleSet::parse(&text) {
+        Ok(r) => r,
+        Err(e) => return usage(format!("{}: {e}", rules_path.display())),
+    };
+    let room_id = match room {
+        Some(r) => match rules.room_id(r) {
+            Some(id) => id,
+            None => return usage(format!("room `{r}` is not a room of {}", rules_path.display())),
+        },
+        None => {
+            let center = rules
+                .rooms()
+                .iter()
+                .find(|(_, role)| *role == shard_rules::config::RoomRole::Center)
+                .map(|(n, _)| n.clone());
+            match center.and_then(|n| rules.room_id(&n)) {
+                Some(id) => id,
+                None => return usage("the rules have no center room; give --room".into()),
+            }
+        }
+    };
+    if let Some(db) = database {
+        if rules.database(db).is_none() {
+            return usage(format!("--database `{db}` is not a database of {}", rules_path.display()));
+        }
+    }
+    let session = lint::LintSession {
+        rules: &rules,
+        room: room_id,
+        mode,
+        database,
+    };
+    let mut failed = false;
+    let mut reports = Vec::new();
+    for f in files {
+        let (name, text) = if f.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            ("-".to_string(), s)
+        } else {
+            match std::fs::read(f) {
+                Ok(b) => (f.display().to_string(), String::from_utf8_lossy(&b).into_owned()),
+                Err(e) => return usage(format!("cannot read {}: {e}", f.display())),
+            }
+        };
+        let inputs = if lint::is_general_log(&text) {
+            lint::read_general_log(&text)
+        } else {
+            lint::read_sql(&text)
+        };
+        let findings = lint::lint(&session, &inputs);
+        failed |= findings.iter().any(|x| fail_on.fails(x));
+        if format == "json" {
+            reports.push(lint::to_json(&name, &findings));
+        } else {
+            print!("{}", lint::render_table(&name, &findings));
+        }
+    }
+    if format == "json" {
+        let v = serde_json::json!({ "failed": failed, "files": reports });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(if failed {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Some(Command::CheckConfig { file }) => match load_all(&file) {
@@ -301,6 +532,36 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             mode,
             sql,
         }) => route_preview(&rules, &room, &database, &mode, &sql),
+        Some(Command::Compat {
+            direct,
+            proxy,
+            reset,
+            database,
+            protocol,
+            timeout,
+            json,
+            report,
+            cases,
+        }) => compat(
+            &direct,
+            &proxy,
+            reset.as_deref(),
+            &database,
+            &protocol,
+            timeout,
+            json,
+            report.as_deref(),
+            &cases,
+        ),
+        Some(Command::Lint {
+            config,
+            room,
+            database,
+            mode,
+            format,
+            fail_on,
+            files,
+        }) => lint(&config, room.as_deref(), database.as_deref(), &mode, &format, &fail_on, &files),
         Some(Command::HashPassword { password }) => {
             let pw = match password {
                 Some(p) => p,

@@ -29,7 +29,7 @@ use shard_rules::{RoomId, RuleSet};
 use tracing::{debug, info, warn};
 
 use crate::auth;
-use crate::backend::{charset_vars, frame, frame_into, Response};
+use crate::backend::{charset_vars, frame, frame_into, Response, RESULTS_COLLATION};
 use crate::classify::{self, pin, Kind, Statement};
 use crate::error::{ProxyError, SessionError};
 use crate::packet::{Packet, PacketIo, PacketTooLarge};
@@ -924,7 +924,9 @@ impl Session {
 
     fn set_charset(&mut self, collation: u16) {
         let c = Collation::resolve(CollationId::from(collation));
-        let c = if c.id() == CollationId::UNKNOWN_COLLATION_ID {
+        // MySQL 8's `_0900_` collations (libmysqlclient logs in with utf8mb4_0900_ai_ci, 255)
+        // do not exist in MariaDB: replaying them would fail every statement with 1273.
+        let c = if c.id() == CollationId::UNKNOWN_COLLATION_ID || c.collation().contains("_0900_") {
             Collation::resolve(CollationId::UTF8MB4_GENERAL_CI)
         } else {
             c
@@ -1884,8 +1886,12 @@ impl Session {
             format!("SELECT {}", cols.join(", "))
         };
         let mut values = Vec::new();
+        let mut last_response = None;
         match h.conn.query(&select(names)).await {
-            Ok(Ok(r)) => values.extend(names.iter().cloned().zip(row_literals(&r))),
+            Ok(Ok(r)) => {
+                values.extend(names.iter().cloned().zip(row_literals(&r)));
+                last_response = Some(r);
+            }
             Ok(Err(_)) => {
                 // One of the names is not a session variable; read the others one at a time.
                 for n in names {
@@ -1896,9 +1902,33 @@ impl Session {
             }
             Err(e) => return Err(self.backend_lost(e.to_string(), false)),
         }
+        // The results collation: what the server labelled the character_set_results column
+        // with (read in the same query when it was read).
+        let rc = names
+            .iter()
+            .position(|n| n == "character_set_results")
+            .map(|i| (i, values.iter().find(|(n, _)| n == "character_set_results")));
+        let results_collation = match rc {
+            Some((_, Some((_, lit)))) if lit == "NULL" => Some(None),
+            Some((i, Some(_))) if values.len() == names.len() => {
+                column_collation(&last_response, i).map(|c| Some(format!("'{c}'")))
+            }
+            _ => None,
+        };
         for (name, lit) in values {
             h.conn.vars.insert(name.clone(), lit.clone());
             self.vars.insert(name, lit);
+        }
+        match results_collation {
+            Some(Some(c)) => {
+                h.conn.vars.insert(RESULTS_COLLATION.into(), c.clone());
+                self.vars.insert(RESULTS_COLLATION.into(), c);
+            }
+            Some(None) => {
+                h.conn.vars.remove(RESULTS_COLLATION);
+                self.vars.remove(RESULTS_COLLATION);
+            }
+            None => {}
         }
         Ok(())
     }
@@ -2896,6 +2926,15 @@ pub(crate) fn rows_of(r: &Response) -> Vec<Vec<String>> {
 }
 
 /// The single row of a proxy-issued `SELECT`, each value as an SQL literal.
+/// The collation name the `i`-th column definition of a result is labelled with.
+fn column_collation(r: &Option<Response>, i: usize) -> Option<String> {
+    let r = r.as_ref()?;
+    let p = r.packets.get(1 + i)?;
+    let c = ParseBuf(p).parse::<Column>(()).ok()?;
+    let co = Collation::resolve(CollationId::from(c.character_set()));
+    (co.id() != CollationId::UNKNOWN_COLLATION_ID).then(|| co.collation().to_string())
+}
+
 fn row_literals(r: &Response) -> Vec<String> {
     let Some(count) = column_count(r) else {
         return Vec::new();
