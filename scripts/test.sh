@@ -15,20 +15,28 @@ apt_install() {
 phase "rooms: scripts/rooms.sh up"
 scripts/rooms.sh up
 
-phase "prerequisites: python3 + pymysql"
-if ! command -v python3 >/dev/null; then
-  apt_install python3 python3-pymysql
-fi
-if ! python3 -c 'import pymysql' 2>/dev/null; then
-  # Debian's system python is "externally managed" (PEP 668); fall back accordingly.
-  python3 -m pip install --quiet pymysql 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages pymysql 2>/dev/null \
-    || apt_install python3-pymysql
-  python3 -c 'import pymysql'
-fi
+phase "prerequisites: real drivers (tests/drivers/install.sh)"
+tests/drivers/install.sh
 
 phase "build: cargo build --workspace --bins"
 cargo build --workspace --bins
+
+# The compatibility report (docs/compatibility.md): the SQL suite per protocol and each real
+# driver's counts, written by tests/tests/compat.rs and drivers.rs; printed even on failure.
+REPORT="$ROOT/target/compat-report"
+rm -rf "$REPORT"
+report() {
+  phase "compatibility report (target/compat-report)"
+  if [ -f "$REPORT/sql.txt" ]; then
+    grep -E '^(compat:|known gap|DIFFERS|gap closed)' "$REPORT/sql.txt" || true
+  else
+    echo "SQL suite: no report (tests/tests/compat.rs did not run to the end)"
+  fi
+  for d in mysql-connector-python mariadb-connector-j node-mysql2 pymysql mariadb-cli sysbench; do
+    if [ -f "$REPORT/drivers/$d.txt" ]; then cat "$REPORT/drivers/$d.txt"; else echo "$d: no result"; fi
+  done
+}
+trap report EXIT
 
 if cargo nextest --version >/dev/null 2>&1; then
   phase "test: cargo nextest run --workspace --no-fail-fast $*"

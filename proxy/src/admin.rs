@@ -967,7 +967,10 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
         match plan {
             Ok(nq) => {
                 for (ds, q) in &nq.queries {
-                    put("node query", format!("{ds}: {}", String::from_utf8_lossy(q)));
+                    put(
+                        "node query",
+                        format!("{ds}: {}", String::from_utf8_lossy(q)),
+                    );
                 }
                 if let Some(plan) = &nq.select {
                     put("merge", plan.describe());

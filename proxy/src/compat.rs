@@ -240,11 +240,7 @@ pub fn parse_case(path: &Path, text: &str, database: &str) -> Result<Case, CaseE
                     if holes.len() != p.len() {
                         return Err(err(
                             start,
-                            format!(
-                                "{} params for {} placeholders",
-                                p.len(),
-                                holes.len()
-                            ),
+                            format!("{} params for {} placeholders", p.len(), holes.len()),
                         ));
                     }
                 }
@@ -563,8 +559,7 @@ impl Report {
     pub fn failed(&self) -> bool {
         self.cases.iter().any(|c| {
             c.setup_error.is_some()
-                || c
-                    .results
+                || c.results
                     .iter()
                     .any(|r| matches!(r.verdict, Verdict::Differs { .. }))
         })
@@ -652,11 +647,7 @@ impl Report {
                 n.differ
             );
         }
-        let _ = writeln!(
-            s,
-            " — {}",
-            if self.failed() { "FAILED" } else { "passed" }
-        );
+        let _ = writeln!(s, " — {}", if self.failed() { "FAILED" } else { "passed" });
         s
     }
 
@@ -930,9 +921,7 @@ async fn run_on(side: &mut Side, s: &Statement, p: Protocol, timeout: Duration) 
             side.conns.remove(&s.connection);
             Observed {
                 prepared: None,
-                outcomes: vec![Outcome::Failure(format!(
-                    "no answer within {timeout:?}"
-                ))],
+                outcomes: vec![Outcome::Failure(format!("no answer within {timeout:?}"))],
             }
         }
     }
@@ -1030,7 +1019,10 @@ pub async fn run(cases: &[Case], o: &RunOptions) -> Report {
                     break;
                 }
             };
-            let stmts = case.statements.iter().filter(|s| s.only.is_none_or(|x| x == p));
+            let stmts = case
+                .statements
+                .iter()
+                .filter(|s| s.only.is_none_or(|x| x == p));
             for ((s, d), x) in stmts.zip(direct).zip(proxy) {
                 let equal = d == x;
                 let verdict = match (&s.gap, equal) {

@@ -84,8 +84,7 @@ pub fn node_plan(
         .database(database)
         .map(|db| db.data_source_name(db.default_data_source).to_string());
     let plain = d.units.len() <= 1
-        && d
-            .units
+        && d.units
             .iter()
             .all(|u| u.renames.is_empty() && Some(&*u.data_source) == default.as_deref());
     if plain {
@@ -95,9 +94,8 @@ pub fn node_plan(
         .map(|h| h.sql.into_owned())
         .unwrap_or_else(|_| sql.to_vec());
     Some(
-        shard_rules::units::node_queries(d, sql, &stripped, Default::default()).map_err(|e| {
-            format!("This version of Rainbow Bridge doesn't yet support {e}")
-        }),
+        shard_rules::units::node_queries(d, sql, &stripped, Default::default())
+            .map_err(|e| format!("This version of Rainbow Bridge doesn't yet support {e}")),
     )
 }
 
@@ -125,10 +123,7 @@ pub fn read_sql(text: &str) -> Vec<Input> {
             .map(|t| t.span.start)
             .collect(),
         // An unterminated string or comment: cut where `;` ends a line, the rest is one piece.
-        Err(_) => text
-            .match_indices(";\n")
-            .map(|(i, _)| i)
-            .collect(),
+        Err(_) => text.match_indices(";\n").map(|(i, _)| i).collect(),
     };
     let per_line = cuts.is_empty();
     if per_line {
@@ -137,9 +132,23 @@ pub fn read_sql(text: &str) -> Vec<Input> {
     let mut out = Vec::new();
     let mut start = 0;
     for end in cuts.into_iter().chain(std::iter::once(text.len())) {
-        let piece = &text[start..end];
+        let mut piece = &text[start..end];
+        let mut from = start;
+        // Line comments in front of a statement are not part of it (block comments, where
+        // hints live, are).
+        loop {
+            let t = piece.trim_start();
+            if t.starts_with("--") || t.starts_with('#') {
+                let skip = piece.len() - t.len() + t.find('\n').map_or(t.len(), |n| n + 1);
+                piece = &piece[skip..];
+                from += skip;
+            } else {
+                break;
+            }
+        }
+        let start_of_piece = from;
         let lead = piece.len() - piece.trim_start().len();
-        let line = 1 + text[..start + lead].matches('\n').count();
+        let line = 1 + text[..start_of_piece + lead].matches('\n').count();
         let sql = piece.trim();
         start = (end + 1).min(text.len());
         if sql.is_empty() || !has_code(sql) {
@@ -194,8 +203,18 @@ fn general_entry(line: &str) -> Option<(u64, &str, &str)> {
     let (command, arg) = rest.split_once('\t').unwrap_or((rest, ""));
     let command = command.trim();
     const COMMANDS: [&str; 12] = [
-        "Query", "Connect", "Init DB", "Quit", "Prepare", "Execute", "Close stmt",
-        "Reset stmt", "Field List", "Statistics", "Ping", "Change user",
+        "Query",
+        "Connect",
+        "Init DB",
+        "Quit",
+        "Prepare",
+        "Execute",
+        "Close stmt",
+        "Reset stmt",
+        "Field List",
+        "Statistics",
+        "Ping",
+        "Change user",
     ];
     COMMANDS
         .contains(&command)
@@ -340,14 +359,15 @@ pub fn lint(s: &LintSession<'_>, inputs: &[Input]) -> Vec<Finding> {
     let mut out = Vec::with_capacity(inputs.len());
     for (i, inp) in inputs.iter().enumerate() {
         let thread = inp.thread.unwrap_or(0);
-        let database = inp
-            .database
-            .clone()
+        // A USE is checked in the database it selects.
+        let database = use_target(&inp.sql)
+            .filter(|db| s.rules.database(db).is_some())
+            .or_else(|| inp.database.clone())
             .or_else(|| uses.get(&thread).cloned())
             .or_else(|| s.database.map(str::to_string))
             .unwrap_or_default();
         if inp.thread.is_none() {
-            if let Some(db) = use_target(&inp.sql) {
+            if let Some(db) = use_target(&inp.sql).filter(|db| s.rules.database(db).is_some()) {
                 uses.insert(0, db);
             }
         }
@@ -380,6 +400,10 @@ pub fn lint(s: &LintSession<'_>, inputs: &[Input]) -> Vec<Finding> {
             notes: Vec::new(),
         };
         let a = assess(&ctx, inp.sql.as_bytes());
+        // The proxy answers USE itself: only databases of the rules (and information_schema).
+        let unknown_use = use_target(&inp.sql).filter(|db| {
+            s.rules.database(db).is_none() && !db.eq_ignore_ascii_case("information_schema")
+        });
         if let Ok(p) = sql_hint::parse(inp.sql.as_bytes()) {
             match shard_rules::analyze::analyze(&String::from_utf8_lossy(&p.sql)) {
                 Ok(facts) => {
@@ -398,13 +422,26 @@ pub fn lint(s: &LintSession<'_>, inputs: &[Input]) -> Vec<Finding> {
                 Err(e) => f.parse_error = Some(e.to_string()),
             }
         }
-        if database.is_empty() {
-            f.notes.push("no database: give --database, or USE one first".into());
+        if let Some(db) = &unknown_use {
+            let e = ProxyError::UnknownDatabase(db.clone());
+            let (code, state) = e.code();
+            f.refused = Some((
+                code,
+                String::from_utf8_lossy(state).into_owned(),
+                e.to_string(),
+            ));
+        } else if database.is_empty() {
+            f.notes
+                .push("no database: give --database, or USE one first".into());
         }
         match &a.verdict {
             Err(e) => {
                 let (code, state) = e.code();
-                f.refused = Some((code, String::from_utf8_lossy(state).into_owned(), e.to_string()));
+                f.refused = Some((
+                    code,
+                    String::from_utf8_lossy(state).into_owned(),
+                    e.to_string(),
+                ));
             }
             Ok(Verdict::SetSessionKey(k)) => {
                 f.route = RouteKind::Proxy;
@@ -432,12 +469,9 @@ pub fn lint(s: &LintSession<'_>, inputs: &[Input]) -> Vec<Finding> {
                 }
                 if f.refused.is_none() {
                     f.route = route_of(s.rules, &database, d);
-                    match node_plan(s.rules, &database, d, inp.sql.as_bytes()) {
-                        Some(Err(e)) => {
-                            f.refused = Some((1235, "42000".into(), e));
-                            f.route = RouteKind::None;
-                        }
-                        Some(Ok(_)) | None => {}
+                    if let Some(Err(e)) = node_plan(s.rules, &database, d, inp.sql.as_bytes()) {
+                        f.refused = Some((1235, "42000".into(), e));
+                        f.route = RouteKind::None;
                     }
                     if let Some(t) = d.tables.iter().find(|t| {
                         t.layout == Layout::Sharded && !t.conditioned && t.nodes.len() > 1
@@ -488,7 +522,8 @@ fn kind_name(k: &shard_rules::analyze::Kind) -> &'static str {
 fn route_of(rules: &RuleSet, database: &str, d: &Decision) -> RouteKind {
     let nodes: std::collections::BTreeSet<_> =
         d.tables.iter().flat_map(|t| t.nodes.iter()).collect();
-    let all_broadcast = !d.tables.is_empty() && d.tables.iter().all(|t| t.layout == Layout::Broadcast);
+    let all_broadcast =
+        !d.tables.is_empty() && d.tables.iter().all(|t| t.layout == Layout::Broadcast);
     if d.units.len() > 1 {
         return if all_broadcast {
             RouteKind::Broadcast(d.units.len())
@@ -499,11 +534,9 @@ fn route_of(rules: &RuleSet, database: &str, d: &Decision) -> RouteKind {
     match d.units.first() {
         Some(u) => RouteKind::SingleNode(u.data_source.to_string()),
         None if nodes.is_empty() && !d.tables.is_empty() => RouteKind::Scatter(0),
-        None => rules
-            .database(database)
-            .map_or(RouteKind::None, |db| {
-                RouteKind::SingleNode(db.data_source_name(db.default_data_source).into())
-            }),
+        None => rules.database(database).map_or(RouteKind::None, |db| {
+            RouteKind::SingleNode(db.data_source_name(db.default_data_source).into())
+        }),
     }
 }
 
@@ -614,8 +647,8 @@ pub fn render_table(file: &str, findings: &[Finding]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:>5}  {:<6} {:<8} {:<6} {:<26} {:<24} statement",
-        "line", "parses", "verdict", "kind", "route", "tables"
+        "{:>5}  {:<10} {:<6} {:<8} {:<11} {:<22} {:<24} statement",
+        "line", "database", "parses", "verdict", "kind", "route", "tables"
     );
     for f in findings {
         let verdict = match &f.refused {
@@ -624,8 +657,16 @@ pub fn render_table(file: &str, findings: &[Finding]) -> String {
         };
         let _ = writeln!(
             s,
-            "{:>5}  {:<6} {:<8} {:<6} {:<26} {:<24} {}",
+            "{:>5}  {:<10} {:<6} {:<8} {:<11} {:<22} {:<24} {}",
             f.line,
+            clip(
+                if f.database.is_empty() {
+                    "-"
+                } else {
+                    &f.database
+                },
+                10
+            ),
             if f.parses { "yes" } else { "no" },
             verdict,
             f.kind.as_deref().unwrap_or("-"),
@@ -655,17 +696,17 @@ pub fn to_json(file: &str, findings: &[Finding]) -> serde_json::Value {
             "broadcast": sm.broadcast,
         },
         "statements": findings.iter().map(|f| {
-            let (route, nodes) = match &f.route {
-                RouteKind::SingleNode(ds) => ("single_node", serde_json::json!(ds)),
-                RouteKind::Scatter(n) => ("scatter", serde_json::json!(n)),
-                RouteKind::Broadcast(n) => ("broadcast", serde_json::json!(n)),
-                RouteKind::Proxy => ("proxy", serde_json::Value::Null),
-                RouteKind::None => ("none", serde_json::Value::Null),
+            let (route, nodes, data_source) = match &f.route {
+                RouteKind::SingleNode(ds) => ("single_node", 1, Some(ds.as_str())),
+                RouteKind::Scatter(n) => ("scatter", *n, None),
+                RouteKind::Broadcast(n) => ("broadcast", *n, None),
+                RouteKind::Proxy => ("proxy", 0, None),
+                RouteKind::None => ("none", 0, None),
             };
             serde_json::json!({
                 "n": f.n, "line": f.line, "database": f.database, "sql": f.sql,
                 "parses": f.parses, "parse_error": f.parse_error, "kind": f.kind,
-                "tables": f.tables, "route": route, "nodes": nodes,
+                "tables": f.tables, "route": route, "nodes": nodes, "data_source": data_source,
                 "route_code": f.route_code, "owner_room": f.owner_room,
                 "verdict": if f.refused.is_some() { "refused" } else { "ok" },
                 "error": f.refused.as_ref().map(|(c, st, m)| serde_json::json!({
@@ -709,23 +750,39 @@ Time\t\t    Id Command\tArgument\n\
         let v = read_general_log(maria);
         let s: Vec<(usize, u64, Option<&str>, &str)> = v
             .iter()
-            .map(|i| (i.line, i.thread.unwrap(), i.database.as_deref(), i.sql.as_str()))
+            .map(|i| {
+                (
+                    i.line,
+                    i.thread.unwrap(),
+                    i.database.as_deref(),
+                    i.sql.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             s,
             [
-                (5, 7, Some("shop"), "SELECT *\n  FROM t_order\n  WHERE user_id = 1"),
+                (
+                    5,
+                    7,
+                    Some("shop"),
+                    "SELECT *\n  FROM t_order\n  WHERE user_id = 1"
+                ),
                 (11, 8, Some("mall"), "SELECT 5 FROM t"),
                 (12, 7, Some("shop"), "USE mall"),
                 (13, 7, Some("mall"), "SELECT 2"),
             ]
         );
-        let mysql = "2026-12-03T14:11:11.123456Z\t   12 Connect\tapp@localhost on shop using TCP/IP\n\
+        let mysql =
+            "2026-12-03T14:11:11.123456Z\t   12 Connect\tapp@localhost on shop using TCP/IP\n\
 2026-12-03T14:11:11.223456Z\t   12 Query\tSELECT 1\n";
         assert!(is_general_log(mysql));
         let v = read_general_log(mysql);
         assert_eq!(v.len(), 1);
-        assert_eq!((v[0].database.as_deref(), v[0].sql.as_str()), (Some("shop"), "SELECT 1"));
+        assert_eq!(
+            (v[0].database.as_deref(), v[0].sql.as_str()),
+            (Some("shop"), "SELECT 1")
+        );
         assert!(!is_general_log("SELECT 1;\nSELECT 2;\n"));
     }
 
@@ -734,6 +791,13 @@ Time\t\t    Id Command\tArgument\n\
         let f = FailOn::parse("refused,scatter").unwrap();
         assert!(f.refused && f.scatter && !f.unparsed);
         assert!(FailOn::parse("sideways").unwrap_err().contains("sideways"));
-        assert_eq!(FailOn::parse("none").unwrap(), FailOn { refused: false, unparsed: false, scatter: false });
+        assert_eq!(
+            FailOn::parse("none").unwrap(),
+            FailOn {
+                refused: false,
+                unparsed: false,
+                scatter: false
+            }
+        );
     }
 }

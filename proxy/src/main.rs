@@ -320,7 +320,8 @@ fn compat(
 ) -> anyhow::Result<std::process::ExitCode> {
     use rainbow_bridge::compat::{self, Protocol};
     let url = |u: &str, what: &str| {
-        mysql_async::Opts::from_url(u).with_context(|| format!("--{what} `{u}` is not a mysql:// URL"))
+        mysql_async::Opts::from_url(u)
+            .with_context(|| format!("--{what} `{u}` is not a mysql:// URL"))
     };
     let protocols = match protocol {
         "text" => vec![Protocol::Text],
@@ -351,7 +352,9 @@ fn compat(
             return Ok(std::process::ExitCode::from(2));
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let result = rt.block_on(compat::run(&cases, &options));
     let text = if json {
         result.json(&protocols) + "\n"
@@ -412,7 +415,12 @@ fn lint(
     let room_id = match room {
         Some(r) => match rules.room_id(r) {
             Some(id) => id,
-            None => return usage(format!("room `{r}` is not a room of {}", rules_path.display())),
+            None => {
+                return usage(format!(
+                    "room `{r}` is not a room of {}",
+                    rules_path.display()
+                ))
+            }
         },
         None => {
             let center = rules
@@ -428,7 +436,10 @@ fn lint(
     };
     if let Some(db) = database {
         if rules.database(db).is_none() {
-            return usage(format!("--database `{db}` is not a database of {}", rules_path.display()));
+            return usage(format!(
+                "--database `{db}` is not a database of {}",
+                rules_path.display()
+            ));
         }
     }
     let session = lint::LintSession {
@@ -446,7 +457,10 @@ fn lint(
             ("-".to_string(), s)
         } else {
             match std::fs::read(f) {
-                Ok(b) => (f.display().to_string(), String::from_utf8_lossy(&b).into_owned()),
+                Ok(b) => (
+                    f.display().to_string(),
+                    String::from_utf8_lossy(&b).into_owned(),
+                ),
                 Err(e) => return usage(format!("cannot read {}: {e}", f.display())),
             }
         };
@@ -561,7 +575,15 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             format,
             fail_on,
             files,
-        }) => lint(&config, room.as_deref(), database.as_deref(), &mode, &format, &fail_on, &files),
+        }) => lint(
+            &config,
+            room.as_deref(),
+            database.as_deref(),
+            &mode,
+            &format,
+            &fail_on,
+            &files,
+        ),
         Some(Command::HashPassword { password }) => {
             let pw = match password {
                 Some(p) => p,

@@ -6,6 +6,8 @@
 #   OpenJDK (default-jdk-headless)       if `java` is missing   -> Scenario.java
 #   MariaDB Connector/J (libmariadb-java) if its jar is missing  -> Scenario.java
 #   mysql-connector-python (PyPI)         if it does not import  -> connector_python.py
+#   PyMySQL (PyPI)                        if it does not import  -> ../python/pymysql_scenario.py
+#   sysbench (Debian)                     if it is missing       -> tests/tests/drivers.rs
 #   node + npm (Debian)                   if `node` is missing   -> node/scenario.js
 #   mysql2 (npm ci in tests/drivers/node) if node_modules lacks the locked version
 #
@@ -40,15 +42,32 @@ if [ ! -f "$CONNECTOR_J" ]; then
   echo "drivers: installed MariaDB Connector/J (libmariadb-java $(dpkg-query -W -f='${Version}' libmariadb-java), $CONNECTOR_J)"
 fi
 
-if ! python3 -c 'import mysql.connector' 2>/dev/null; then
+if ! command -v python3 >/dev/null; then
+  apt_install python3 python3-pip
+  echo "drivers: installed $(python3 --version)"
+fi
+# Debian's system python is "externally managed" (PEP 668); fall back accordingly.
+pip_install() {
   if ! python3 -m pip --version >/dev/null 2>&1; then
     apt_install python3-pip
     echo "drivers: installed pip ($(python3 -m pip --version | cut -d' ' -f1-2))"
   fi
-  # Debian's system python is "externally managed" (PEP 668); fall back accordingly.
-  pip_install() { python3 -m pip install --quiet --disable-pip-version-check "$@" mysql-connector-python; }
-  pip_install 2>/dev/null || quiet pip_install --break-system-packages
+  python3 -m pip install --quiet --disable-pip-version-check "$@" 2>/dev/null \
+    || quiet python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$@"
+}
+# The versions the scenarios were written against (docs/compatibility.md).
+if ! python3 -c 'import mysql.connector' 2>/dev/null; then
+  pip_install mysql-connector-python==26.10.0
   echo "drivers: installed mysql-connector-python $(python3 -c 'import mysql.connector; print(mysql.connector.__version__)')"
+fi
+if ! python3 -c 'import pymysql' 2>/dev/null; then
+  pip_install pymysql==2.2.8
+  echo "drivers: installed PyMySQL $(python3 -c 'import pymysql; print(pymysql.__version__)')"
+fi
+
+if ! command -v sysbench >/dev/null; then
+  apt_install sysbench
+  echo "drivers: installed $(sysbench --version)"
 fi
 
 if ! command -v node >/dev/null; then
