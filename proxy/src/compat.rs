@@ -415,6 +415,9 @@ pub enum Outcome {
     Rows {
         columns: Vec<ColumnDef>,
         rows: Vec<Vec<Value>>,
+        /// The warning count of the EOF/OK that ends the last result set (known only for the
+        /// last one: reading the next set's header replaces it).
+        warnings: Option<u16>,
     },
     Error {
         code: u16,
@@ -741,7 +744,11 @@ pub fn describe(o: &Observed) -> String {
                 message,
             } => format!("ERROR {code} ({state}): {message}"),
             Outcome::Failure(f) => format!("FAILURE {f}"),
-            Outcome::Rows { columns, rows } => {
+            Outcome::Rows {
+                columns,
+                rows,
+                warnings,
+            } => {
                 let cols: Vec<String> = columns
                     .iter()
                     .map(|c| {
@@ -761,8 +768,9 @@ pub fn describe(o: &Observed) -> String {
                     .collect();
                 let shown: Vec<String> = rows.iter().take(3).map(|r| row_text(r)).collect();
                 format!(
-                    "{} rows [{}] {}{}",
+                    "{} rows{} [{}] {}{}",
                     rows.len(),
+                    warnings.map_or(String::new(), |w| format!(" warnings={w}")),
                     cols.join(", "),
                     shown.join(" "),
                     if rows.len() > 3 { " ..." } else { "" }
@@ -828,6 +836,7 @@ async fn read_all<P: mysql_async::prelude::Protocol>(
                     Ok(rows) => out.push(Outcome::Rows {
                         columns: defs,
                         rows: rows.into_iter().map(Row::unwrap).collect(),
+                        warnings: r.is_empty().then(|| r.warnings()),
                     }),
                     Err(e) => {
                         out.push(outcome_of_error(e));
@@ -886,8 +895,14 @@ async fn run_one(conn: &mut Conn, s: &Statement, p: Protocol) -> Observed {
                 Ok(r) => read_all(r, &mut outcomes).await,
                 Err(e) => outcomes.push(outcome_of_error(e)),
             }
+            // mysql_async reads what is left of the response when the statement closes: a
+            // server error there (a procedure failing after its first result set) is the
+            // statement's own.
             if let Err(e) = conn.close(stmt).await {
-                outcomes.push(Outcome::Failure(format!("closing the statement: {e}")));
+                outcomes.push(match e {
+                    mysql_async::Error::Server(_) => outcome_of_error(e),
+                    other => Outcome::Failure(format!("closing the statement: {other}")),
+                });
             }
             return Observed { prepared, outcomes };
         }
@@ -1024,7 +1039,10 @@ pub async fn run(cases: &[Case], o: &RunOptions) -> Report {
                 .iter()
                 .filter(|s| s.only.is_none_or(|x| x == p));
             for ((s, d), x) in stmts.zip(direct).zip(proxy) {
-                let equal = d == x;
+                // A hang or broken connection on both sides is no agreement.
+                let failure =
+                    |o: &Observed| o.outcomes.iter().any(|x| matches!(x, Outcome::Failure(_)));
+                let equal = d == x && !failure(&d);
                 let verdict = match (&s.gap, equal) {
                     (_, true) => Verdict::Equal,
                     (Some(why), false) => Verdict::KnownGap(why.clone()),

@@ -433,6 +433,18 @@ pub fn lint(s: &LintSession<'_>, inputs: &[Input]) -> Vec<Finding> {
         } else if database.is_empty() {
             f.notes
                 .push("no database: give --database, or USE one first".into());
+        } else if s.rules.database(&database).is_none()
+            && !database.eq_ignore_ascii_case("information_schema")
+        {
+            // A general log's Connect/Init DB of a database the proxy does not serve: the
+            // proxy refuses the connection or the USE.
+            let e = ProxyError::UnknownDatabase(database.clone());
+            let (code, state) = e.code();
+            f.refused = Some((
+                code,
+                String::from_utf8_lossy(state).into_owned(),
+                e.to_string(),
+            ));
         }
         match &a.verdict {
             Err(e) => {
@@ -470,8 +482,8 @@ pub fn lint(s: &LintSession<'_>, inputs: &[Input]) -> Vec<Finding> {
                 if f.refused.is_none() {
                     f.route = route_of(s.rules, &database, d);
                     if let Some(Err(e)) = node_plan(s.rules, &database, d, inp.sql.as_bytes()) {
+                        // Refused across nodes: the route stays, it says what was refused.
                         f.refused = Some((1235, "42000".into(), e));
-                        f.route = RouteKind::None;
                     }
                     if let Some(t) = d.tables.iter().find(|t| {
                         t.layout == Layout::Sharded && !t.conditioned && t.nodes.len() > 1

@@ -62,8 +62,9 @@ enum Command {
         /// The proxy: mysql://user:password@host:port.
         #[arg(long)]
         proxy: String,
-        /// Where the case database is dropped and created before each run of a case (an
-        /// account on the server behind the proxy); default: --direct; `none`: never reset.
+        /// Drop and create the case database before each run of a case, with this account on
+        /// the server behind the proxy (e.g. the --direct URL). Without it the cases run in the
+        /// database as it is; the project's cases need it.
         #[arg(long)]
         reset: Option<String>,
         /// The database the cases run in (`{{db}}` in case files); it must be a database of
@@ -319,24 +320,35 @@ fn compat(
     paths: &[PathBuf],
 ) -> anyhow::Result<std::process::ExitCode> {
     use rainbow_bridge::compat::{self, Protocol};
+    let usage = |m: String| {
+        eprintln!("rainbow-bridge compat: {m}");
+        Ok(std::process::ExitCode::from(2))
+    };
     let url = |u: &str, what: &str| {
         mysql_async::Opts::from_url(u)
-            .with_context(|| format!("--{what} `{u}` is not a mysql:// URL"))
+            .map_err(|e| format!("--{what} `{u}` is not a mysql:// URL: {e}"))
     };
     let protocols = match protocol {
         "text" => vec![Protocol::Text],
         "binary" => vec![Protocol::Binary],
         "both" => vec![Protocol::Text, Protocol::Binary],
-        other => anyhow::bail!("--protocol `{other}` is not text, binary or both"),
+        other => return usage(format!("--protocol `{other}` is not text, binary or both")),
+    };
+    let (direct, proxy) = match (url(direct, "direct"), url(proxy, "proxy")) {
+        (Ok(d), Ok(p)) => (d, p),
+        (Err(e), _) | (_, Err(e)) => return usage(e),
+    };
+    let reset = match reset {
+        None | Some("none") => None,
+        Some(u) => match url(u, "reset") {
+            Ok(o) => Some(o),
+            Err(e) => return usage(e),
+        },
     };
     let options = compat::RunOptions {
-        direct: url(direct, "direct")?,
-        proxy: url(proxy, "proxy")?,
-        reset: match reset {
-            Some("none") => None,
-            Some(u) => Some(url(u, "reset")?),
-            None => Some(url(direct, "direct")?),
-        },
+        direct,
+        proxy,
+        reset,
         database: database.to_string(),
         protocols: protocols.clone(),
         timeout: std::time::Duration::from_secs(timeout.max(1)),
@@ -452,9 +464,11 @@ fn lint(
     let mut reports = Vec::new();
     for f in files {
         let (name, text) = if f.as_os_str() == "-" {
-            let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s)?;
-            ("-".to_string(), s)
+            let mut b = Vec::new();
+            if let Err(e) = std::io::stdin().read_to_end(&mut b) {
+                return usage(format!("cannot read stdin: {e}"));
+            }
+            ("-".to_string(), String::from_utf8_lossy(&b).into_owned())
         } else {
             match std::fs::read(f) {
                 Ok(b) => (

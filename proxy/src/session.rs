@@ -2925,7 +2925,6 @@ pub(crate) fn rows_of(r: &Response) -> Vec<Vec<String>> {
     out
 }
 
-/// The single row of a proxy-issued `SELECT`, each value as an SQL literal.
 /// The collation name the `i`-th column definition of a result is labelled with.
 fn column_collation(r: &Option<Response>, i: usize) -> Option<String> {
     let r = r.as_ref()?;
@@ -2935,6 +2934,7 @@ fn column_collation(r: &Option<Response>, i: usize) -> Option<String> {
     (co.id() != CollationId::UNKNOWN_COLLATION_ID).then(|| co.collation().to_string())
 }
 
+/// The single row of a proxy-issued `SELECT`, each value as an SQL literal.
 fn row_literals(r: &Response) -> Vec<String> {
     let Some(count) = column_count(r) else {
         return Vec::new();

@@ -56,11 +56,11 @@ pip_install() {
     || quiet python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$@"
 }
 # The versions the scenarios were written against (docs/compatibility.md).
-if ! python3 -c 'import mysql.connector' 2>/dev/null; then
+if [ "$(python3 -c 'import mysql.connector; print(mysql.connector.__version__)' 2>/dev/null)" != 26.10.0 ]; then
   pip_install mysql-connector-python==26.10.0
   echo "drivers: installed mysql-connector-python $(python3 -c 'import mysql.connector; print(mysql.connector.__version__)')"
 fi
-if ! python3 -c 'import pymysql' 2>/dev/null; then
+if [ "$(python3 -c 'import pymysql; print(pymysql.__version__)' 2>/dev/null)" != 2.2.8 ]; then
   pip_install pymysql==2.2.8
   echo "drivers: installed PyMySQL $(python3 -c 'import pymysql; print(pymysql.__version__)')"
 fi

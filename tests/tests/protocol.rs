@@ -726,3 +726,60 @@ async fn a_session_without_a_database_never_inherits_another_sessions_schema() {
         "the data source's schema, not the last user's"
     );
 }
+
+/// The collation the server labels string columns with, for one query.
+async fn label(c: &mut Conn, sql: &str) -> u16 {
+    let r = c.query_iter(sql).await.unwrap();
+    let cs = r.columns().unwrap()[0].character_set();
+    r.drop_result().await.unwrap();
+    cs
+}
+
+#[tokio::test]
+async fn a_results_collation_from_set_names_collate_follows_its_session_and_never_the_next() {
+    // Found by the compatibility suite: `SET NAMES cs COLLATE co` changes the collation MariaDB
+    // labels result columns with, which no variable shows; a pooled connection handed it on.
+    let db = fresh_db("results_collation").await;
+    let mut cfg = ProxyConfig::single(&db);
+    cfg.pool_max = 1; // every session runs on the one backend connection
+    let proxy = Proxy::start(&cfg).await;
+    let mut d = direct(Some(&db)).await;
+    let plain = label(&mut d, "SELECT 'x'").await;
+    d.query_drop("SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci")
+        .await
+        .unwrap();
+    let unicode = label(&mut d, "SELECT 'x'").await;
+    assert_ne!(plain, unicode, "MariaDB labels the columns differently");
+    let mut a = proxy.conn(&db).await;
+    let mut b = proxy.conn(&db).await;
+    assert_eq!(label(&mut a, "SELECT 'x'").await, plain);
+    a.query_drop("SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci")
+        .await
+        .unwrap();
+    assert_eq!(label(&mut a, "SELECT 'x'").await, unicode);
+    for _ in 0..3 {
+        assert_eq!(
+            label(&mut b, "SELECT 'x'").await,
+            plain,
+            "leaked into the next session"
+        );
+        assert_eq!(
+            label(&mut a, "SELECT 'x'").await,
+            unicode,
+            "lost by its own session"
+        );
+    }
+    // The same through a prepared SET NAMES (binary protocol).
+    let mut c = proxy.conn(&db).await;
+    c.exec_drop("SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci", ())
+        .await
+        .unwrap();
+    assert_eq!(label(&mut c, "SELECT 'x'").await, unicode);
+    assert_eq!(label(&mut b, "SELECT 'x'").await, plain);
+    // Assigning character_set_results resets the label, on the server and in the proxy.
+    a.query_drop("SET character_set_results = 'utf8mb4'")
+        .await
+        .unwrap();
+    assert_eq!(label(&mut a, "SELECT 'x'").await, plain);
+    assert_eq!(label(&mut c, "SELECT 'x'").await, unicode);
+}

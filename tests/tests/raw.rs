@@ -667,3 +667,41 @@ async fn a_server_side_cursor_is_fetched_from_the_backend_that_opened_it() {
     assert!(matches!(c.read_reply(false, None).await, Reply::Ok { .. }));
     assert_eq!(text(&rows(c.query(b"SELECT 7").await)[0][0]), "7");
 }
+
+#[tokio::test]
+async fn a_mysql_8_login_collation_mariadb_lacks_does_not_fail_every_statement() {
+    // libmysqlclient (mysql-connector-python's C extension) logs in with utf8mb4_0900_ai_ci
+    // (255), which MariaDB 10.11 does not have: replaying it failed every statement with 1273.
+    let db = fresh_db("raw_0900").await;
+    let proxy = Proxy::start(&ProxyConfig::single(&db)).await;
+    let mut c = Raw::connect_with(
+        proxy.port,
+        "app",
+        "app",
+        Some(&db),
+        "mysql_native_password",
+        Some(255),
+        false,
+    )
+    .await
+    .unwrap();
+    match c
+        .query(b"SELECT @@character_set_client, @@collation_connection")
+        .await
+    {
+        Reply::Rows(rows) => assert_eq!(
+            rows,
+            vec![vec![
+                Some(b"utf8mb4".to_vec()),
+                Some(b"utf8mb4_general_ci".to_vec())
+            ]]
+        ),
+        other => panic!("{other:?}"),
+    }
+    // What the driver sends next works too.
+    assert!(matches!(
+        c.query(b"SET NAMES 'utf8mb4' COLLATE 'utf8mb4_general_ci'")
+            .await,
+        Reply::Ok { .. }
+    ));
+}
