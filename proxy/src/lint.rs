@@ -112,11 +112,79 @@ pub struct Input {
 }
 
 /// Reads SQL text: statements separated by `;` outside strings and comments; a text without
-/// any such `;` has one statement per non-empty line. Comment-only pieces are skipped.
-pub fn read_sql(text: &str) -> Vec<Input> {
-    use shard_rules::lex::{tokens, Quoting, TokenKind};
-    let b = text.as_bytes();
-    let mut cuts: Vec<usize> = match tokens(b, Quoting::default()) {
+/// any such `;` has one statement per non-empty line. `DELIMITER xx` lines (mysqldump, the
+/// `mariadb` CLI) change the separator until the next one, for procedure and trigger bodies.
+/// Line comments in front of a statement are dropped; block comments (hints) are kept.
+pub fn read_sql(text: &str, q: shard_rules::lex::Quoting) -> Vec<Input> {
+    // Regions between DELIMITER lines: (start, end, delimiter).
+    let mut regions: Vec<(usize, usize, String)> = Vec::new();
+    let mut delimiter = ";".to_string();
+    let mut region_start = 0;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        let word = t.get(..10).unwrap_or("");
+        if word.eq_ignore_ascii_case("delimiter ") && !t[10..].trim().is_empty() {
+            regions.push((region_start, at, delimiter));
+            delimiter = t[10..].trim().to_string();
+            region_start = at + line.len();
+        }
+        at += line.len();
+    }
+    regions.push((region_start, text.len(), delimiter));
+    let per_line = regions.len() == 1 && semicolon_cuts(text, q).is_empty();
+    let mut out = Vec::new();
+    for (start, end, delimiter) in regions {
+        let region = &text[start..end];
+        // (end of a statement, start of what follows), relative to the region.
+        let cuts: Vec<(usize, usize)> = if per_line {
+            region
+                .match_indices('\n')
+                .map(|(i, _)| (i, i + 1))
+                .collect()
+        } else if delimiter == ";" {
+            semicolon_cuts(region, q)
+                .into_iter()
+                .map(|i| (i, i + 1))
+                .collect()
+        } else {
+            let mut v = Vec::new();
+            let mut from = 0;
+            let mut pos = 0;
+            for line in region.split_inclusive('\n') {
+                let body = line.trim_end();
+                if let Some(stripped) = body.strip_suffix(delimiter.as_str()) {
+                    let cut = pos + stripped.len();
+                    if shard_rules::lex::tokens(region[from..cut].as_bytes(), q).is_ok() {
+                        v.push((cut, cut + delimiter.len()));
+                        from = cut + delimiter.len();
+                    }
+                }
+                pos += line.len();
+            }
+            v
+        };
+        let mut from = 0;
+        for (cut, next) in cuts
+            .into_iter()
+            .chain(std::iter::once((region.len(), region.len())))
+        {
+            if cut < from {
+                continue;
+            }
+            if let Some(inp) = piece(text, start + from, start + cut) {
+                out.push(inp);
+            }
+            from = next.min(region.len());
+        }
+    }
+    out
+}
+
+/// Byte offsets of the `;` that end statements (outside strings and comments).
+fn semicolon_cuts(text: &str, q: shard_rules::lex::Quoting) -> Vec<usize> {
+    use shard_rules::lex::{tokens, TokenKind};
+    match tokens(text.as_bytes(), q) {
         Ok(t) => t
             .iter()
             .filter(|t| t.kind == TokenKind::Punct(b';'))
@@ -124,44 +192,36 @@ pub fn read_sql(text: &str) -> Vec<Input> {
             .collect(),
         // An unterminated string or comment: cut where `;` ends a line, the rest is one piece.
         Err(_) => text.match_indices(";\n").map(|(i, _)| i).collect(),
-    };
-    let per_line = cuts.is_empty();
-    if per_line {
-        cuts = text.match_indices('\n').map(|(i, _)| i).collect();
     }
-    let mut out = Vec::new();
-    let mut start = 0;
-    for end in cuts.into_iter().chain(std::iter::once(text.len())) {
-        let mut piece = &text[start..end];
-        let mut from = start;
-        // Line comments in front of a statement are not part of it (block comments, where
-        // hints live, are).
-        loop {
-            let t = piece.trim_start();
-            if t.starts_with("--") || t.starts_with('#') {
-                let skip = piece.len() - t.len() + t.find('\n').map_or(t.len(), |n| n + 1);
-                piece = &piece[skip..];
-                from += skip;
-            } else {
-                break;
-            }
+}
+
+/// One statement of `text[start..end]`: leading line comments dropped, `None` if nothing is
+/// left but comments.
+fn piece(text: &str, start: usize, end: usize) -> Option<Input> {
+    let mut piece = &text[start..end];
+    let mut from = start;
+    loop {
+        let t = piece.trim_start();
+        if t.starts_with("--") || t.starts_with('#') {
+            let skip = piece.len() - t.len() + t.find('\n').map_or(t.len(), |n| n + 1);
+            piece = &piece[skip..];
+            from += skip;
+        } else {
+            break;
         }
-        let start_of_piece = from;
-        let lead = piece.len() - piece.trim_start().len();
-        let line = 1 + text[..start_of_piece + lead].matches('\n').count();
-        let sql = piece.trim();
-        start = (end + 1).min(text.len());
-        if sql.is_empty() || !has_code(sql) {
-            continue;
-        }
-        out.push(Input {
-            line,
-            sql: sql.to_string(),
-            thread: None,
-            database: None,
-        });
     }
-    out
+    let lead = piece.len() - piece.trim_start().len();
+    let line = 1 + text[..from + lead].matches('\n').count();
+    let sql = piece.trim();
+    if sql.is_empty() || !has_code(sql) {
+        return None;
+    }
+    Some(Input {
+        line,
+        sql: sql.to_string(),
+        thread: None,
+        database: None,
+    })
 }
 
 /// Some token outside comments.
@@ -172,11 +232,14 @@ fn has_code(sql: &str) -> bool {
     }
 }
 
-/// `true` when the text looks like a MariaDB or MySQL general query log.
+/// `true` when the text looks like a MariaDB or MySQL general query log: it starts with the
+/// server's header (`…mariadbd, Version: … started with:`) or its first line is an entry.
 pub fn is_general_log(text: &str) -> bool {
-    text.lines()
-        .take(50)
-        .any(|l| l.contains(", Version: ") || general_entry(l).is_some())
+    let Some(first) = text.lines().find(|l| !l.trim().is_empty()) else {
+        return false;
+    };
+    (first.contains(", Version: ") && first.trim_end().ends_with("started with:"))
+        || general_entry(first).is_some()
 }
 
 /// An entry line of a general log: `(thread, command, argument)`. MariaDB writes
@@ -258,6 +321,20 @@ pub fn read_general_log(text: &str) -> Vec<Input> {
                             let db = after.split_whitespace().next().unwrap_or("");
                             if !db.is_empty() && db != "using" {
                                 dbs.insert(thread, db.to_string());
+                            }
+                        }
+                    }
+                    "Change user" => {
+                        // `user@host on db` (MariaDB writes the new account and database).
+                        match arg
+                            .split_once(" on ")
+                            .map(|(_, d)| d.split_whitespace().next())
+                        {
+                            Some(Some(db)) if db != "using" => {
+                                dbs.insert(thread, db.to_string());
+                            }
+                            _ => {
+                                dbs.remove(&thread);
                             }
                         }
                     }
@@ -349,6 +426,8 @@ pub struct LintSession<'a> {
     pub mode: ConnectionMode,
     /// For inputs that do not say (plain SQL files, log entries before `Init DB`).
     pub database: Option<&'a str>,
+    /// How strings and quotes read under the application's sql_mode.
+    pub quoting: shard_rules::lex::Quoting,
 }
 
 /// Lints statements in order, tracking `USE` and `SET @@rb_sharding_key` per connection.
@@ -378,8 +457,8 @@ pub fn lint(s: &LintSession<'_>, inputs: &[Input]) -> Vec<Finding> {
             mode: s.mode,
             database: &database,
             session_key: key,
-            backslash_escapes: true,
-            ansi_quotes: false,
+            backslash_escapes: s.quoting.backslash_escapes,
+            ansi_quotes: s.quoting.ansi_quotes,
             escape_unsafe_charset: false,
             count_foreign_reads: true,
             plans: &plans,
@@ -736,12 +815,38 @@ mod tests {
 
     #[test]
     fn sql_files_split_on_semicolons_outside_strings_or_one_statement_per_line() {
-        let v = read_sql("-- header\nSELECT 1;\nSELECT ';'\n  FROM t; /* only a comment */;\n");
+        let v = read_sql(
+            "-- header\nSELECT 1;\nSELECT ';'\n  FROM t; /* only a comment */;\n",
+            Default::default(),
+        );
         let s: Vec<(usize, &str)> = v.iter().map(|i| (i.line, i.sql.as_str())).collect();
         assert_eq!(s, [(2, "SELECT 1"), (3, "SELECT ';'\n  FROM t")]);
-        let v = read_sql("SELECT 1\n\nUPDATE t SET a = 2 WHERE id = 3\n");
+        let v = read_sql(
+            "SELECT 1\n\nUPDATE t SET a = 2 WHERE id = 3\n",
+            Default::default(),
+        );
         let s: Vec<(usize, &str)> = v.iter().map(|i| (i.line, i.sql.as_str())).collect();
         assert_eq!(s, [(1, "SELECT 1"), (3, "UPDATE t SET a = 2 WHERE id = 3")]);
+    }
+
+    #[test]
+    fn delimiter_lines_keep_procedure_bodies_whole() {
+        let v = read_sql(
+            "SELECT 1;\nDELIMITER ;;\nCREATE PROCEDURE p()\nBEGIN\n  SELECT 1;\n  SELECT ';;';\nEND;;\nDELIMITER ;\nSELECT 2;\n",
+            Default::default(),
+        );
+        let s: Vec<(usize, &str)> = v.iter().map(|i| (i.line, i.sql.as_str())).collect();
+        assert_eq!(
+            s,
+            [
+                (1, "SELECT 1"),
+                (
+                    3,
+                    "CREATE PROCEDURE p()\nBEGIN\n  SELECT 1;\n  SELECT ';;';\nEND"
+                ),
+                (9, "SELECT 2")
+            ]
+        );
     }
 
     #[test]
@@ -796,6 +901,7 @@ Time\t\t    Id Command\tArgument\n\
             (Some("shop"), "SELECT 1")
         );
         assert!(!is_general_log("SELECT 1;\nSELECT 2;\n"));
+        assert!(!is_general_log("INSERT INTO t VALUES ('x, Version: 2');\n"));
     }
 
     #[test]

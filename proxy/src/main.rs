@@ -109,6 +109,10 @@ enum Command {
         /// What makes the exit status 1: a comma list of refused, unparsed, scatter (or none).
         #[arg(long, default_value = "refused")]
         fail_on: String,
+        /// The application's sql_mode, for how its SQL reads (ANSI_QUOTES, ANSI,
+        /// NO_BACKSLASH_ESCAPES matter).
+        #[arg(long, default_value = "")]
+        sql_mode: String,
         /// SQL files (`;`-separated, or one statement per line) or general logs; `-` is stdin.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -396,6 +400,7 @@ fn lint(
     mode: &str,
     format: &str,
     fail_on: &str,
+    sql_mode: &str,
     files: &[PathBuf],
 ) -> anyhow::Result<std::process::ExitCode> {
     use rainbow_bridge::lint;
@@ -454,11 +459,21 @@ fn lint(
             ));
         }
     }
+    let modes: Vec<String> = sql_mode
+        .split(',')
+        .map(|m| m.trim().to_ascii_uppercase())
+        .collect();
+    let has = |m: &str| modes.iter().any(|x| x == m);
+    let quoting = shard_rules::lex::Quoting {
+        backslash_escapes: !has("NO_BACKSLASH_ESCAPES"),
+        ansi_quotes: has("ANSI_QUOTES") || has("ANSI"),
+    };
     let session = lint::LintSession {
         rules: &rules,
         room: room_id,
         mode,
         database,
+        quoting,
     };
     let mut failed = false;
     let mut reports = Vec::new();
@@ -481,8 +496,11 @@ fn lint(
         let inputs = if lint::is_general_log(&text) {
             lint::read_general_log(&text)
         } else {
-            lint::read_sql(&text)
+            lint::read_sql(&text, quoting)
         };
+        if inputs.is_empty() && !text.trim().is_empty() {
+            eprintln!("rainbow-bridge lint: {name}: no statements found");
+        }
         let findings = lint::lint(&session, &inputs);
         failed |= findings.iter().any(|x| fail_on.fails(x));
         if format == "json" {
@@ -588,6 +606,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             mode,
             format,
             fail_on,
+            sql_mode,
             files,
         }) => lint(
             &config,
@@ -596,6 +615,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             &mode,
             &format,
             &fail_on,
+            &sql_mode,
             &files,
         ),
         Some(Command::HashPassword { password }) => {

@@ -172,6 +172,24 @@ fn exit_codes_follow_fail_on_and_bad_input_is_a_usage_error() {
         Some("SELECT 1 PROCEDURE ANALYSE()"),
     );
     assert_eq!(code, 1);
+    // The application's sql_mode changes the verdict: under ANSI_QUOTES the proxy refuses
+    // writes it cannot read the way the server does.
+    let ansi = "UPDATE t_order SET status = 'x' WHERE \"buyer_id\" = 1001";
+    let (code, out, _) = lint(&[RULES, "--database=shop", "-"], Some(ansi));
+    assert!(code == 1 && out.contains("has no ShardingKey"), "{out}");
+    let (code, out, _) = lint(
+        &[
+            RULES,
+            "--database=shop",
+            "--sql-mode=ANSI,STRICT_TRANS_TABLES",
+            "-",
+        ],
+        Some(ansi),
+    );
+    assert!(
+        code == 1 && out.contains("with sql_mode NO_BACKSLASH_ESCAPES or ANSI_QUOTES"),
+        "{out}"
+    );
     // Room B's proxy sees the mirror image: its own keys pass, room A's are refused.
     let (code, out, _) = lint(
         &[RULES, "--room=B", "--database=shop", "-"],
