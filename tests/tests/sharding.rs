@@ -1145,7 +1145,12 @@ async fn xa_transactions_commit_and_roll_back_atomically_and_recover_after_a_cra
             .count();
         assert!(
             two_phase >= 3,
-            "BEGIN…COMMIT, the INSERT and the DELETE: {two_phase}"
+            "BEGIN…COMMIT, the INSERT and the DELETE: {two_phase}; the proxy's XA lines:\n{}",
+            p.log_text()
+                .lines()
+                .filter(|l| l.contains("XA") || l.contains("WARN") || l.contains("ERROR"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         // A client that leaves inside an XA transaction leaves nothing behind.
         let mut gone = p.conn("shop").await;
