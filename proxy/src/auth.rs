@@ -31,6 +31,21 @@ pub const SERVER_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncate(
 
 pub const NATIVE: &[u8] = b"mysql_native_password";
 
+/// A client that asked for MariaDB's extended column metadata (MARIADB_CLIENT_EXTENDED_METADATA,
+/// one of MariaDB's own capability flags, which travel in a separate field). Carried inside the
+/// session's [`CapabilityFlags`] on a bit no client sends to a server (CLIENT_REMEMBER_OPTIONS is
+/// a libmysqlclient option), so the backend pools keep such clients apart as they do for
+/// CLIENT_DEPRECATE_EOF; [`crate::backend::BackendConn::connect`] turns it back into the
+/// MariaDB flag and never sends the bit.
+pub const EXT_METADATA: CapabilityFlags = CapabilityFlags::CLIENT_REMEMBER_OPTIONS;
+
+/// The MariaDB capabilities the proxy offers: extended column metadata only (the format of
+/// JSON, UUID and INET columns), which changes nothing but one field of column definitions.
+/// Not offered: progress reports, bulk execution and metadata caching, which change the
+/// commands and responses the proxy tracks.
+pub const MARIADB_CAPS: mysql_common::constants::MariadbCapabilities =
+    mysql_common::constants::MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA;
+
 /// A fresh 20-byte salt of printable ASCII (never NUL, which would end the field).
 pub fn new_salt() -> [u8; 20] {
     let mut raw = [0u8; 20];
@@ -45,17 +60,20 @@ pub fn greeting(server_version: &str, connection_id: u32, salt: &[u8; 20]) -> Ve
     scramble_1.copy_from_slice(&salt[..8]);
     let mut scramble_2 = salt[8..].to_vec();
     scramble_2.push(0);
+    // Bit 0 (CLIENT_LONG_PASSWORD, "CLIENT_MYSQL") cleared, as MariaDB does: it tells clients
+    // that MariaDB's own capabilities follow in the greeting.
     let hs = HandshakePacket::new(
         10,
         server_version.as_bytes(),
         connection_id,
         scramble_1,
         Some(scramble_2),
-        SERVER_CAPS,
+        SERVER_CAPS - CapabilityFlags::CLIENT_LONG_PASSWORD,
         45, // utf8mb4_general_ci, MariaDB 10.11's default
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         Some(NATIVE),
-    );
+    )
+    .with_mariadb_ext_capabilities(MARIADB_CAPS);
     let mut buf = Vec::with_capacity(96);
     hs.serialize(&mut buf);
     buf

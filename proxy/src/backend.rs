@@ -51,7 +51,8 @@ pub const BASE_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncate(
 /// Client capabilities that change what the server sends or accepts, so a backend connection
 /// must carry exactly the client's choice of them for its packets to be relayed unchanged.
 pub const PROFILE_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncate(
-    CapabilityFlags::CLIENT_DEPRECATE_EOF.bits()
+    crate::auth::EXT_METADATA.bits()
+        | CapabilityFlags::CLIENT_DEPRECATE_EOF.bits()
         | CapabilityFlags::CLIENT_FOUND_ROWS.bits()
         | CapabilityFlags::CLIENT_MULTI_STATEMENTS.bits()
         | CapabilityFlags::CLIENT_MULTI_RESULTS.bits()
@@ -176,7 +177,8 @@ impl BackendConn {
         let hs: HandshakePacket<'_> = ParseBuf(&greeting.payload)
             .parse(())
             .map_err(|e| BackendError::Handshake(format!("bad greeting: {e}")))?;
-        let wanted = BASE_CAPS | (profile & PROFILE_CAPS);
+        let ext = profile.contains(crate::auth::EXT_METADATA);
+        let mut wanted = BASE_CAPS | (profile & PROFILE_CAPS - crate::auth::EXT_METADATA);
         // MariaDB clears bit 0 (CLIENT_LONG_PASSWORD, "CLIENT_MYSQL") to announce itself.
         let missing = wanted - hs.capabilities() - CapabilityFlags::CLIENT_LONG_PASSWORD;
         if !missing.is_empty() {
@@ -184,6 +186,25 @@ impl BackendConn {
                 "server lacks capabilities {missing:?}"
             )));
         }
+        let mariadb = if ext {
+            let m = mysql_common::constants::MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA;
+            if hs
+                .capabilities()
+                .contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
+                || !hs.mariadb_ext_capabilities().contains(m)
+            {
+                return Err(BackendError::Handshake(
+                    "the client asked for MariaDB extended metadata, which the server does not \
+                     offer (MariaDB 10.5 or later does)"
+                        .into(),
+                ));
+            }
+            // The server reads MariaDB's capabilities only from a client with bit 0 cleared.
+            wanted -= CapabilityFlags::CLIENT_LONG_PASSWORD;
+            m
+        } else {
+            mysql_common::constants::MariadbCapabilities::empty()
+        };
         let nonce = hs.nonce();
         let token = scramble_native(&nonce, target.password.as_bytes());
         let resp = HandshakeResponse::new(
@@ -195,7 +216,8 @@ impl BackendConn {
             wanted,
             None,
             0x4000_0000,
-        );
+        )
+        .with_mariadb_ext_capabilities(mariadb);
         let mut buf = Vec::new();
         resp.serialize(&mut buf);
         let mut seq = greeting.seq.wrapping_add(1);

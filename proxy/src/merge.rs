@@ -10,8 +10,6 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 use mysql_common::constants::ColumnType;
-use mysql_common::packets::Column;
-use mysql_common::proto::MyDeserialize;
 use rust_decimal::{Decimal, RoundingStrategy};
 use shard_rules::scatter::{Aggregate, CmpOp, Col, Merge, Operand, Pred, SelectPlan, SortKey};
 
@@ -34,8 +32,7 @@ pub fn column_info_or_text(def: &[u8]) -> ColumnInfo {
 }
 
 pub fn column_info(def: &[u8]) -> Option<ColumnInfo> {
-    let mut buf = mysql_common::io::ParseBuf(def);
-    let c = Column::deserialize((), &mut buf).ok()?;
+    let c = crate::packet::column_def(def)?;
     let flags = c.flags();
     Some(ColumnInfo {
         ty: c.column_type(),

@@ -224,6 +224,38 @@ pub fn lenenc_int(buf: &[u8]) -> Option<(u64, usize)> {
     Some((v, width))
 }
 
+/// A column definition packet parsed, also in MariaDB's extended-metadata form (a connection
+/// with MARIADB_CLIENT_EXTENDED_METADATA has one more length-encoded string after `org_name`:
+/// the column's extended type info, e.g. `json`). `mysql_common` reads only the plain form, so
+/// that string is cut out first; it is recognised by what follows the six names: the plain form
+/// ends with `0x0C` and 12 fixed bytes.
+pub fn column_def(def: &[u8]) -> Option<mysql_common::packets::Column> {
+    use mysql_common::proto::MyDeserialize;
+    let mut at = 0;
+    for _ in 0..6 {
+        let (len, w) = lenenc_int(def.get(at..)?)?;
+        at += w + usize::try_from(len).ok()?;
+    }
+    let rest = def.get(at..)?;
+    let plain = |d: &[u8]| {
+        let mut buf = mysql_common::io::ParseBuf(d);
+        mysql_common::packets::Column::deserialize((), &mut buf).ok()
+    };
+    if rest.len() == 13 && rest[0] == 0x0C {
+        return plain(def);
+    }
+    let (len, w) = lenenc_int(rest)?;
+    let skip = w + usize::try_from(len).ok()?;
+    let fixed = rest.get(skip..)?;
+    if fixed.len() < 13 || fixed[0] != 0x0C {
+        return None;
+    }
+    let mut v = Vec::with_capacity(def.len() - skip);
+    v.extend_from_slice(&def[..at]);
+    v.extend_from_slice(fixed);
+    plain(&v)
+}
+
 pub fn put_lenenc_int(buf: &mut Vec<u8>, v: u64) {
     match v {
         0..=0xFA => buf.push(v as u8),
@@ -239,6 +271,48 @@ pub fn put_lenenc_int(buf: &mut Vec<u8>, v: u64) {
             buf.push(0xFE);
             buf.extend_from_slice(&v.to_le_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod column_tests {
+    use super::*;
+
+    /// A column definition: six names, the extended info when given, the fixed fields.
+    fn def(ext: Option<&[u8]>) -> Vec<u8> {
+        let mut v = Vec::new();
+        for name in [&b"def"[..], b"db", b"t", b"t", b"j", b"j"] {
+            put_lenenc_int(&mut v, name.len() as u64);
+            v.extend_from_slice(name);
+        }
+        if let Some(e) = ext {
+            put_lenenc_int(&mut v, e.len() as u64);
+            v.extend_from_slice(e);
+        }
+        v.push(0x0C);
+        v.extend_from_slice(&45u16.to_le_bytes());
+        v.extend_from_slice(&1024u32.to_le_bytes());
+        v.push(0xFC); // MYSQL_TYPE_BLOB
+        v.extend_from_slice(&0x0090u16.to_le_bytes());
+        v.push(0);
+        v.extend_from_slice(&[0, 0]);
+        v
+    }
+
+    #[test]
+    fn column_definitions_parse_with_and_without_mariadb_extended_metadata() {
+        for ext in [None, Some(&b""[..]), Some(&b"\x01\x04json"[..])] {
+            let c = column_def(&def(ext)).unwrap_or_else(|| panic!("{ext:?}"));
+            assert_eq!(c.name_str(), "j");
+            assert_eq!(c.character_set(), 45);
+            assert_eq!(c.column_length(), 1024);
+            assert_eq!(
+                c.column_type(),
+                mysql_common::constants::ColumnType::MYSQL_TYPE_BLOB
+            );
+        }
+        assert!(column_def(&def(None)[..20]).is_none());
+        assert!(column_def(b"").is_none());
     }
 }
 

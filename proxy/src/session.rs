@@ -21,7 +21,7 @@ use bytes::Bytes;
 use mysql_common::collations::{Collation, CollationId};
 use mysql_common::constants::{CapabilityFlags, ColumnType};
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, Column, HandshakeResponse};
+use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakeResponse};
 use mysql_common::proto::MySerialize;
 use shard_rules::config::{parse_password_hash, ConnectionMode, DataSource, RoomRole};
 use shard_rules::Config;
@@ -831,6 +831,16 @@ impl Session {
             }
         };
         self.caps = resp.capabilities() & auth::SERVER_CAPS;
+        // A MariaDB client (bit 0 cleared) that wants extended column metadata.
+        if !resp
+            .capabilities()
+            .contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
+            && resp.mariadb_ext_capabilities().contains(
+                mysql_common::constants::MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA,
+            )
+        {
+            self.caps |= auth::EXT_METADATA;
+        }
         if !self.caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
             return self
                 .refuse(
@@ -2929,7 +2939,7 @@ pub(crate) fn rows_of(r: &Response) -> Vec<Vec<String>> {
 fn column_collation(r: &Option<Response>, i: usize) -> Option<String> {
     let r = r.as_ref()?;
     let p = r.packets.get(1 + i)?;
-    let c = ParseBuf(p).parse::<Column>(()).ok()?;
+    let c = crate::packet::column_def(p)?;
     let co = Collation::resolve(CollationId::from(c.character_set()));
     (co.id() != CollationId::UNKNOWN_COLLATION_ID).then(|| co.collation().to_string())
 }
@@ -2942,8 +2952,7 @@ fn row_literals(r: &Response) -> Vec<String> {
     let types: Vec<ColumnType> = r.packets[1..=count.min(r.packets.len() - 1)]
         .iter()
         .map(|p| {
-            ParseBuf(p)
-                .parse::<Column>(())
+            crate::packet::column_def(p)
                 .map(|c| c.column_type())
                 .unwrap_or(ColumnType::MYSQL_TYPE_STRING)
         })
