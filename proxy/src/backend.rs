@@ -178,7 +178,7 @@ impl BackendConn {
             .parse(())
             .map_err(|e| BackendError::Handshake(format!("bad greeting: {e}")))?;
         let ext = profile.contains(crate::auth::EXT_METADATA);
-        let mut wanted = BASE_CAPS | (profile & PROFILE_CAPS - crate::auth::EXT_METADATA);
+        let mut wanted = BASE_CAPS | (profile & (PROFILE_CAPS - crate::auth::EXT_METADATA));
         // MariaDB clears bit 0 (CLIENT_LONG_PASSWORD, "CLIENT_MYSQL") to announce itself.
         let missing = wanted - hs.capabilities() - CapabilityFlags::CLIENT_LONG_PASSWORD;
         if !missing.is_empty() {

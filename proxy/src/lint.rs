@@ -155,7 +155,7 @@ pub fn read_sql(text: &str, q: shard_rules::lex::Quoting) -> Vec<Input> {
                 let body = line.trim_end();
                 if let Some(stripped) = body.strip_suffix(delimiter.as_str()) {
                     let cut = pos + stripped.len();
-                    if shard_rules::lex::tokens(region[from..cut].as_bytes(), q).is_ok() {
+                    if shard_rules::lex::tokens(&region.as_bytes()[from..cut], q).is_ok() {
                         v.push((cut, cut + delimiter.len()));
                         from = cut + delimiter.len();
                     }

@@ -391,6 +391,7 @@ fn compat(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 /// `rainbow-bridge lint`: exit 0 when nothing the `--fail-on` list names was found, 1 when
 /// something was, 2 when the rules or inputs are unusable.
 fn lint(

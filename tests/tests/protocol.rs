@@ -783,3 +783,38 @@ async fn a_results_collation_from_set_names_collate_follows_its_session_and_neve
     assert_eq!(label(&mut a, "SELECT 'x'").await, plain);
     assert_eq!(label(&mut c, "SELECT 'x'").await, unicode);
 }
+
+#[tokio::test]
+async fn prepared_statements_reach_the_backend_as_prepared_statements_prepared_once() {
+    let db = fresh_db("native_prepared").await;
+    let mut cfg = ProxyConfig::single(&db);
+    cfg.pool_max = 1; // one backend connection: its session counters are this session's
+    let proxy = Proxy::start(&cfg).await;
+    let mut c = proxy.conn(&db).await;
+    let counters = |rows: Vec<(String, u64)>| {
+        let get = |n: &str| rows.iter().find(|r| r.0 == n).map_or(0, |r| r.1);
+        (
+            get("Com_stmt_prepare"),
+            get("Com_stmt_execute"),
+            get("Com_stmt_close"),
+        )
+    };
+    let before = counters(
+        c.query("SHOW SESSION STATUS LIKE 'Com_stmt_%'")
+            .await
+            .unwrap(),
+    );
+    let stmt = c.prep("SELECT ? + 1").await.unwrap();
+    for i in 0..100i64 {
+        let v: Option<i64> = c.exec_first(&stmt, (i,)).await.unwrap();
+        assert_eq!(v, Some(i + 1));
+    }
+    let after = counters(
+        c.query("SHOW SESSION STATUS LIKE 'Com_stmt_%'")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(after.0 - before.0, 1, "prepared once on the backend");
+    assert_eq!(after.1 - before.1, 100, "executed natively each time");
+    c.close(stmt).await.unwrap();
+}
