@@ -776,16 +776,20 @@ pub fn render_table(file: &str, findings: &[Finding]) -> String {
     s
 }
 
+/// A summary as JSON.
+pub fn summary_json(sm: &Summary) -> serde_json::Value {
+    serde_json::json!({
+        "statements": sm.statements, "ok": sm.ok, "refused": sm.refused,
+        "unparsed": sm.unparsed, "single_node": sm.single, "scatter": sm.scatter,
+        "broadcast": sm.broadcast,
+    })
+}
+
 /// The JSON report of one file.
 pub fn to_json(file: &str, findings: &[Finding]) -> serde_json::Value {
-    let sm = summary(findings);
     serde_json::json!({
         "file": file,
-        "summary": {
-            "statements": sm.statements, "ok": sm.ok, "refused": sm.refused,
-            "unparsed": sm.unparsed, "single_node": sm.single, "scatter": sm.scatter,
-            "broadcast": sm.broadcast,
-        },
+        "summary": summary_json(&summary(findings)),
         "statements": findings.iter().map(|f| {
             let (route, nodes, data_source) = match &f.route {
                 RouteKind::SingleNode(ds) => ("single_node", 1, Some(ds.as_str())),

@@ -476,28 +476,36 @@ fn lint(
         database,
         quoting,
     };
-    let mut failed = false;
-    let mut reports = Vec::new();
+    if files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
+        return usage("`-` (stdin) given more than once".into());
+    }
+    // Every input read first: an unreadable one is a usage error before anything is printed.
+    let mut texts = Vec::with_capacity(files.len());
     for f in files {
-        let (name, text) = if f.as_os_str() == "-" {
+        if f.as_os_str() == "-" {
             let mut b = Vec::new();
             if let Err(e) = std::io::stdin().read_to_end(&mut b) {
                 return usage(format!("cannot read stdin: {e}"));
             }
-            ("-".to_string(), String::from_utf8_lossy(&b).into_owned())
+            texts.push(("-".to_string(), String::from_utf8_lossy(&b).into_owned()));
         } else {
             match std::fs::read(f) {
-                Ok(b) => (
+                Ok(b) => texts.push((
                     f.display().to_string(),
                     String::from_utf8_lossy(&b).into_owned(),
-                ),
+                )),
                 Err(e) => return usage(format!("cannot read {}: {e}", f.display())),
             }
-        };
-        let inputs = if lint::is_general_log(&text) {
-            lint::read_general_log(&text)
+        }
+    }
+    let mut failed = false;
+    let mut reports = Vec::new();
+    let mut all = Vec::new();
+    for (name, text) in &texts {
+        let inputs = if lint::is_general_log(text) {
+            lint::read_general_log(text)
         } else {
-            lint::read_sql(&text, quoting)
+            lint::read_sql(text, quoting)
         };
         if inputs.is_empty() && !text.trim().is_empty() {
             eprintln!("rainbow-bridge lint: {name}: no statements found");
@@ -505,14 +513,22 @@ fn lint(
         let findings = lint::lint(&session, &inputs);
         failed |= findings.iter().any(|x| fail_on.fails(x));
         if format == "json" {
-            reports.push(lint::to_json(&name, &findings));
+            reports.push(lint::to_json(name, &findings));
         } else {
-            print!("{}", lint::render_table(&name, &findings));
+            print!("{}", lint::render_table(name, &findings));
         }
+        all.extend(findings);
     }
+    let total = lint::summary(&all);
     if format == "json" {
-        let v = serde_json::json!({ "failed": failed, "files": reports });
+        let v = serde_json::json!({
+            "failed": failed,
+            "summary": lint::summary_json(&total),
+            "files": reports,
+        });
         println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if texts.len() > 1 {
+        println!("total: {total}");
     }
     Ok(if failed {
         std::process::ExitCode::from(1)

@@ -196,7 +196,30 @@ fn exit_codes_follow_fail_on_and_bad_input_is_a_usage_error() {
         Some("INSERT INTO t_order (order_id, buyer_id, amount) VALUES (1, 5001, 1)"),
     );
     assert_eq!(code, 0, "{out}");
+    // Several files: one report each and a total.
+    let (code, out, _) = lint(
+        &[
+            RULES,
+            "--fail-on=none",
+            "fixtures/lint/app.sql",
+            "fixtures/lint/general.log",
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("total: 37 statements: 25 ok, 12 refused"),
+        "{out}"
+    );
+    let (_, v) = json(&["fixtures/lint/app.sql", "fixtures/lint/general.log"]);
+    assert_eq!(v["summary"]["statements"], 37);
+    assert_eq!(v["files"].as_array().unwrap().len(), 2);
     for (args, needle) in [
+        (vec![RULES, "-", "-"], "`-` (stdin) given more than once"),
+        (
+            vec![RULES, "fixtures/lint/app.sql", "no/such/later.sql"],
+            "cannot read no/such/later.sql",
+        ),
         (
             vec!["--config=fixtures/lint/app.sql", "-"],
             "fixtures/lint/app.sql",
@@ -216,8 +239,12 @@ fn exit_codes_follow_fail_on_and_bad_input_is_a_usage_error() {
             "cannot read no/such/file.sql",
         ),
     ] {
-        let (code, _, err) = lint(&args, Some(""));
+        let (code, out, err) = lint(&args, Some(""));
         assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            out.is_empty(),
+            "nothing printed before a usage error: {out}"
+        );
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
