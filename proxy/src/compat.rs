@@ -51,6 +51,9 @@ pub struct Statement {
     pub only: Option<Protocol>,
     /// A difference expected and explained (reported, not failed).
     pub gap: Option<String>,
+    /// `may-differ`: the gap depends on the setup (e.g. the privileges of the --direct account),
+    /// so comparing equal is no news.
+    pub may_differ: bool,
     /// Values for the `?` placeholders: bound in the binary protocol, inlined as literals in
     /// the text protocol.
     pub params: Option<Vec<Param>>,
@@ -147,6 +150,7 @@ pub fn parse_case(path: &Path, text: &str, database: &str) -> Result<Case, CaseE
         row_count: false,
         only: None,
         gap: None,
+        may_differ: false,
         params: None,
     };
     let fresh = |connection: &str| Statement {
@@ -158,6 +162,7 @@ pub fn parse_case(path: &Path, text: &str, database: &str) -> Result<Case, CaseE
         row_count: false,
         only: None,
         gap: None,
+        may_differ: false,
         params: None,
     };
     let mut buf = String::new();
@@ -180,8 +185,13 @@ pub fn parse_case(path: &Path, text: &str, database: &str) -> Result<Case, CaseE
                     "row-count" => pending.row_count = true,
                     "text-only" => pending.only = Some(Protocol::Text),
                     "binary-only" => pending.only = Some(Protocol::Binary),
-                    "gap" if !rest.is_empty() => pending.gap = Some(rest.to_string()),
-                    "gap" => return Err(err(n, "`gap` needs a reason".into())),
+                    "gap" | "may-differ" if !rest.is_empty() => {
+                        pending.gap = Some(rest.to_string());
+                        pending.may_differ = word == "may-differ";
+                    }
+                    "gap" | "may-differ" => {
+                        return Err(err(n, format!("`{word}` needs a reason")))
+                    }
                     "connection" if !rest.is_empty() && !rest.contains(' ') => {
                         connection = rest.to_string();
                         pending.connection = connection.clone();
@@ -195,7 +205,8 @@ pub fn parse_case(path: &Path, text: &str, database: &str) -> Result<Case, CaseE
                             n,
                             format!(
                                 "unknown directive `{other}` (unordered, row-count, \
-                                 columns-only, text-only, binary-only, gap REASON, connection NAME, params \
+                                 columns-only, text-only, binary-only, gap REASON, may-differ REASON, connection \
+                                 NAME, params \
                                  VALUES)"
                             ),
                         ))
@@ -1056,7 +1067,7 @@ pub async fn run(cases: &[Case], o: &RunOptions) -> Report {
                     sql: s.sql.clone(),
                     protocol: p,
                     verdict,
-                    gap_closed: equal && s.gap.is_some(),
+                    gap_closed: equal && s.gap.is_some() && !s.may_differ,
                 });
             }
         }
