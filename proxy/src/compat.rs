@@ -1171,6 +1171,77 @@ mod tests {
         );
     }
 
+    fn rows(columns: usize, values: &[&[i64]]) -> Observed {
+        let def = ColumnDef {
+            name: "c".into(),
+            org_name: String::new(),
+            table: String::new(),
+            org_table: String::new(),
+            schema: String::new(),
+            column_type: "MYSQL_TYPE_LONG".into(),
+            flags: 0,
+            charset: 63,
+            length: 11,
+            decimals: 0,
+        };
+        Observed {
+            prepared: None,
+            outcomes: vec![Outcome::Rows {
+                columns: vec![def; columns],
+                rows: values
+                    .iter()
+                    .map(|r| r.iter().map(|v| Value::Int(*v)).collect())
+                    .collect(),
+                warnings: Some(0),
+            }],
+        }
+    }
+
+    #[test]
+    fn directives_decide_what_of_a_result_is_compared() {
+        let c = case(
+            "SELECT 1;\n-- compat: unordered\nSELECT 1;\n-- compat: row-count\nSELECT 1;\n\
+             -- compat: columns-only\nSELECT 1;\n",
+        )
+        .unwrap();
+        let s = &c.statements;
+        let a = rows(1, &[&[1], &[2]]);
+        let b = rows(1, &[&[2], &[1]]);
+        let three = rows(1, &[&[7], &[8], &[9]]);
+        // Plain: order and values count.
+        assert_ne!(normalised(a.clone(), &s[0]), normalised(b.clone(), &s[0]));
+        // unordered: the same multiset is equal, another is not.
+        assert_eq!(normalised(a.clone(), &s[1]), normalised(b.clone(), &s[1]));
+        assert_ne!(
+            normalised(a.clone(), &s[1]),
+            normalised(rows(1, &[&[1], &[3]]), &s[1])
+        );
+        // row-count: values ignored, the number of rows still compared.
+        assert_eq!(
+            normalised(a.clone(), &s[2]),
+            normalised(rows(1, &[&[5], &[6]]), &s[2])
+        );
+        assert_ne!(
+            normalised(a.clone(), &s[2]),
+            normalised(three.clone(), &s[2])
+        );
+        // columns-only: rows ignored, column definitions still compared.
+        assert_eq!(normalised(a.clone(), &s[3]), normalised(three, &s[3]));
+        assert_ne!(normalised(a, &s[3]), normalised(rows(2, &[&[1, 1]]), &s[3]));
+    }
+
+    #[test]
+    fn may_differ_is_a_gap_that_reports_nothing_when_equal() {
+        let c = case("-- compat: may-differ depends on the account\nUSE x;\n").unwrap();
+        assert!(c.statements[0].may_differ);
+        assert_eq!(
+            c.statements[0].gap.as_deref(),
+            Some("depends on the account")
+        );
+        let e = case("-- compat: may-differ\nUSE x;\n").unwrap_err();
+        assert_eq!(e.to_string(), "010-x.sql:1: `may-differ` needs a reason");
+    }
+
     #[test]
     fn a_report_counts_per_protocol_and_fails_on_a_difference_only() {
         let ok = |p| StatementResult {

@@ -866,6 +866,8 @@ Time\t\t    Id Command\tArgument\n\
 \t\t     8 Execute\tSELECT 5 FROM t\n\
 261203 14:11:12\t     7 Query\tUSE mall\n\
 \t\t     7 Query\tSELECT 2\n\
+\t\t     8 Change user\tother@localhost on shop\n\
+\t\t     8 Query\tSELECT 3\n\
 \t\t     7 Quit\t\n";
         assert!(is_general_log(maria));
         let v = read_general_log(maria);
@@ -892,6 +894,7 @@ Time\t\t    Id Command\tArgument\n\
                 (11, 8, Some("mall"), "SELECT 5 FROM t"),
                 (12, 7, Some("shop"), "USE mall"),
                 (13, 7, Some("mall"), "SELECT 2"),
+                (15, 8, Some("shop"), "SELECT 3"),
             ]
         );
         let mysql =
