@@ -7,6 +7,10 @@
 # `/* rb: sharding_key=1 */` (a patched copy of sysbench's oltp_common.lua, made at run time).
 # Env: THREADS (16), TIME (20 s per run), RB_BENCH_PORT (3390), RB_HAPROXY_PORT (3391),
 # RB_BENCH_DIR (raw outputs, logs), TESTS (default "oltp_point_select oltp_read_write").
+# SHARDED=1 also runs oltp_point_select through a second proxy (127.0.0.1:3392, config
+# fixtures/bench/proxy-sharded.toml) whose sysbench tables are sharded over 2 data sources x 4
+# tables (sbshard_<id % 2>.sbtestN_<id / 2 % 4>, copied from sbtest), and prints its CPU per
+# query against the unsharded proxy's: the cost of routing a single-node statement to a node.
 # Any sysbench "ignored errors" (e.g. deadlocks, also possible directly) flag the row FAIL;
 # the script exits 1 only if a sysbench run itself failed (such runs show errors >= 1000).
 set -euo pipefail
@@ -44,15 +48,26 @@ direct_sql -e 'CREATE DATABASE IF NOT EXISTS sbtest'
 say "build"
 cargo build --release -p rainbow-bridge
 
-say "proxy on 127.0.0.1:$PORT"
-[ -f "$CONFIG" ] || { echo "bench: $CONFIG is missing" >&2; exit 1; }
-setsid nohup target/release/rainbow-bridge --config "$CONFIG" </dev/null >"$OUT/proxy.log" 2>&1 &
-PROXY=$!
-stop_proxy() {
-  kill "$PROXY" 2>/dev/null || return 0
-  for _ in $(seq 25); do kill -0 "$PROXY" 2>/dev/null || return 0; sleep 0.2; done
-  kill -9 "$PROXY" 2>/dev/null || true
+# start_proxy CONFIG LOG -> PID of a proxy started in the background
+start_proxy() {
+  [ -f "$1" ] || { echo "bench: $1 is missing" >&2; exit 1; }
+  setsid nohup target/release/rainbow-bridge --config "$1" </dev/null >"$2" 2>&1 &
+  echo $!
 }
+# stop PID: TERM, then KILL after 5 s
+stop() {
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 25); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.2; done
+  kill -9 "$1" 2>/dev/null || true
+}
+say "proxy on 127.0.0.1:$PORT"
+PROXY="$(start_proxy "$CONFIG" "$OUT/proxy.log")"
+SHARDED="${SHARDED:-0}" SPORT=3392 SPROXY=
+if [ "$SHARDED" = 1 ]; then
+  say "sharded-layout proxy on 127.0.0.1:$SPORT"
+  SPROXY="$(start_proxy fixtures/bench/proxy-sharded.toml "$OUT/proxy-sharded.log")"
+fi
+stop_proxy() { stop "$PROXY"; [ -z "$SPROXY" ] || stop "$SPROXY"; }
 
 say "haproxy (TCP mode, one thread) on 127.0.0.1:$HAPORT"
 cat >"$OUT/haproxy.cfg" <<CFG
@@ -75,20 +90,24 @@ stop_all() {
   kill "$HAPROXY" 2>/dev/null || true
 }
 trap stop_all EXIT
-for i in $(seq 60); do
-  mariadb --no-defaults -h127.0.0.1 -P"$PORT" -ubench -pbench -Dsbtest --connect-timeout=2 \
-    -e 'SELECT 1' >/dev/null 2>&1 && break
-  if [ "$i" -eq 60 ] || ! kill -0 "$PROXY" 2>/dev/null; then
-    echo "bench: proxy did not accept a login on 127.0.0.1:$PORT; tail of $OUT/proxy.log:" >&2
-    tail -n 40 "$OUT/proxy.log" >&2; exit 1
-  fi
-  sleep 0.5
-done
-# Something else on the port would answer the login above: make sure it is our proxy.
-kill -0 "$PROXY" 2>/dev/null || {
-  echo "bench: the proxy exited (is 127.0.0.1:$PORT already in use?); tail of $OUT/proxy.log:" >&2
-  tail -n 20 "$OUT/proxy.log" >&2; exit 1
+# wait_login PORT DB PID LOG: the proxy answers a login, and it is ours
+wait_login() {
+  for i in $(seq 60); do
+    mariadb --no-defaults -h127.0.0.1 -P"$1" -ubench -pbench -D"$2" --connect-timeout=2 \
+      -e 'SELECT 1' >/dev/null 2>&1 && break
+    if [ "$i" -eq 60 ] || ! kill -0 "$3" 2>/dev/null; then
+      echo "bench: proxy did not accept a login on 127.0.0.1:$1; tail of $4:" >&2
+      tail -n 40 "$4" >&2; exit 1
+    fi
+    sleep 0.5
+  done
+  # Something else on the port would answer the login above: make sure it is our proxy.
+  kill -0 "$3" 2>/dev/null || {
+    echo "bench: the proxy exited (is 127.0.0.1:$1 already in use?); tail of $4:" >&2
+    tail -n 20 "$4" >&2; exit 1
+  }
 }
+wait_login "$PORT" sbtest "$PROXY" "$OUT/proxy.log"
 
 COMMON=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=sbtest --tables="$TABLES" --table-size="$TABLE_SIZE")
 DIRECT=(--mysql-port=3316 --mysql-user=rb --mysql-password=rb)
@@ -104,6 +123,35 @@ else
   say "prepare: $TABLES tables x $TABLE_SIZE rows (direct)"
   sysbench oltp_point_select "${COMMON[@]}" "${DIRECT[@]}" cleanup >/dev/null 2>&1 || true
   sysbench oltp_point_select "${COMMON[@]}" "${DIRECT[@]}" prepare >"$OUT/prepare.txt"
+fi
+
+# The sharded copy: every sbtest table split over sbshard_0/1 x 4 tables, rebuilt when its
+# row count is not the table size.
+if [ "$SHARDED" = 1 ]; then
+  # sharded_rows N: rows of logical table sbtestN over its 8 physical tables (0 if any is missing)
+  sharded_rows() {
+    local q="SELECT 0" k m
+    for k in 0 1; do for m in 0 1 2 3; do q+=" + (SELECT COUNT(*) FROM sbshard_$k.sbtest$1_$m)"; done; done
+    direct_sql -N -B -e "$q" 2>/dev/null || echo 0
+  }
+  if [ "$(sharded_rows 1)" -eq "$TABLE_SIZE" ] && [ "$(sharded_rows "$TABLES")" -eq "$TABLE_SIZE" ]; then
+    say "sharded copy: sbshard_0/1 already hold the $TABLES tables, skipping"
+  else
+    say "sharded copy: $TABLES tables -> sbshard_0/1 x 4 tables each"
+    sql=""
+    for k in 0 1; do
+      sql+="DROP DATABASE IF EXISTS sbshard_$k; CREATE DATABASE sbshard_$k;"
+      sql+="GRANT ALL PRIVILEGES ON sbshard_$k.* TO 'rb_app'@'127.0.0.1', 'rb_app'@'localhost';"
+      for n in $(seq "$TABLES"); do
+        for m in 0 1 2 3; do
+          sql+="CREATE TABLE sbshard_$k.sbtest${n}_$m LIKE sbtest.sbtest$n;"
+          sql+="INSERT INTO sbshard_$k.sbtest${n}_$m SELECT * FROM sbtest.sbtest$n WHERE id % 2 = $k AND id DIV 2 % 4 = $m;"
+        done
+      done
+    done
+    direct_sql -e "$sql"
+  fi
+  wait_login "$SPORT" sbshard "$SPROXY" "$OUT/proxy-sharded.log"
 fi
 
 for i in $(seq 20); do
@@ -157,7 +205,8 @@ measure() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "-" && b != "-") printf "%.2f", a / b; else print "n/a" }'; }
 
 HAVIA=(--mysql-port="$HAPORT" --mysql-user=rb --mysql-password=rb)
-ROWS=() FAILED=0
+SVIA=(--mysql-port="$SPORT" --mysql-user=bench --mysql-password=bench --mysql-db=sbshard)
+ROWS=() SROWS=() FAILED=0
 FMT='%-28s | %9s | %9s | %9s | %7s | %7s | %7s | %7s | %7s | %8s | %8s | %8s | %s'
 for test in $TESTS; do
   for ps in auto disable; do
@@ -171,6 +220,14 @@ for test in $TESTS; do
     say "$mode: rainbow-bridge"
     measure "$test-$ps-proxy" "$PROXY" "$test" "$ps" "${VIA[@]}"
     p_qps=$QPS p_p95=$P95 p_err=$ERR p_cpu=$CPU_US
+    if [ "$SHARDED" = 1 ] && [ "$test" = oltp_point_select ]; then
+      say "$mode: rainbow-bridge, sharded layout"
+      measure "$test-$ps-sharded" "$SPROXY" "$test" "$ps" "${SVIA[@]}"
+      [ "$ERR" -lt 1000 ] || FAILED=1
+      SROWS+=("$(printf '%-28s | %9s | %9s | %7s | %8s | %8s | %9s | %s | %s' "$mode" "$p_qps" "$QPS" \
+        "$(ratio "$QPS" "$p_qps")" "$p_cpu" "$CPU_US" "$(ratio "$CPU_US" "$p_cpu")" \
+        "$([ "$ERR" = 0 ] && echo ok || echo "FAIL $ERR")" "${STEALS[${#STEALS[@]}-1]}%")")
+    fi
     rss="$(awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$PROXY/status" 2>/dev/null || echo '?')"
     if [ "$d_err" = 0 ] && [ "$h_err" = 0 ] && [ "$p_err" = 0 ]; then errs=ok
     else errs="FAIL d=$d_err h=$h_err p=$p_err"; fi
@@ -189,4 +246,11 @@ echo "QPS; ratios rb/direct and rb/haproxy; p95 ms; CPU µs per query (haproxy, 
 echo "CPU steal during the direct/haproxy/rb runs (a VM host busy elsewhere: above a few %, the row is noise)"
 printf "$FMT | %s | %s\n" mode direct haproxy rb rb/dir rb/ha "dir p95" "ha p95" "rb p95" "ha CPU" "rb CPU" "CPU rb/ha" errors RSS steal
 printf '%s\n' "${ROWS[@]}"
+if [ "${#SROWS[@]}" -gt 0 ]; then
+  echo
+  echo "sharded layout (2 data sources x 4 tables, single-node point selects) against the unsharded proxy above:"
+  printf '%-28s | %9s | %9s | %7s | %8s | %8s | %9s | %s | %s\n' mode "rb QPS" "shard QPS" ratio \
+    "rb CPU" "shard CPU" "CPU ratio" errors steal
+  printf '%s\n' "${SROWS[@]}"
+fi
 [ "$FAILED" = 0 ] || { echo "bench: some sysbench runs failed (see $OUT)" >&2; exit 1; }
