@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# rooms.sh up|down [--purge]|status — run one local mariadbd per "room" for tests and demos:
-#   room A (center) on 127.0.0.1:3316, server_id 1; room B (unit) on 127.0.0.1:3317, server_id 2.
-# State lives in ${RB_ROOMS_DIR:-/tmp/rainbow-bridge-rooms}/{A,B}. `up`/`down` are idempotent and
-# serialised with flock, so many test processes may call `up` at once.
+# rooms.sh up [--replicated]|down [--purge]|status — run one local mariadbd per "room" for tests
+# and demos: room A (center) on 127.0.0.1:3316, server_id 1, GTID domain 1; room B (unit) on
+# 127.0.0.1:3317, server_id 2, GTID domain 2. State lives in ${RB_ROOMS_DIR:-/tmp/rainbow-bridge-rooms}/{A,B}.
+# `up`/`down` are idempotent and serialised with flock, so many test processes may call `up` at once.
+# RB_ROOM_PORTS="PORT_A PORT_B" moves the rooms (with RB_ROOMS_DIR, a second pair beside the first).
+# `up --replicated` also sets up two-way GTID replication between A and B (each a replica of the
+# other, MASTER_USE_GTID=slave_pos, account rb_repl), as unit databases in a multi-active
+# deployment need; the default pair stays independent, because the tests give each room its own
+# copy of the same schemas. `status` shows each room's replication threads and position.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${RB_ROOMS_DIR:-/tmp/rainbow-bridge-rooms}"
 ROOMS=(A B)
-declare -A PORT=([A]=3316 [B]=3317) SID=([A]=1 [B]=2)
+read -r PORT_A PORT_B <<<"${RB_ROOM_PORTS:-3316 3317}"
+declare -A PORT=([A]="$PORT_A" [B]="$PORT_B") SID=([A]=1 [B]=2) OTHER=([A]=B [B]=A)
 declare -A SCHEMAS=([A]="users.sql shop.sql scratch.sql mall.sql" [B]="users.sql shop.sql mall.sql")
 export PATH="$PATH:/usr/sbin:/sbin"
 ME="$(id -un)"   # OS user; mariadb-install-db grants it unix_socket access (root when run as root)
@@ -74,7 +80,8 @@ start_room() {
     # 9>&- : the child must not inherit the flock descriptor, or the lock would live as long as it.
     setsid nohup mariadbd --no-defaults --datadir="$d/data" --port="${PORT[$r]}" --bind-address=127.0.0.1 \
       --socket="$d/mariadbd.sock" --pid-file="$d/mariadbd.pid" --log-error="$d/mariadbd.log" \
-      --server-id="${SID[$r]}" --log-bin=mariadb-bin --binlog-format=ROW --gtid-strict-mode=ON \
+      --server-id="${SID[$r]}" --gtid-domain-id="${SID[$r]}" --log-bin=mariadb-bin \
+      --binlog-format=ROW --gtid-strict-mode=ON --log-slave-updates=OFF \
       --max-connections=1000 --skip-name-resolve "${user[@]}" \
       </dev/null >>"$d/mariadbd.out" 2>&1 9>&- &
     pid=$!
@@ -93,12 +100,44 @@ stop_room() {
   log "room $r: pid $pid still alive after 60 s, sending SIGKILL"; kill -9 "$pid" 2>/dev/null || true
 }
 
+replicate() { # room — make it a replica of the other room (idempotent)
+  local r=$1 o=${OTHER[$1]}
+  sql "$r" -e "SET GLOBAL gtid_domain_id = ${SID[$r]};
+    SET SESSION sql_log_bin = 0;
+    CREATE USER IF NOT EXISTS 'rb_repl'@'127.0.0.1' IDENTIFIED BY 'rb_repl';
+    GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'rb_repl'@'127.0.0.1';"
+  if slave_field "$r" Master_Port | grep -qx "${PORT[$o]}" \
+    && slave_field "$r" Slave_SQL_Running | grep -qx Yes; then
+    return 0
+  fi
+  log "room $r: replica of room $o (127.0.0.1:${PORT[$o]}, GTID)"
+  sql "$r" -e "STOP SLAVE; CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = ${PORT[$o]},
+    MASTER_USER = 'rb_repl', MASTER_PASSWORD = 'rb_repl', MASTER_USE_GTID = slave_pos,
+    MASTER_CONNECT_RETRY = 1; START SLAVE;"
+}
+
+slave_field() { # room field — one field of SHOW SLAVE STATUS (empty when not a replica)
+  sql "$1" -e 'SHOW SLAVE STATUS\G' 2>/dev/null | awk -v f="$2" '$1 == f":" { $1 = ""; sub(/^ /, ""); print }'
+}
+
+replication_status() { # room
+  local port err
+  port="$(slave_field "$1" Master_Port)"
+  [ -n "$port" ] || return 0
+  err="$(slave_field "$1" Last_Error)$(slave_field "$1" Last_IO_Error)"
+  echo "replica of :$port io=$(slave_field "$1" Slave_IO_Running) sql=$(slave_field "$1" Slave_SQL_Running)" \
+    "gtid_slave_pos=$(sql "$1" -N -B -e 'SELECT @@gtid_slave_pos')${err:+ error: $err}"
+}
+
 locked() { mkdir -p "$DIR"; exec 9>"$DIR/.lock"; flock -w 300 9 || { log "could not lock $DIR/.lock"; exit 1; }; }
 
 case "${1:-}" in
   up)
     ensure_mariadb; locked
-    for r in "${ROOMS[@]}"; do start_room "$r"; done ;;
+    for r in "${ROOMS[@]}"; do start_room "$r"; done
+    if [ "${2:-}" = --replicated ]; then
+      for r in "${ROOMS[@]}"; do replicate "$r"; done
+    fi ;;
   down)
     [ -d "$DIR" ] || exit 0
     locked
@@ -107,8 +146,10 @@ case "${1:-}" in
   status)
     for r in "${ROOMS[@]}"; do
       if alive "$r" && ping_ok "$r"; then
-        echo "$r ${PORT[$r]} running $(sql "$r" -N -B -e 'SELECT VERSION()' 2>/dev/null || echo '?')"
+        echo "$r ${PORT[$r]} running $(sql "$r" -N -B -e 'SELECT VERSION()' 2>/dev/null || echo '?')" \
+          "server_id ${SID[$r]} gtid_binlog_pos $(sql "$r" -N -B -e 'SELECT @@gtid_binlog_pos' 2>/dev/null)" \
+          "$(replication_status "$r")"
       else echo "$r ${PORT[$r]} stopped -"; fi
     done ;;
-  *) echo "usage: $0 up | down [--purge] | status" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--replicated] | down [--purge] | status" >&2; exit 2 ;;
 esac
