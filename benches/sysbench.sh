@@ -27,10 +27,11 @@ direct_sql() { mariadb --no-defaults -h127.0.0.1 -P3316 -urb -prb "$@"; }
 
 say "rooms"
 scripts/rooms.sh up
-if ! command -v sysbench >/dev/null || ! command -v haproxy >/dev/null; then
+if ! command -v sysbench >/dev/null || ! command -v haproxy >/dev/null || ! command -v protoc >/dev/null; then
   if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q sysbench haproxy
+  # protobuf-compiler: protoc, for the etcd client's build.
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q sysbench haproxy protobuf-compiler
 fi
 HAPROXY_BIN="$(command -v haproxy || echo /usr/sbin/haproxy)"
 

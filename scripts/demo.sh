@@ -32,6 +32,13 @@ scripts/rooms.sh up   # also installs mariadb-server and the mariadb client if m
 
 echo "== build"
 command -v cargo >/dev/null || { echo "demo: cargo not found (install Rust: https://rustup.rs)" >&2; exit 1; }
+# The etcd client (cluster mode) compiles etcd's protobuf definitions at build time.
+if ! command -v protoc >/dev/null; then
+  echo "demo: installing protobuf-compiler from Debian (protoc, for the build)"
+  if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q protobuf-compiler
+fi
 cargo build --release -p rainbow-bridge
 
 echo "== proxies"

@@ -18,6 +18,12 @@ scripts/rooms.sh up
 phase "prerequisites: real drivers (tests/drivers/install.sh)"
 tests/drivers/install.sh
 
+phase "prerequisites: etcd (scripts/etcd.sh up) and protoc (the etcd client's build)"
+scripts/etcd.sh up
+if ! command -v protoc >/dev/null; then
+  apt_install protobuf-compiler
+fi
+
 phase "build: cargo build --workspace --bins"
 cargo build --workspace --bins
 

@@ -19,6 +19,10 @@ struct Cli {
     /// Configuration file (TOML) to run the proxy with.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Cluster mode: the rules from etcd, `etcd://HOST:PORT[,HOST:PORT]/PREFIX`; overrides the
+    /// config's `[cluster] url` (docs/cutover.md).
+    #[arg(long, env = "RB_CLUSTER")]
+    cluster: Option<String>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info", env = "RB_LOG")]
     log_level: tracing::Level,
@@ -117,9 +121,215 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Operate a cluster of proxies through etcd: status, rules, write-ban (docs/cutover.md).
+    Ctl {
+        /// `etcd://HOST:PORT[,HOST:PORT]/PREFIX`.
+        #[arg(long, env = "RB_CLUSTER")]
+        cluster: String,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
     /// Print the mysql_native_password hash of a password (read from stdin if not given),
     /// for `users.<name>.password_hash`.
     HashPassword { password: Option<String> },
+}
+
+#[derive(Subcommand)]
+enum CtlAction {
+    /// Every registered proxy: its room, the rules and write-ban it serves, when the ban became
+    /// effective there, and whether it is behind the rules in etcd.
+    Status,
+    /// Validate a rules file and write it to etcd, then wait for every proxy to apply it.
+    PutRules {
+        file: PathBuf,
+        /// Seconds to wait for the acknowledgements.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+    /// Set the write-ban on route codes (`1000-1099,4000`), then wait until every proxy has
+    /// applied it and it is effective there; prints the latest effective time.
+    Ban {
+        #[arg(long, value_delimiter = ',', required = true)]
+        route_codes: Vec<String>,
+        /// The new write-ban version (default: the current one + 1).
+        #[arg(long)]
+        version: Option<u64>,
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+        /// Fail unless at least this many proxies acknowledge.
+        #[arg(long, default_value_t = 1)]
+        min_proxies: usize,
+    },
+    /// Lift the write-ban, then wait until every proxy applied it.
+    Unban {
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+}
+
+/// `rainbow-bridge ctl`: 0 done, 1 the operation did not complete (the message says what
+/// stands and how to go on), 2 bad input.
+fn ctl(url: &str, action: CtlAction) -> anyhow::Result<std::process::ExitCode> {
+    use rainbow_bridge::ctl::{render_status, wait_acks, Ctl};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let fail = |m: String| {
+            eprintln!("rainbow-bridge ctl: {m}");
+            Ok(std::process::ExitCode::from(1))
+        };
+        let mut c = match Ctl::connect(url).await {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+        match action {
+            CtlAction::Status => {
+                let stored = match c.rules().await {
+                    Ok(s) => s,
+                    Err(e) => return fail(e),
+                };
+                let acks = match c.acks().await {
+                    Ok(a) => a,
+                    Err(e) => return fail(e),
+                };
+                print!("{}", render_status(stored.as_ref(), &acks));
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+            CtlAction::PutRules { file, wait } => {
+                let text = match std::fs::read_to_string(&file) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("rainbow-bridge ctl: cannot read {}: {e}", file.display());
+                        return Ok(std::process::ExitCode::from(2));
+                    }
+                };
+                let rules = match shard_rules::RuleSet::parse(&text) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("rainbow-bridge ctl: {}: {e}", file.display());
+                        return Ok(std::process::ExitCode::from(2));
+                    }
+                };
+                let expected = match c.rules().await {
+                    Ok(s) => s.map_or(0, |s| s.revision),
+                    Err(e) => return fail(e),
+                };
+                let rev = match c.put_rules(&text, expected).await {
+                    Ok(r) => r,
+                    Err(e) => return fail(e),
+                };
+                println!(
+                    "rules version {} written to etcd (revision {rev}); waiting for the proxies",
+                    rules.version()
+                );
+                match wait_acks(&mut c, rev, 0, std::time::Duration::from_secs(wait), |a| {
+                    a.rules_version == rules.version()
+                })
+                .await
+                {
+                    Ok(acks) => {
+                        println!("applied by all {} proxies", acks.len());
+                        Ok(std::process::ExitCode::SUCCESS)
+                    }
+                    Err(e) => fail(format!(
+                        "{e}; the rules stay in etcd and the proxies keep trying: `ctl status` shows who is behind"
+                    )),
+                }
+            }
+            CtlAction::Ban {
+                route_codes,
+                version,
+                wait,
+                min_proxies,
+            } => ban(&mut c, route_codes, version, wait, min_proxies).await,
+            CtlAction::Unban { wait } => ban(&mut c, Vec::new(), None, wait, 0).await,
+        }
+    })
+}
+
+/// Writes the write-ban (empty codes: lifts it) into the rules in etcd and waits until every
+/// proxy applied it and, for a ban, reported it effective.
+async fn ban(
+    c: &mut rainbow_bridge::ctl::Ctl,
+    codes: Vec<String>,
+    version: Option<u64>,
+    wait: u64,
+    min_proxies: usize,
+) -> anyhow::Result<std::process::ExitCode> {
+    let fail = |m: String| {
+        eprintln!("rainbow-bridge ctl: {m}");
+        Ok(std::process::ExitCode::from(1))
+    };
+    let stored = match c.rules().await {
+        Ok(Some(s)) => s,
+        Ok(None) => return fail("no rules in etcd yet (ctl put-rules FILE)".into()),
+        Err(e) => return fail(e),
+    };
+    let Some(rules) = &stored.rules else {
+        return fail("the rules in etcd do not parse; put a valid rules file first".into());
+    };
+    let version = version.unwrap_or(rules.ban_version() + 1);
+    let text = match rainbow_bridge::reload::edit_write_ban(
+        &stored.text,
+        &codes,
+        version,
+        rules.version() + 1,
+    ) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("the rules in etcd {e}")),
+    };
+    let new = match shard_rules::RuleSet::parse(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rainbow-bridge ctl: the write-ban is refused: {e}");
+            return Ok(std::process::ExitCode::from(2));
+        }
+    };
+    let rev = match c.put_rules(&text, stored.revision).await {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let what = if codes.is_empty() {
+        format!("write-ban lifted (version {version})")
+    } else {
+        format!("write-ban version {version} on {}", new.banned_codes())
+    };
+    println!(
+        "{what} written to etcd (rules version {}, revision {rev}); waiting for the proxies",
+        new.version()
+    );
+    let lifting = codes.is_empty();
+    match rainbow_bridge::ctl::wait_acks(
+        c,
+        rev,
+        min_proxies,
+        std::time::Duration::from_secs(wait),
+        |a| a.ban_version == version && (lifting || a.ban_effective_at.is_some()),
+    )
+    .await
+    {
+        Ok(acks) => {
+            if lifting {
+                println!("lifted on all {} proxies", acks.len());
+            } else {
+                let latest = acks
+                    .iter()
+                    .filter_map(|a| a.ban_effective_at.as_deref())
+                    .max();
+                println!(
+                    "effective on all {} proxies; latest effective time {}",
+                    acks.len(),
+                    latest.unwrap_or("-")
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => fail(format!(
+            "{e}; the {what} stays in etcd: run the same command again to wait again, or \
+             `ctl unban` to lift it"
+        )),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -538,6 +748,12 @@ fn lint(
 }
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let cli_cluster = cli.cluster.clone();
+    if let Some(u) = &cli_cluster {
+        if let Err(e) = shard_rules::config::parse_cluster_url(u) {
+            anyhow::bail!("--cluster: {e}");
+        }
+    }
     match cli.command {
         Some(Command::CheckConfig { file }) => match load_all(&file) {
             Ok((c, r, rules_path, _)) => {
@@ -635,6 +851,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             &sql_mode,
             &files,
         ),
+        Some(Command::Ctl { cluster, action }) => ctl(&cluster, action),
         Some(Command::HashPassword { password }) => {
             let pw = match password {
                 Some(p) => p,
@@ -688,12 +905,35 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     info!(metrics_listen = %addr, "metrics endpoint listening (GET /metrics)");
                 }
                 let admin = config.admin.clone();
+                let listen_addr = listener.local_addr()?;
+                let cluster = cli_cluster
+                    .clone()
+                    .or_else(|| config.cluster.as_ref().map(|c| c.url.clone()))
+                    .map(|url| {
+                        let c = config.cluster.as_ref();
+                        (
+                            url,
+                            c.and_then(|c| c.instance.clone()),
+                            c.map_or(10, |c| c.lease_ttl_s),
+                        )
+                    });
                 let shared =
                     rainbow_bridge::server::shared(config, rules, rules_path.clone(), rules_text)
                         .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
                 if metrics_listen.is_some() {
                     rainbow_bridge::metrics::publish(&shared);
                     rainbow_bridge::metrics::spawn_upkeep(shared.clone());
+                }
+                if let Some((url, instance, ttl)) = cluster.clone() {
+                    let instance = instance
+                        .unwrap_or_else(|| format!("{}-{}", shared.config.proxy.room, listen_addr));
+                    info!(url = %url, instance = %instance, "cluster mode: rules from etcd");
+                    rainbow_bridge::cluster::spawn(
+                        shared.clone(),
+                        url,
+                        instance,
+                        std::time::Duration::from_secs(ttl),
+                    );
                 }
                 if let Some(admin) = admin {
                     let listener = tokio::net::TcpListener::bind(&admin.listen)

@@ -73,6 +73,8 @@ pub struct Shared {
     pub plans: shard_rules::plan::PlanCache,
     /// The last write-ban this proxy reported effective: its version and when.
     pub ban_effective: std::sync::Mutex<Option<(u64, std::time::SystemTime)>>,
+    /// Cluster mode: whether etcd is reachable, and what was last heard from it.
+    pub cluster: std::sync::Mutex<crate::cluster::Status>,
     pub pools: Pools,
     /// Commit decisions of XA transactions across data sources.
     pub xa: crate::xa::XaLog,
@@ -243,6 +245,7 @@ impl Shared {
                 rules.ban_version(),
                 std::time::SystemTime::now(),
             ))),
+            cluster: std::sync::Mutex::new(crate::cluster::Status::default()),
             rules: arc_swap::ArcSwap::from_pointee(rules),
             room,
             ids,

@@ -25,6 +25,52 @@ pub struct Config {
     pub admin: Option<AdminSection>,
     /// The Prometheus metrics endpoint. Default: off.
     pub metrics: Option<MetricsSection>,
+    /// Cluster mode: rules from etcd, acknowledgements written back. Default: off (the rules
+    /// file alone).
+    pub cluster: Option<ClusterSection>,
+}
+
+/// Cluster mode (`docs/cutover.md`): the rules live in etcd under `url`'s prefix; this proxy
+/// watches them and acknowledges what it applied under its own lease.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `etcd://HOST:PORT[,HOST:PORT…]/PREFIX`. Required.
+    pub url: String,
+    /// This proxy's name among the registered proxies. Default: `<room>-<listen address>`.
+    pub instance: Option<String>,
+    /// Seconds the registration lease lives without a keep-alive. Default 10.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_s: u64,
+}
+
+fn default_lease_ttl() -> u64 {
+    10
+}
+
+/// `etcd://h:p[,h:p]/prefix` → (endpoints as `http://h:p`, prefix without trailing `/`).
+pub fn parse_cluster_url(url: &str) -> Result<(Vec<String>, String), String> {
+    let rest = url
+        .strip_prefix("etcd://")
+        .ok_or_else(|| format!("`{url}` does not start with etcd://"))?;
+    let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let endpoints: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("http://{h}"))
+        .collect();
+    if endpoints.is_empty() {
+        return Err(format!(
+            "`{url}` names no etcd endpoint (etcd://HOST:PORT/PREFIX)"
+        ));
+    }
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        return Err(format!(
+            "`{url}` has no key prefix (etcd://HOST:PORT/PREFIX, e.g. /rainbow-bridge)"
+        ));
+    }
+    Ok((endpoints, format!("/{prefix}")))
 }
 
 /// The admin interface: DBAs and operators connect with the `mariadb` CLI or any MySQL driver
@@ -395,6 +441,14 @@ impl Config {
                     "listen",
                     format!("`{}` is not an IP:port address", m.listen),
                 );
+            }
+        }
+        if let Some(c) = &self.cluster {
+            if let Err(e) = parse_cluster_url(&c.url) {
+                bad("cluster", "url", e);
+            }
+            if c.lease_ttl_s < 2 {
+                bad("cluster", "lease_ttl_s", "must be at least 2".into());
             }
         }
         // Two listeners on one address cannot both bind (port 0 picks a free port each time).

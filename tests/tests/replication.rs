@@ -63,14 +63,28 @@ async fn rooms_replicate_each_other_with_gtids_in_both_directions() {
     a.query_drop(format!("INSERT INTO {db}.t VALUES (1, 'A')"))
         .await
         .unwrap();
-    let pos_a: String = a.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap();
-    assert!(pos_a.starts_with(&format!("{}-{}-", ids_a.1, ids_a.0)), "{pos_a}");
+    let pos_a: String = a
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        pos_a.starts_with(&format!("{}-{}-", ids_a.1, ids_a.0)),
+        "{pos_a}"
+    );
     assert_eq!(wait_for(&mut b, &pos_a).await, 0, "B applies A's {pos_a}");
     b.query_drop(format!("INSERT INTO {db}.t VALUES (2, 'B')"))
         .await
         .unwrap();
-    let pos_b: String = b.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap();
-    assert!(pos_b.contains(&format!("{}-{}-", ids_b.1, ids_b.0)), "{pos_b}");
+    let pos_b: String = b
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        pos_b.contains(&format!("{}-{}-", ids_b.1, ids_b.0)),
+        "{pos_b}"
+    );
     assert_eq!(wait_for(&mut a, &pos_b).await, 0, "A applies B's {pos_b}");
     for c in [&mut a, &mut b] {
         let rows: Vec<(i32, String)> = c
@@ -84,7 +98,11 @@ async fn rooms_replicate_each_other_with_gtids_in_both_directions() {
     assert_eq!(status.matches("io=Yes sql=Yes").count(), 2, "{status}");
     assert!(!status.contains("error:"), "{status}");
     a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
-    let pos_a: String = a.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap();
+    let pos_a: String = a
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(wait_for(&mut b, &pos_a).await, 0);
     let left: Option<String> = b
         .query_first(format!(

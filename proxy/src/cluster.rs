@@ -1,0 +1,319 @@
+//! Cluster mode (issue 11): the rules live in etcd; every proxy watches them, compiles and
+//! applies them as it does a rules file, and writes back, under its own lease, what it applied.
+//!
+//! Keys under the cluster prefix `P`:
+//! - `P/rules`: the rules file's text (TOML), written by `rainbow-bridge ctl put-rules` / `ban`
+//!   / `unban`.
+//! - `P/proxies/<instance>`: one JSON acknowledgement per live proxy ([`Ack`]), attached to its
+//!   lease, so a proxy that dies disappears after the lease's TTL.
+//!
+//! A proxy that cannot reach etcd keeps serving its last rules and retries; its
+//! [`Status`] says so (admin `SHOW CLUSTER`, the `rainbow_cluster_connected` metric).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use etcd_client::{Client, ConnectOptions, EventType, PutOptions, WatchOptions};
+use serde::{Deserialize, Serialize};
+use shard_rules::RuleSet;
+use tracing::{info, warn};
+
+use crate::session::Shared;
+
+/// The key of the rules text.
+pub fn rules_key(prefix: &str) -> String {
+    format!("{prefix}/rules")
+}
+
+/// The prefix of the proxies' acknowledgements.
+pub fn proxies_prefix(prefix: &str) -> String {
+    format!("{prefix}/proxies/")
+}
+
+/// What a proxy writes back after every change it applied (or refused).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ack {
+    pub instance: String,
+    pub room: String,
+    /// The rules it serves.
+    pub rules_version: u64,
+    pub traffic_version: u64,
+    pub ban_version: u64,
+    /// The banned route codes, as in the rules file.
+    pub banned: String,
+    /// When the serving write-ban became effective here (every write of a now-banned route
+    /// code that was running when it was applied has ended), RFC 3339; `None` while waiting.
+    pub ban_effective_at: Option<String>,
+    /// When the serving rules were applied, RFC 3339.
+    pub applied_at: String,
+    /// The etcd revision of the rules key it applied (0: the local rules file).
+    pub rules_revision: i64,
+    /// The last rules text from etcd it refused, and why (the old rules keep serving);
+    /// cleared when a later text is applied.
+    pub refused: Option<String>,
+    /// The etcd revision of that refused text.
+    pub refused_revision: Option<i64>,
+}
+
+/// What this proxy knows of etcd.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Cluster mode is on.
+    pub enabled: bool,
+    pub url: String,
+    pub instance: String,
+    pub connected: bool,
+    /// The last connection or watch error.
+    pub last_error: Option<String>,
+    /// The revision of the rules key applied (0: none yet).
+    pub rules_revision: i64,
+    pub refused: Option<String>,
+    pub refused_revision: Option<i64>,
+    /// When etcd was last reached.
+    pub last_contact: Option<SystemTime>,
+}
+
+fn status(shared: &Shared) -> std::sync::MutexGuard<'_, Status> {
+    shared.cluster.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// This proxy's acknowledgement of what it serves now.
+pub fn ack(shared: &Shared) -> Ack {
+    let rules = shared.rules.load();
+    let st = status(shared);
+    Ack {
+        instance: st.instance.clone(),
+        room: shared.config.proxy.room.clone(),
+        rules_version: rules.version(),
+        traffic_version: rules.traffic_version(),
+        ban_version: rules.ban_version(),
+        banned: rules.banned_codes().to_string(),
+        ban_effective_at: shared
+            .ban_effective_at()
+            .filter(|(v, _)| *v == rules.ban_version())
+            .map(|(_, t)| crate::admin::timestamp(t)),
+        applied_at: crate::admin::timestamp(shared.applied().at),
+        rules_revision: st.rules_revision,
+        refused: st.refused.clone(),
+        refused_revision: st.refused_revision,
+    }
+}
+
+/// Starts watching etcd in the background: connects (retrying), applies the rules key and every
+/// change of it, and keeps this proxy's acknowledgement current under a lease.
+pub fn spawn(shared: Arc<Shared>, url: String, instance: String, lease_ttl: Duration) {
+    {
+        let mut st = status(&shared);
+        st.enabled = true;
+        st.url = url.clone();
+        st.instance = instance.clone();
+    }
+    tokio::spawn(async move {
+        let (endpoints, prefix) = match shard_rules::config::parse_cluster_url(&url) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "cluster mode off: bad cluster url");
+                return;
+            }
+        };
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match session(&shared, &endpoints, &prefix, lease_ttl).await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    let first = {
+                        let mut st = status(&shared);
+                        let first = st.connected || st.last_error.is_none();
+                        st.connected = false;
+                        st.last_error = Some(e.clone());
+                        first
+                    };
+                    if first {
+                        warn!(url = %url, error = %e, "etcd unreachable: serving the last rules applied, retrying");
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    });
+}
+
+/// One connection to etcd, until it fails.
+async fn session(
+    shared: &Arc<Shared>,
+    endpoints: &[String],
+    prefix: &str,
+    lease_ttl: Duration,
+) -> Result<(), String> {
+    let e = |what: &str| {
+        let what = what.to_string();
+        move |err: etcd_client::Error| format!("{what}: {err}")
+    };
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5));
+    let mut c = Client::connect(endpoints, Some(opts))
+        .await
+        .map_err(e("connect"))?;
+    let ttl = lease_ttl.as_secs().max(2) as i64;
+    let lease = c
+        .lease_grant(ttl, None)
+        .await
+        .map_err(e("lease grant"))?
+        .id();
+    let (mut keeper, mut alive) = c
+        .lease_keep_alive(lease)
+        .await
+        .map_err(e("lease keep-alive"))?;
+    let key = rules_key(prefix);
+    let got = c.get(key.as_str(), None).await.map_err(e("get rules"))?;
+    let revision = got.header().map_or(0, |h| h.revision());
+    if let Some(kv) = got.kvs().first() {
+        apply_text(shared, kv.value(), kv.mod_revision()).await;
+    }
+    {
+        let mut st = status(shared);
+        st.connected = true;
+        st.last_error = None;
+        st.last_contact = Some(SystemTime::now());
+    }
+    let instance = status(shared).instance.clone();
+    let ack_key = format!("{}{instance}", proxies_prefix(prefix));
+    let put_ack = |c: &mut Client| {
+        let body = serde_json::to_vec(&ack(shared)).unwrap_or_default();
+        let key = ack_key.clone();
+        let mut c = c.clone();
+        async move {
+            c.put(key, body, Some(PutOptions::new().with_lease(lease)))
+                .await
+                .map(|_| ())
+                .map_err(|err| format!("put acknowledgement: {err}"))
+        }
+    };
+    put_ack(&mut c).await?;
+    info!(instance = %instance, lease, revision, "registered in etcd");
+    let mut events = c
+        .watch(
+            key.as_str(),
+            Some(WatchOptions::new().with_start_revision(revision + 1)),
+        )
+        .await
+        .map_err(e("watch rules"))?;
+    // Re-acknowledge when a write-ban this proxy applied becomes effective.
+    let (tx, mut effective) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut keep = tokio::time::interval(Duration::from_millis((ttl as u64 * 1000) / 3));
+    loop {
+        tokio::select! {
+            msg = events.message() => {
+                let msg = msg.map_err(e("watch"))?.ok_or("the watch ended")?;
+                if msg.canceled() {
+                    return Err("the watch was canceled (compacted?)".into());
+                }
+                for ev in msg.events() {
+                    if ev.event_type() != EventType::Put {
+                        continue;
+                    }
+                    if let Some(kv) = ev.kv() {
+                        if let Some(waiter) = apply_text(shared, kv.value(), kv.mod_revision()).await {
+                            let tx = tx.clone();
+                            tokio::spawn(async move {
+                                let _ = waiter.await;
+                                let _ = tx.send(());
+                            });
+                        }
+                    }
+                }
+                put_ack(&mut c).await?;
+            }
+            Some(()) = effective.recv() => put_ack(&mut c).await?,
+            _ = keep.tick() => {
+                keeper.keep_alive().await.map_err(e("lease keep-alive"))?;
+                let r = alive.message().await.map_err(e("lease keep-alive"))?;
+                if r.is_none_or(|r| r.ttl() <= 0) {
+                    return Err(format!("lease {lease} expired"));
+                }
+                status(shared).last_contact = Some(SystemTime::now());
+            }
+        }
+    }
+}
+
+/// Applies a rules text from etcd as a reload of the file would be; a text that does not
+/// parse or cannot be applied while serving is refused and the old rules keep serving. Returns
+/// the write-ban waiter of an applied change.
+async fn apply_text(
+    shared: &Arc<Shared>,
+    text: &[u8],
+    revision: i64,
+) -> Option<tokio::task::JoinHandle<Option<SystemTime>>> {
+    let _one = shared.reload_lock.lock().await;
+    let by = format!("etcd revision {revision}");
+    let text = match std::str::from_utf8(text) {
+        Ok(t) => t,
+        Err(_) => {
+            refuse(shared, &by, revision, "the rules text is not UTF-8".into());
+            return None;
+        }
+    };
+    if &*shared.applied().text == text {
+        status(shared).rules_revision = revision;
+        return None;
+    }
+    let new = match RuleSet::parse(text) {
+        Ok(r) => r,
+        Err(e) => {
+            refuse(shared, &by, revision, e.to_string());
+            return None;
+        }
+    };
+    if let Err(e) = crate::reload::check(shared, &new) {
+        refuse(shared, &by, revision, e);
+        return None;
+    }
+    let (_, waiter) = crate::reload::apply(shared, new, text.into(), by);
+    let mut st = status(shared);
+    st.rules_revision = revision;
+    st.refused = None;
+    st.refused_revision = None;
+    waiter
+}
+
+fn refuse(shared: &Shared, by: &str, revision: i64, why: String) {
+    shared
+        .stats
+        .reloads_refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let line = why.replace("\n  - ", " | ").replace('\n', " ");
+    tracing::error!(by = %by, "rules from etcd refused, the old rules keep serving: {line}");
+    let mut st = status(shared);
+    st.refused = Some(format!("revision {revision}: {line}"));
+    st.refused_revision = Some(revision);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cluster_urls_name_endpoints_and_a_prefix() {
+        use shard_rules::config::parse_cluster_url;
+        assert_eq!(
+            parse_cluster_url("etcd://127.0.0.1:2379,10.0.0.2:2379/rb/prod/").unwrap(),
+            (
+                vec![
+                    "http://127.0.0.1:2379".to_string(),
+                    "http://10.0.0.2:2379".to_string()
+                ],
+                "/rb/prod".to_string()
+            )
+        );
+        assert!(parse_cluster_url("http://x:1/p")
+            .unwrap_err()
+            .contains("etcd://"));
+        assert!(parse_cluster_url("etcd:///p")
+            .unwrap_err()
+            .contains("no etcd endpoint"));
+        assert!(parse_cluster_url("etcd://x:1")
+            .unwrap_err()
+            .contains("no key prefix"));
+    }
+}

@@ -1,0 +1,217 @@
+//! Cluster mode (issue 11), against a real etcd started by `scripts/etcd.sh`: rules written to
+//! etcd reach every proxy, each acknowledges under its own lease, a refused text leaves the old
+//! rules serving, a write-ban is reported effective everywhere, a proxy that goes away drops out
+//! and one that comes back catches up, and a proxy without etcd keeps serving.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use rb_e2e::{binary, fresh_db, root, Proxy, ROOM_A_PORT};
+
+fn etcd_up() {
+    let out = Command::new(root().join("scripts/etcd.sh"))
+        .arg("up")
+        .output()
+        .expect("run scripts/etcd.sh");
+    assert!(
+        out.status.success(),
+        "scripts/etcd.sh up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ctl(url: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(["ctl", "--cluster", url])
+        .args(args)
+        .output()
+        .expect("run rainbow-bridge ctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes a value straight into etcd (what a careless operator could do with etcdctl).
+fn etcdctl_put(key: &str, value: &str) {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints=http://127.0.0.1:2379", "put", key, value])
+        .output()
+        .expect("run etcdctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn rules(db: &str, version: u64) -> String {
+    let hash = shard_rules::config::hash_password("app");
+    format!(
+        "version = {version}\n[rooms.A]\nrole = \"center\"\n[rooms.B]\nrole = \"unit\"\n\
+         [route_codes]\ncount = 10000\n[traffic]\nversion = 1\nowners.A = [\"0-4999\"]\n\
+         owners.B = [\"5000-9999\"]\n\
+         [data_sources.c_a]\nroom = \"A\"\nhost = \"127.0.0.1\"\nport = {ROOM_A_PORT}\n\
+         schema = \"{db}\"\nuser = \"rb\"\npassword = \"rb\"\n\
+         [databases.{db}]\ntype = \"center\"\ndata_sources.ds = [\"c_a\"]\n\
+         [users.app]\npassword_hash = \"{hash}\"\ndatabases = [\"{db}\"]\nmode = \"unit\"\n"
+    )
+}
+
+fn write(name: &str, text: &str) -> String {
+    let p = std::env::temp_dir().join(format!("rb-cluster-{}-{name}", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// Waits until `ctl status` satisfies `ok`.
+fn wait_status(url: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, out, _) = ctl(url, &["status"]);
+        if ok(&out) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "{what}; last status:\n{out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn start(db: &str, url: &str, instance: &str) -> Proxy {
+    // The local file starts as version 1: etcd's rules replace it once the proxy connects.
+    Proxy::start_rules_sections(
+        "A",
+        &rules(db, 1),
+        &format!("[cluster]\nurl = \"{url}\"\ninstance = \"{instance}\"\nlease_ttl_s = 2\n"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn rules_in_etcd_reach_every_proxy_which_acknowledges_them() {
+    etcd_up();
+    let db = fresh_db("cluster").await;
+    let prefix = format!("/rbt-{}", std::process::id());
+    let url = format!("etcd://127.0.0.1:2379{prefix}");
+    let (code, out, err) = ctl(
+        &url,
+        &["put-rules", &write("v2", &rules(&db, 2)), "--wait", "1"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let p1 = start(&db, &url, "p1").await;
+    let mut p2 = start(&db, &url, "p2").await;
+    let out = wait_status(&url, "both proxies apply version 2", |s| {
+        s.contains("2 proxies registered")
+            && s.lines()
+                .filter(|l| l.starts_with("p") && l.contains(" current"))
+                .count()
+                == 2
+    });
+    assert!(out.contains("rules in etcd: version 2"), "{out}");
+    for l in out.lines().filter(|l| l.starts_with('p')) {
+        assert_eq!(l.split_whitespace().nth(2), Some("2"), "{l}");
+    }
+    // A change reaches both; ctl waits for their acknowledgements.
+    let (code, out, err) = ctl(
+        &url,
+        &["put-rules", &write("v3", &rules(&db, 3)), "--wait", "10"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("applied by all 2 proxies"), "{out}");
+    // Sessions are served on the new rules.
+    let mut c = p1.conn(&db).await;
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+
+    // A text that does not parse, written behind ctl's back: refused, version 3 keeps serving,
+    // and the acknowledgements say so.
+    etcdctl_put(&format!("{prefix}/rules"), "version = 4\n[rooms.A\n");
+    let out = wait_status(&url, "both proxies report the refusal", |s| {
+        s.matches("REFUSED").count() == 2
+    });
+    assert!(out.contains("not valid TOML"), "{out}");
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "the old rules keep serving");
+    let (code, out, _) = ctl(
+        &url,
+        &["put-rules", &write("v4", &rules(&db, 4)), "--wait", "10"],
+    );
+    assert_eq!(code, 0, "{out}");
+
+    // A write-ban: applied everywhere, with the latest effective time printed.
+    let (code, out, err) = ctl(
+        &url,
+        &[
+            "ban",
+            "--route-codes",
+            "100-199",
+            "--min-proxies",
+            "2",
+            "--wait",
+            "10",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("effective on all 2 proxies; latest effective time 20"),
+        "{out}"
+    );
+    let out = wait_status(&url, "the ban in both acknowledgements", |s| {
+        s.lines().filter(|l| l.contains("100-199")).count() == 3
+    });
+    assert!(out.contains("write-ban version 1 on 100-199"), "{out}");
+
+    // A proxy that goes away drops out when its lease expires; back, it catches up.
+    p2.terminate();
+    assert!(p2.wait_exit(Duration::from_secs(10)));
+    drop(p2);
+    wait_status(&url, "p2's registration expires", |s| {
+        s.contains("1 proxies registered")
+    });
+    let (code, out, err) = ctl(&url, &["unban", "--wait", "10"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("lifted on all 1 proxies"), "{out}");
+    let _p2 = start(&db, &url, "p2").await;
+    let out = wait_status(&url, "p2 comes back on the current rules", |s| {
+        s.contains("2 proxies registered")
+            && s.lines()
+                .filter(|l| l.starts_with("p") && l.contains(" current"))
+                .count()
+                == 2
+    });
+    for l in out.lines().filter(|l| l.starts_with('p')) {
+        // version 4, then the ban (5), then its lifting (6).
+        assert_eq!(l.split_whitespace().nth(2), Some("6"), "{l}");
+        assert!(l.contains(" none "), "{l}");
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_that_cannot_reach_etcd_serves_its_rules_file_and_says_so() {
+    let db = fresh_db("cluster_down").await;
+    // Nothing listens on port 1.
+    let p = start(&db, "etcd://127.0.0.1:1/rbt-nowhere", "lonely").await;
+    let mut c = p.conn(&db).await;
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    assert!(
+        p.wait_log(
+            "etcd unreachable: serving the last rules applied",
+            1,
+            Duration::from_secs(10)
+        )
+        .is_some(),
+        "{}",
+        p.log_text()
+    );
+    // ctl says what is wrong.
+    let (code, _, err) = ctl("etcd://127.0.0.1:1/rbt-nowhere", &["status"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot reach etcd at http://127.0.0.1:1"),
+        "{err}"
+    );
+}
