@@ -207,3 +207,318 @@ pub async fn wait_acks(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A set of route codes from a list of them.
+fn code_set(codes: impl Iterator<Item = u32>) -> shard_rules::CodeSet {
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    for c in codes {
+        match ranges.last_mut() {
+            Some((_, hi)) if *hi + 1 == c => *hi = c,
+            _ => ranges.push((c, c)),
+        }
+    }
+    shard_rules::CodeSet::from_ranges(ranges)
+}
+
+/// A code set as the rules file writes it.
+fn render(set: &shard_rules::CodeSet) -> Vec<String> {
+    set.ranges()
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect()
+}
+
+/// The MariaDB servers of `room` (distinct host:port) with an account the rules give for them.
+fn servers(rules: &RuleSet, room: &str) -> Vec<(String, mysql_async::Opts)> {
+    let mut out: Vec<(String, mysql_async::Opts)> = Vec::new();
+    for ds in rules.data_sources().values().filter(|d| d.room == room) {
+        let name = format!("{}:{}", ds.host, ds.port);
+        if out.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(ds.host.clone())
+            .tcp_port(ds.port)
+            .user(Some(ds.user.clone()))
+            .pass(Some(ds.password.clone()))
+            .prefer_socket(false)
+            .into();
+        out.push((name, opts));
+    }
+    out
+}
+
+/// `@@gtid_binlog_pos` of each server of `room`, reduced to the server's own GTID domain (what
+/// it writes; the other room's transactions it applied are not its to hand on).
+pub async fn gtid_positions(rules: &RuleSet, room: &str) -> Result<Vec<(String, String)>, String> {
+    use mysql_async::prelude::Queryable;
+    let mut out = Vec::new();
+    for (name, opts) in servers(rules, room) {
+        let mut c = mysql_async::Conn::new(opts)
+            .await
+            .map_err(|e| format!("room {room}, server {name}: {e}"))?;
+        let (pos, domain): (String, u32) = c
+            .query_first("SELECT @@gtid_binlog_pos, @@gtid_domain_id")
+            .await
+            .map_err(|e| format!("room {room}, server {name}: {e}"))?
+            .unwrap_or_default();
+        let _ = c.disconnect().await;
+        let own: Vec<&str> = pos
+            .split(',')
+            .filter(|g| g.split('-').next() == Some(&domain.to_string()))
+            .collect();
+        if !own.is_empty() {
+            out.push((name, own.join(",")));
+        }
+    }
+    Ok(out)
+}
+
+/// Waits on every server of `room` until it applied each position (MASTER_GTID_WAIT).
+pub async fn gtid_wait(
+    rules: &RuleSet,
+    room: &str,
+    from_room: &str,
+    positions: &[(String, String)],
+    timeout: Duration,
+) -> Result<(), String> {
+    use mysql_async::prelude::Queryable;
+    for (name, opts) in servers(rules, room) {
+        let mut c = mysql_async::Conn::new(opts)
+            .await
+            .map_err(|e| format!("room {room}, server {name}: {e}"))?;
+        for (from, pos) in positions {
+            let t0 = Instant::now();
+            let r: Option<i64> = c
+                .query_first(format!(
+                    "SELECT MASTER_GTID_WAIT('{pos}', {})",
+                    timeout.as_secs_f64()
+                ))
+                .await
+                .map_err(|e| format!("room {room}, server {name}: MASTER_GTID_WAIT: {e}"))?;
+            if r != Some(0) {
+                return Err(format!(
+                    "room {room}'s server {name} has not applied room {from_room}'s {from} position \
+                     {pos} after {timeout:?} (is replication running? `SHOW SLAVE STATUS` there)"
+                ));
+            }
+            println!(
+                "  room {room}'s {name} applied room {from_room}'s {from} position {pos} ({} ms)",
+                t0.elapsed().as_millis()
+            );
+        }
+        let _ = c.disconnect().await;
+    }
+    Ok(())
+}
+
+/// What `ctl cutover` needs to know.
+pub struct Cutover {
+    pub codes: Vec<String>,
+    pub to: String,
+    pub wait: Duration,
+    pub gtid_timeout: Duration,
+    pub min_proxies: usize,
+}
+
+/// Moves route codes to room `to` (seed 001, section 4): (1) ban them, (2) wait until every
+/// live proxy reports the ban effective, (3) wait until the target room applied the source
+/// rooms' GTID positions read after that, (4) give the codes to `to` and wait for every proxy,
+/// (5) lift their ban. Each step prints its progress; a failure stops with the ban in place,
+/// and running the same command again resumes (done steps are recognised and skipped).
+pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
+    let stop = |step: &str, e: String| {
+        format!(
+            "{step} failed: {e}\nThe write-ban stays in place, so no write of these route codes \
+             runs anywhere. Run the same command again to resume, or `ctl unban` to lift the ban \
+             and keep the old owners (if step 4 did not run)."
+        )
+    };
+    let StoredRules {
+        text: stored_text,
+        revision: stored_revision,
+        rules,
+    } = ctl
+        .rules()
+        .await?
+        .ok_or("no rules in etcd yet (ctl put-rules FILE)")?;
+    let rules = rules.ok_or("the rules in etcd do not parse; put a valid rules file first")?;
+    let to = rules
+        .room_id(&c.to)
+        .ok_or_else(|| format!("`{}` is not a room of the rules", c.to))?;
+    let codes = shard_rules::CodeSet::parse(&c.codes, rules.route().count)
+        .map_err(|e| format!("--route-codes: {e:?}"))?;
+    let sources: Vec<String> = rules
+        .rooms()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u16 != to as u16)
+        .filter(|(i, _)| codes.iter().any(|code| rules.owner(code) as usize == *i))
+        .map(|(_, (n, _))| n.clone())
+        .collect();
+    println!(
+        "cutover of route codes {codes} to room {}: owned now by {}",
+        c.to,
+        if sources.is_empty() {
+            format!("{} already", c.to)
+        } else {
+            sources.join(", ")
+        }
+    );
+    // Step 1: the ban.
+    let banned_all = codes.iter().all(|code| rules.is_banned(code));
+    let (rules, ban_version) = if banned_all {
+        println!(
+            "step 1: already banned (write-ban version {}): resuming",
+            rules.ban_version()
+        );
+        let v = rules.ban_version();
+        (rules, v)
+    } else if sources.is_empty() {
+        println!(
+            "step 1: skipped, the codes are owned by {} and not banned: nothing to do",
+            c.to
+        );
+        return Ok(());
+    } else {
+        let all = code_set(
+            rules
+                .banned_codes()
+                .iter()
+                .chain(codes.iter())
+                .collect::<std::collections::BTreeSet<u32>>()
+                .into_iter(),
+        );
+        let version = rules.ban_version() + 1;
+        let text = crate::reload::edit_write_ban(
+            &stored_text,
+            &render(&all),
+            version,
+            rules.version() + 1,
+        )
+        .map_err(|e| stop("step 1 (ban)", format!("the rules in etcd {e}")))?;
+        let rev = ctl
+            .put_rules(&text, stored_revision)
+            .await
+            .map_err(|e| stop("step 1 (ban)", e))?;
+        println!("step 1: write-ban version {version} on {all} written (revision {rev})");
+        (
+            RuleSet::parse(&text).map_err(|e| stop("step 1 (ban)", e.to_string()))?,
+            version,
+        )
+    };
+    // Step 2: every proxy applied the ban and it is effective there.
+    let current = ctl.rules().await?.ok_or("the rules vanished from etcd")?;
+    let acks = wait_acks(ctl, current.revision, c.min_proxies, c.wait, |a| {
+        a.ban_version >= ban_version && a.ban_effective_at.is_some()
+    })
+    .await
+    .map_err(|e| stop("step 2 (acknowledgements of the ban)", e))?;
+    let latest = acks
+        .iter()
+        .filter_map(|a| a.ban_effective_at.clone())
+        .max()
+        .unwrap_or_default();
+    println!(
+        "step 2: the ban is effective on all {} proxies; latest effective time {latest}",
+        acks.len()
+    );
+    // Step 3: the data written before the ban has reached the target room.
+    for src in &sources {
+        let positions = gtid_positions(&rules, src)
+            .await
+            .map_err(|e| stop("step 3 (GTID position)", e))?;
+        for (server, pos) in &positions {
+            println!("step 3: room {src}'s {server} is at {pos}");
+        }
+        gtid_wait(&rules, &c.to, src, &positions, c.gtid_timeout)
+            .await
+            .map_err(|e| stop("step 3 (MASTER_GTID_WAIT)", e))?;
+    }
+    println!(
+        "step 3: room {} has applied everything the source rooms wrote",
+        c.to
+    );
+    // Step 4: the traffic rule.
+    let StoredRules {
+        text: stored_text,
+        revision: stored_revision,
+        rules,
+    } = ctl.rules().await?.ok_or("the rules vanished from etcd")?;
+    let rules = rules.ok_or("the rules in etcd do not parse")?;
+    if codes.iter().all(|code| rules.owner(code) == to) {
+        println!("step 4: the codes are owned by {} already: resuming", c.to);
+    } else {
+        let owners: Vec<(String, Vec<String>)> = rules
+            .rooms()
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                let set = code_set((0..rules.route().count).filter(|&code| {
+                    let owner = if codes.contains(code) {
+                        to
+                    } else {
+                        rules.owner(code)
+                    };
+                    owner as usize == i
+                }));
+                (name.clone(), render(&set))
+            })
+            .collect();
+        let text = crate::reload::edit_traffic(
+            &stored_text,
+            &owners,
+            rules.traffic_version() + 1,
+            rules.version() + 1,
+        )
+        .map_err(|e| stop("step 4 (traffic rule)", format!("the rules in etcd {e}")))?;
+        RuleSet::parse(&text).map_err(|e| stop("step 4 (traffic rule)", e.to_string()))?;
+        let rev = ctl
+            .put_rules(&text, stored_revision)
+            .await
+            .map_err(|e| stop("step 4 (traffic rule)", e))?;
+        println!(
+            "step 4: traffic version {} gives {codes} to room {} (revision {rev})",
+            rules.traffic_version() + 1,
+            c.to
+        );
+        let tv = rules.traffic_version() + 1;
+        wait_acks(ctl, rev, c.min_proxies, c.wait, |a| a.traffic_version >= tv)
+            .await
+            .map_err(|e| stop("step 4 (acknowledgements of the traffic rule)", e))?;
+        println!("step 4: every proxy routes {codes} to room {}", c.to);
+    }
+    // Step 5: lift the ban of these codes (other banned codes stay banned).
+    let StoredRules {
+        text: stored_text,
+        revision: stored_revision,
+        rules,
+    } = ctl.rules().await?.ok_or("the rules vanished from etcd")?;
+    let rules = rules.ok_or("the rules in etcd do not parse")?;
+    let rest = code_set(
+        rules
+            .banned_codes()
+            .iter()
+            .filter(|&code| !codes.contains(code)),
+    );
+    let version = rules.ban_version() + 1;
+    let text = crate::reload::edit_write_ban(&stored_text, &render(&rest), version, rules.version() + 1)
+        .map_err(|e| format!("step 5 (lift the ban) failed: the rules in etcd {e}; the new owner is in place: `ctl unban` lifts the ban"))?;
+    let rev = ctl
+        .put_rules(&text, stored_revision)
+        .await
+        .map_err(|e| format!("step 5 (lift the ban) failed: {e}; run the same command again"))?;
+    wait_acks(ctl, rev, c.min_proxies, c.wait, |a| {
+        a.ban_version >= version
+    })
+    .await
+    .map_err(|e| format!("step 5 (lift the ban) failed: {e}; run the same command again"))?;
+    println!("step 5: the ban of {codes} is lifted (write-ban version {version}); cutover done");
+    Ok(())
+}

@@ -165,6 +165,24 @@ enum CtlAction {
         #[arg(long, default_value_t = 30)]
         wait: u64,
     },
+    /// Move route codes to another room safely: ban, wait for every proxy, wait for the target
+    /// room's replication (MASTER_GTID_WAIT), switch the traffic rule, lift the ban. Re-running
+    /// resumes (docs/cutover.md).
+    Cutover {
+        #[arg(long, value_delimiter = ',', required = true)]
+        route_codes: Vec<String>,
+        /// The room that will own them.
+        #[arg(long)]
+        to: String,
+        /// Seconds to wait for the proxies' acknowledgements, per step.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+        /// Seconds the target room's servers may take to apply the source's GTID position.
+        #[arg(long, default_value_t = 60)]
+        gtid_timeout: u64,
+        #[arg(long, default_value_t = 1)]
+        min_proxies: usize,
+    },
 }
 
 /// `rainbow-bridge ctl`: 0 done, 1 the operation did not complete (the message says what
@@ -244,6 +262,25 @@ fn ctl(url: &str, action: CtlAction) -> anyhow::Result<std::process::ExitCode> {
                 min_proxies,
             } => ban(&mut c, route_codes, version, wait, min_proxies).await,
             CtlAction::Unban { wait } => ban(&mut c, Vec::new(), None, wait, 0).await,
+            CtlAction::Cutover {
+                route_codes,
+                to,
+                wait,
+                gtid_timeout,
+                min_proxies,
+            } => {
+                let plan = rainbow_bridge::ctl::Cutover {
+                    codes: route_codes,
+                    to,
+                    wait: std::time::Duration::from_secs(wait),
+                    gtid_timeout: std::time::Duration::from_secs(gtid_timeout),
+                    min_proxies,
+                };
+                match rainbow_bridge::ctl::cutover(&mut c, &plan).await {
+                    Ok(()) => Ok(std::process::ExitCode::SUCCESS),
+                    Err(e) => fail(e),
+                }
+            }
         }
     })
 }

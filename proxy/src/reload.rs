@@ -344,6 +344,46 @@ pub fn edit_write_ban(
     Ok(doc.to_string())
 }
 
+/// The rules text with `[traffic] owners.<room>` set for every room given, the traffic
+/// `version` and the top-level `version` set; everything else as it was.
+pub fn edit_traffic(
+    text: &str,
+    owners: &[(String, Vec<String>)],
+    traffic_version: u64,
+    rules_version: u64,
+) -> Result<String, String> {
+    use toml_edit::{Array, DocumentMut, Item, Table, Value};
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e| format!("is not valid TOML: {e}"))?;
+    let to_i64 = |v: u64| i64::try_from(v).map_err(|_| format!("version {v} is too large"));
+    doc["version"] = toml_edit::value(to_i64(rules_version)?);
+    if !doc.contains_key("traffic") {
+        doc["traffic"] = Item::Table(Table::new());
+    }
+    let traffic = doc["traffic"]
+        .as_table_like_mut()
+        .ok_or("`traffic` is not a table")?;
+    traffic.insert("version", toml_edit::value(to_i64(traffic_version)?));
+    if traffic.get("owners").is_none() {
+        let mut t = Table::new();
+        t.set_dotted(true);
+        traffic.insert("owners", Item::Table(t));
+    }
+    let table = traffic
+        .get_mut("owners")
+        .and_then(Item::as_table_like_mut)
+        .ok_or("`traffic.owners` is not a table")?;
+    for (room, codes) in owners {
+        let mut list = Array::new();
+        for c in codes {
+            list.push(c.as_str());
+        }
+        table.insert(room, Item::Value(Value::Array(list)));
+    }
+    Ok(doc.to_string())
+}
+
 /// Writes `text` to `path` so that readers see the old file or the new one, never a part:
 /// a temporary file in the same directory, flushed to disk, renamed over `path`.
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {

@@ -215,3 +215,125 @@ async fn a_proxy_that_cannot_reach_etcd_serves_its_rules_file_and_says_so() {
         "{err}"
     );
 }
+
+fn unit_rules(db: &str) -> String {
+    let hash = shard_rules::config::hash_password("app");
+    format!(
+        "version = 1\n[rooms.A]\nrole = \"center\"\n[rooms.B]\nrole = \"unit\"\n\
+         [route_codes]\ncount = 10000\n[traffic]\nversion = 1\nowners.A = [\"0-4999\"]\n\
+         owners.B = [\"5000-9999\"]\n[write_ban]\nversion = 0\nroute_codes = []\n\
+         [data_sources.u_a]\nroom = \"A\"\nhost = \"127.0.0.1\"\nport = 3336\n\
+         schema = \"{db}\"\nuser = \"rb\"\npassword = \"rb\"\n\
+         [data_sources.u_b]\nroom = \"B\"\nhost = \"127.0.0.1\"\nport = 3337\n\
+         schema = \"{db}\"\nuser = \"rb\"\npassword = \"rb\"\n\
+         [databases.{db}]\ntype = \"unit\"\ndata_sources.ds = [\"u_a\", \"u_b\"]\n\
+         [databases.{db}.tables.t_note]\nsharding_key = \"buyer\"\n\
+         [users.app]\npassword_hash = \"{hash}\"\ndatabases = [\"{db}\"]\nmode = \"unit\"\n"
+    )
+}
+
+#[tokio::test]
+async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and_traffic() {
+    etcd_up();
+    // The replicated pair of rooms of tests/tests/replication.rs.
+    let out = Command::new(root().join("scripts/rooms.sh"))
+        .args(["up", "--replicated"])
+        .env("RB_ROOMS_DIR", "/tmp/rainbow-bridge-rooms-replicated")
+        .env("RB_ROOM_PORTS", "3336 3337")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = format!("cut_{}", std::process::id());
+    let mut a = rb_e2e::direct_room(3336, None).await;
+    a.query_drop(format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.t_note (id INT PRIMARY KEY, buyer INT, note VARCHAR(20))"
+    ))
+    .await
+    .unwrap();
+    let pos: String = a
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut b = rb_e2e::direct_room(3337, None).await;
+    let done: Option<i64> = b
+        .query_first(format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))
+        .await
+        .unwrap();
+    assert_eq!(done, Some(0));
+
+    let prefix = format!("/rbt-cut-{}", std::process::id());
+    let url = format!("etcd://127.0.0.1:2379{prefix}");
+    let text = unit_rules(&db);
+    let (code, out, err) = ctl(&url, &["put-rules", &write("cut", &text), "--wait", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let sections =
+        |i: &str| format!("[cluster]\nurl = \"{url}\"\ninstance = \"{i}\"\nlease_ttl_s = 2\n");
+    let pa = Proxy::start_rules_sections("A", &text, &sections("room-a")).await;
+    let pb = Proxy::start_rules_sections("B", &text, &sections("room-b")).await;
+    wait_status(&url, "both rooms' proxies registered", |s| {
+        s.contains("2 proxies registered")
+    });
+    let insert =
+        |id: u32| format!("INSERT INTO t_note (id, buyer, note) VALUES ({id}, 1001, 'n{id}')");
+    let mut ca = pa.conn(&db).await;
+    let mut cb = pb.conn(&db).await;
+    ca.query_drop(insert(1)).await.unwrap();
+    let e = cb.query_drop(insert(2)).await.unwrap_err().to_string();
+    assert!(e.contains("belongs to room `A`"), "{e}");
+
+    let (code, out, err) = ctl(
+        &url,
+        &[
+            "cutover",
+            "--route-codes",
+            "1001",
+            "--to",
+            "B",
+            "--min-proxies",
+            "2",
+            "--wait",
+            "15",
+        ],
+    );
+    assert_eq!(
+        code,
+        0,
+        "{out}\n{err}\nA:\n{}\nB:\n{}",
+        pa.log_text(),
+        pb.log_text()
+    );
+    for step in ["step 1:", "step 2:", "step 3:", "step 4:", "step 5:"] {
+        assert!(out.contains(step), "{step} missing:\n{out}");
+    }
+    assert!(
+        out.contains("room B's 127.0.0.1:3337 applied room A's 127.0.0.1:3336 position 1-1-"),
+        "{out}"
+    );
+    assert!(out.contains("cutover done"), "{out}");
+    // Now room B owns route code 1001, with the row written in A before the switch.
+    cb.query_drop(insert(3)).await.unwrap();
+    let e = ca.query_drop(insert(4)).await.unwrap_err().to_string();
+    assert!(e.contains("belongs to room `B`"), "{e}");
+    let rows: Vec<i32> = b
+        .query(format!("SELECT id FROM {db}.t_note ORDER BY id"))
+        .await
+        .unwrap();
+    assert_eq!(rows, [1, 3]);
+    let out = wait_status(&url, "both proxies on the new traffic rule", |s| {
+        s.lines()
+            .filter(|l| l.starts_with("room-") && l.contains(" none "))
+            .count()
+            == 2
+    });
+    assert!(out.contains("write-ban version 2 on none"), "{out}");
+    // Re-running finds nothing to do.
+    let (code, out, _) = ctl(&url, &["cutover", "--route-codes", "1001", "--to", "B"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to do"), "{out}");
+    a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+}
