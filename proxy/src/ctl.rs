@@ -358,7 +358,7 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
         .rooms()
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i as u16 != to as u16)
+        .filter(|(i, _)| *i as u16 != to)
         .filter(|(i, _)| codes.iter().any(|code| rules.owner(code) as usize == *i))
         .map(|(_, (n, _))| n.clone())
         .collect();
