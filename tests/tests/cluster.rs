@@ -337,3 +337,267 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
     assert!(out.contains("nothing to do"), "{out}");
     a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
 }
+
+/// One acknowledged write of the consistency test.
+#[derive(Debug, Clone)]
+struct Acked {
+    buyer: u32,
+    client: u32,
+    seq: u32,
+    room: char,
+    sent: Instant,
+    acked: Instant,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_over_back_and_forth() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    etcd_up();
+    let out = Command::new(root().join("scripts/rooms.sh"))
+        .args(["up", "--replicated"])
+        .env("RB_ROOMS_DIR", "/tmp/rainbow-bridge-rooms-replicated")
+        .env("RB_ROOM_PORTS", "3336 3337")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = format!("consist_{}", std::process::id());
+    let mut a = rb_e2e::direct_room(3336, None).await;
+    let mut b = rb_e2e::direct_room(3337, None).await;
+    a.query_drop(format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.t_w (id BIGINT PRIMARY KEY, buyer INT NOT NULL, \
+         client INT NOT NULL, seq INT NOT NULL, written_in CHAR(1) NOT NULL, UNIQUE KEY (client, seq))"
+    ))
+    .await
+    .unwrap();
+    let pos: String = a
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    let ok: Option<i64> = b
+        .query_first(format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))
+        .await
+        .unwrap();
+    assert_eq!(ok, Some(0));
+    let text = unit_rules(&db).replace(
+        &format!("[databases.{db}.tables.t_note]\nsharding_key = \"buyer\"\n"),
+        &format!(
+            "[databases.{db}.tables.t_w]\nsharding_key = \"buyer\"\n\
+             key_generator = {{ column = \"id\", type = \"snowflake\" }}\n"
+        ),
+    );
+    let prefix = format!("/rbt-consist-{}", std::process::id());
+    let url = format!("etcd://127.0.0.1:2379{prefix}");
+    let (code, out, err) = ctl(
+        &url,
+        &["put-rules", &write("consist", &text), "--wait", "1"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let sections =
+        |i: &str| format!("[cluster]\nurl = \"{url}\"\ninstance = \"{i}\"\nlease_ttl_s = 2\n");
+    let pa = Proxy::start_rules_sections("A", &text, &sections("room-a")).await;
+    let pb = Proxy::start_rules_sections("B", &text, &sections("room-b")).await;
+    wait_status(&url, "both rooms' proxies registered", |s| {
+        s.contains("2 proxies registered")
+    });
+
+    // Writers: random buyers 1..=20 (route codes 1..=20, room A's); each sends to the room it
+    // believes owns the buyer, moves to the other room on 8031 (wrong room) and retries later
+    // on 8032 (banned).
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    let (wrong_room, banned, failed) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut writers = Vec::new();
+    for client in 0..4u32 {
+        let mut conns = [pa.conn(&db).await, pb.conn(&db).await];
+        let (stop, acked) = (stop.clone(), acked.clone());
+        let (wrong_room, banned, failed) = (wrong_room.clone(), banned.clone(), failed.clone());
+        writers.push(tokio::spawn(async move {
+            let mut believed = [0usize; 21];
+            let mut seq = 0u32;
+            let mut rng = 0x9E37_79B9u32.wrapping_mul(client + 1);
+            while !stop.load(Ordering::Relaxed) {
+                rng ^= rng << 13;
+                rng ^= rng >> 17;
+                rng ^= rng << 5;
+                let buyer = 1 + rng % 20;
+                seq += 1;
+                loop {
+                    let side = believed[buyer as usize];
+                    let room = if side == 0 { 'A' } else { 'B' };
+                    let sent = Instant::now();
+                    let r = conns[side]
+                        .query_drop(format!(
+                            "INSERT INTO t_w (buyer, client, seq, written_in) VALUES ({buyer}, {client}, {seq}, '{room}')"
+                        ))
+                        .await;
+                    match r {
+                        Ok(()) => {
+                            acked.lock().unwrap().push(Acked {
+                                buyer,
+                                client,
+                                seq,
+                                room,
+                                sent,
+                                acked: Instant::now(),
+                            });
+                            break;
+                        }
+                        Err(mysql_async::Error::Server(e)) if e.code == 8031 => {
+                            wrong_room.fetch_add(1, Ordering::Relaxed);
+                            believed[buyer as usize] = 1 - side;
+                        }
+                        Err(mysql_async::Error::Server(e)) if e.code == 8032 => {
+                            banned.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            panic!("client {client}: buyer {buyer}: {e}");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // Route codes 1-10 go to B, back to A, and to B again, while the writers run.
+    let mut cutovers = Vec::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for to in ["B", "A", "B"] {
+        let url = url.clone();
+        let start = Instant::now();
+        let (code, out, err) = tokio::task::spawn_blocking(move || {
+            ctl(
+                &url,
+                &[
+                    "cutover",
+                    "--route-codes",
+                    "1-10",
+                    "--to",
+                    to,
+                    "--min-proxies",
+                    "2",
+                    "--wait",
+                    "20",
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "cutover to {to}:\n{out}\n{err}");
+        cutovers.push((to, start, Instant::now()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    // Both rooms applied each other's writes.
+    for (from, to) in [(&mut a, 3337u16), (&mut b, 3336u16)] {
+        let pos: String = from
+            .query_first("SELECT @@gtid_binlog_pos")
+            .await
+            .unwrap()
+            .unwrap();
+        let own: String = pos
+            .split(',')
+            .filter(|g| !g.is_empty())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut other = rb_e2e::direct_room(to, None).await;
+        let ok: Option<i64> = other
+            .query_first(format!("SELECT MASTER_GTID_WAIT('{own}', 30)"))
+            .await
+            .unwrap();
+        assert_eq!(ok, Some(0), "room on {to} caught up with {own}");
+    }
+    let mut present = Vec::new();
+    for c in [&mut a, &mut b] {
+        let rows: Vec<(i64, u32, u32, u32, String)> = c
+            .query(format!(
+                "SELECT id, buyer, client, seq, written_in FROM {db}.t_w ORDER BY client, seq"
+            ))
+            .await
+            .unwrap();
+        present.push(rows);
+    }
+    assert_eq!(present[0], present[1], "both rooms hold the same rows");
+    let rows = &present[0];
+    // Every acknowledged write is there, and nothing else.
+    let mut want: Vec<(u32, u32, u32, String)> = acked
+        .iter()
+        .map(|w| (w.client, w.seq, w.buyer, w.room.to_string()))
+        .collect();
+    want.sort();
+    let mut got: Vec<(u32, u32, u32, String)> =
+        rows.iter().map(|r| (r.2, r.3, r.1, r.4.clone())).collect();
+    got.sort();
+    assert_eq!(got, want, "the rows are exactly the acknowledged writes");
+    let ids: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(ids.len(), rows.len(), "no two rows share an ID");
+    // Ownership: between cut-overs, a route code's writes went to its owner only; codes 11-20
+    // never moved from room A.
+    let owner_at = |t: Instant| -> Option<char> {
+        let mut owner = 'A';
+        for (to, start, end) in &cutovers {
+            if t >= *start && t <= *end {
+                return None; // inside a cut-over: banned, or the old or new owner
+            }
+            if t > *end {
+                owner = to.chars().next().unwrap();
+            }
+        }
+        Some(owner)
+    };
+    let mut checked = 0;
+    for w in &acked {
+        if w.buyer > 10 {
+            assert_eq!(w.room, 'A', "{w:?}");
+            checked += 1;
+        } else if let (Some(o1), Some(o2)) = (owner_at(w.sent), owner_at(w.acked)) {
+            if o1 == o2 {
+                assert_eq!(
+                    w.room, o1,
+                    "written in a room that did not own its key: {w:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    // No replication error or conflict in either room.
+    let status = Command::new(root().join("scripts/rooms.sh"))
+        .arg("status")
+        .env("RB_ROOMS_DIR", "/tmp/rainbow-bridge-rooms-replicated")
+        .env("RB_ROOM_PORTS", "3336 3337")
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert_eq!(status.matches("io=Yes sql=Yes").count(), 2, "{status}");
+    assert!(!status.contains("error:"), "{status}");
+    let in_b = acked.iter().filter(|w| w.room == 'B').count();
+    println!(
+        "consistency: {} writes acknowledged ({} in room A, {in_b} in room B), all {} present in both \
+         rooms, {} distinct ids, {checked} checked against the owner of their key, 3 cut-overs, \
+         {} wrong-room redirects, {} banned retries, {} failures, replication without error",
+        acked.len(),
+        acked.len() - in_b,
+        rows.len(),
+        ids.len(),
+        wrong_room.load(Ordering::Relaxed),
+        banned.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    assert!(in_b > 0 && acked.len() > in_b, "writes in both rooms");
+    drop((pa, pb));
+    a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+}
