@@ -48,6 +48,7 @@ pub enum Command {
     ShowSessions,
     ShowStats,
     ShowVersion,
+    ShowCluster,
     ShowDatabases,
     ShowTables,
     Help,
@@ -89,6 +90,10 @@ const STATEMENTS: &[(&str, &str)] = &[
     ("SHOW SESSIONS", "client sessions"),
     ("SHOW STATS", "statement, refusal, ID and reload counters"),
     ("SHOW VERSION", "proxy and backend versions"),
+    (
+        "SHOW CLUSTER",
+        "cluster mode: etcd reachable or not, the rules revision applied (docs/cutover.md)",
+    ),
     (
         "SHOW HELP",
         "this list (HELP too, where the client does not take it)",
@@ -264,6 +269,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
         }
         ["SHOW", "STATS"] => Ok(Command::ShowStats),
         ["SHOW", "VERSION"] => Ok(Command::ShowVersion),
+        ["SHOW", "CLUSTER"] => exact(Command::ShowCluster),
         ["SHOW", "DATABASES" | "SCHEMAS"] => Ok(Command::ShowDatabases),
         ["SHOW", "TABLES"] => Ok(Command::ShowTables),
         ["HELP"] | ["SHOW", "HELP"] => Ok(Command::Help),
@@ -736,6 +742,47 @@ pub fn show_stats(shared: &Shared) -> Table {
 }
 
 /// `SHOW VERSION`.
+/// `SHOW CLUSTER`: cluster mode's state, one row per item.
+pub fn show_cluster(shared: &Shared) -> Table {
+    let st = shared
+        .cluster
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut t = Table::new(&["item", "value"]);
+    let mut put = |k: &str, v: String| t.row([s(k), Some(v)]);
+    if !st.enabled {
+        put("cluster mode", "off (the rules file alone)".into());
+        return t;
+    }
+    put("cluster mode", "on".into());
+    put("url", st.url);
+    put("instance", st.instance);
+    put(
+        "etcd",
+        if st.connected {
+            "connected".into()
+        } else {
+            "UNREACHABLE: serving the last rules applied".into()
+        },
+    );
+    put("last error", st.last_error.unwrap_or_else(|| "-".into()));
+    put(
+        "last contact",
+        st.last_contact.map_or("never".into(), timestamp),
+    );
+    put(
+        "rules revision",
+        if st.rules_revision == 0 {
+            "none from etcd yet (the rules file)".into()
+        } else {
+            st.rules_revision.to_string()
+        },
+    );
+    put("refused", st.refused.unwrap_or_else(|| "-".into()));
+    t
+}
+
 pub fn show_version(shared: &Shared, backend: String) -> Table {
     let mut t = Table::new(&[
         "rainbow_bridge",
@@ -1201,6 +1248,7 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for AdminSession {
             Command::ShowPools => write_table(results, show_pools(&shared)).await,
             Command::ShowSessions => write_table(results, show_sessions(&shared)).await,
             Command::ShowStats => write_table(results, show_stats(&shared)).await,
+            Command::ShowCluster => write_table(results, show_cluster(&shared)).await,
             Command::ShowVersion => {
                 let backend = shared.server_version().await;
                 write_table(results, show_version(&shared, backend)).await

@@ -100,6 +100,14 @@ pub mod names {
         "rainbow_plan_cache_entries",
         "Statement shapes held by the plan cache",
     );
+    pub const CLUSTER_CONNECTED: (&str, &str) = (
+        "rainbow_cluster_connected",
+        "Cluster mode: 1 while etcd is reachable, 0 while the proxy serves its last rules without it",
+    );
+    pub const CLUSTER_REVISION: (&str, &str) = (
+        "rainbow_cluster_rules_revision",
+        "Cluster mode: the etcd revision of the rules applied (0: the rules file)",
+    );
 }
 
 /// What a client command was, for counting (bounded: these labels only).
@@ -380,6 +388,8 @@ pub fn install(listen: std::net::SocketAddr) -> Result<(), String> {
         BAN_EFFECTIVE,
         BAN_WAIT,
         PLAN_ENTRIES,
+        CLUSTER_CONNECTED,
+        CLUSTER_REVISION,
     ] {
         metrics::describe_gauge!(name, help);
     }
@@ -452,6 +462,13 @@ pub fn publish(shared: &Shared) {
         .map_or(0.0, |(_, t)| unix_secs(t));
     gauge!(BAN_EFFECTIVE.0).set(effective);
     gauge!(BAN_WAIT.0).set(s.ban_wait_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+    {
+        let st = shared.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        if st.enabled {
+            gauge!(CLUSTER_CONNECTED.0).set(if st.connected { 1.0 } else { 0.0 });
+            gauge!(CLUSTER_REVISION.0).set(st.rules_revision as f64);
+        }
+    }
 
     // The exporter cannot drop a series: a data source a reload removed or renamed (its pool
     // drained) is published once more with zero connections, max and waiters, so its series do

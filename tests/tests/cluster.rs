@@ -193,7 +193,18 @@ async fn rules_in_etcd_reach_every_proxy_which_acknowledges_them() {
 async fn a_proxy_that_cannot_reach_etcd_serves_its_rules_file_and_says_so() {
     let db = fresh_db("cluster_down").await;
     // Nothing listens on port 1.
-    let p = start(&db, "etcd://127.0.0.1:1/rbt-nowhere", "lonely").await;
+    let metrics = rb_e2e::free_port();
+    let p = Proxy::start_rules_sections(
+        "A",
+        &rules(&db, 1),
+        &format!(
+            "[cluster]\nurl = \"etcd://127.0.0.1:1/rbt-nowhere\"\ninstance = \"lonely\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\nusers.dba = {{ password_hash = \"{}\" }}\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+            shard_rules::config::hash_password("dba")
+        ),
+    )
+    .await;
     let mut c = p.conn(&db).await;
     let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
     assert_eq!(one, Some(1));
@@ -207,6 +218,23 @@ async fn a_proxy_that_cannot_reach_etcd_serves_its_rules_file_and_says_so() {
         "{}",
         p.log_text()
     );
+    // Its status and metrics say so.
+    let (ok, out, err) = rb_e2e::mariadb(p.admin_port.unwrap(), "dba", "dba", "", "SHOW CLUSTER");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("UNREACHABLE: serving the last rules applied"),
+        "{out}"
+    );
+    assert!(out.contains("none from etcd yet (the rules file)"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = rb_e2e::http_get(metrics, "/metrics").unwrap();
+        if body.contains("rainbow_cluster_connected 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // ctl says what is wrong.
     let (code, _, err) = ctl("etcd://127.0.0.1:1/rbt-nowhere", &["status"]);
     assert_eq!(code, 1);
@@ -271,13 +299,24 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
     let text = unit_rules(&db);
     let (code, out, err) = ctl(&url, &["put-rules", &write("cut", &text), "--wait", "1"]);
     assert_eq!(code, 0, "{out}{err}");
-    let sections =
-        |i: &str| format!("[cluster]\nurl = \"{url}\"\ninstance = \"{i}\"\nlease_ttl_s = 2\n");
+    let sections = |i: &str| {
+        format!(
+            "[cluster]\nurl = \"{url}\"\ninstance = \"{i}\"\nlease_ttl_s = 2\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\nusers.dba = {{ password_hash = \"{}\" }}\n",
+            shard_rules::config::hash_password("dba")
+        )
+    };
     let pa = Proxy::start_rules_sections("A", &text, &sections("room-a")).await;
     let pb = Proxy::start_rules_sections("B", &text, &sections("room-b")).await;
     wait_status(&url, "both rooms' proxies registered", |s| {
         s.contains("2 proxies registered")
     });
+    let (ok, out, err) = rb_e2e::mariadb(pa.admin_port.unwrap(), "dba", "dba", "", "SHOW CLUSTER");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("etcd\tconnected") && out.contains("instance\troom-a"),
+        "{out}"
+    );
     let insert =
         |id: u32| format!("INSERT INTO t_note (id, buyer, note) VALUES ({id}, 1001, 'n{id}')");
     let mut ca = pa.conn(&db).await;
