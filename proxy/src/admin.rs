@@ -780,6 +780,16 @@ pub fn show_cluster(shared: &Shared) -> Table {
         },
     );
     put("refused", st.refused.unwrap_or_else(|| "-".into()));
+    put(
+        "snowflake worker id",
+        match shared.worker_fence.get() {
+            Some(f) => match f.check() {
+                Ok(()) => format!("{} (leased from etcd)", f.worker),
+                Err(e) => format!("{}, not usable: {e}", f.worker),
+            },
+            None => "not leased".into(),
+        },
+    );
     t
 }
 

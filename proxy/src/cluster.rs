@@ -317,3 +317,173 @@ mod tests {
             .contains("no key prefix"));
     }
 }
+
+/// The snowflake worker id this proxy holds in etcd, and whether it may still use it: only
+/// while its lease was renewed less than a TTL (minus a second of margin) ago, so an id that a
+/// partition let expire (and another proxy may have taken) is never used twice.
+#[derive(Debug)]
+pub struct WorkerFence {
+    pub worker: u32,
+    ttl_ms: u64,
+    renewed_ms: std::sync::atomic::AtomicU64,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl WorkerFence {
+    /// A fence that never allows (the claim failed at start).
+    pub fn lost(worker: u32) -> WorkerFence {
+        WorkerFence {
+            worker,
+            ttl_ms: 0,
+            renewed_ms: 0.into(),
+            lost: true.into(),
+        }
+    }
+
+    /// `Err(why)` when snowflake keys may not be generated now.
+    pub fn check(&self) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(format!(
+                "this proxy holds no snowflake worker id lease in etcd (worker {}): keys are \
+                 generated again once it has one (SHOW CLUSTER, the proxy's log)",
+                self.worker
+            ));
+        }
+        let age = now_ms().saturating_sub(self.renewed_ms.load(Ordering::Relaxed));
+        if age + 1000 >= self.ttl_ms {
+            return Err(format!(
+                "the lease of snowflake worker id {} was last renewed {age} ms ago (TTL {} ms): \
+                 etcd is unreachable, and another proxy may hold the id by now",
+                self.worker, self.ttl_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn worker_key(prefix: &str, room: &str, id: u32) -> String {
+    format!("{prefix}/workers/{room}/{id}")
+}
+
+/// Puts `PREFIX/workers/<room>/<id>` = instance under a new lease if the key is absent:
+/// `Some(lease)` when claimed, `None` when another proxy holds it.
+async fn claim_id(
+    mut c: Client,
+    prefix: &str,
+    room: &str,
+    instance: &str,
+    ttl: i64,
+    id: u32,
+) -> Result<Option<i64>, String> {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let key = worker_key(prefix, room, id);
+    let lease = c
+        .lease_grant(ttl, None)
+        .await
+        .map_err(|e| format!("lease grant: {e}"))?
+        .id();
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
+            key,
+            instance,
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
+    let r = c.txn(txn).await.map_err(|e| format!("claim: {e}"))?;
+    if r.succeeded() {
+        Ok(Some(lease))
+    } else {
+        let _ = c.lease_revoke(lease).await;
+        Ok(None)
+    }
+}
+
+/// Claims the lowest free snowflake worker id of `room` (`PREFIX/workers/<room>/<id>`, created
+/// only if absent, under a lease) and keeps the lease alive in the background; a lease that
+/// expired anyway is claimed again for the same id, or given up (keys refused) if another
+/// proxy took the id meanwhile.
+pub async fn claim_worker(
+    url: &str,
+    room: &str,
+    instance: &str,
+    lease_ttl: Duration,
+    max_worker: u32,
+) -> Result<Arc<WorkerFence>, String> {
+    let (endpoints, prefix) = shard_rules::config::parse_cluster_url(url)?;
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5));
+    let mut c = Client::connect(&endpoints, Some(opts))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let ttl = lease_ttl.as_secs().max(2) as i64;
+    let mut found = None;
+    for id in 0..=max_worker {
+        if let Some(lease) = claim_id(c.clone(), &prefix, room, instance, ttl, id).await? {
+            found = Some((id, lease));
+            break;
+        }
+    }
+    let (worker, mut lease) = found.ok_or_else(|| {
+        format!("every snowflake worker id of room {room} (0-{max_worker}) is held by a live proxy")
+    })?;
+    let fence = Arc::new(WorkerFence {
+        worker,
+        ttl_ms: ttl as u64 * 1000,
+        renewed_ms: now_ms().into(),
+        lost: false.into(),
+    });
+    info!(
+        worker,
+        room, instance, "snowflake worker id leased from etcd"
+    );
+    let f = Arc::clone(&fence);
+    let instance = instance.to_string();
+    let room = room.to_string();
+    tokio::spawn(async move {
+        use std::sync::atomic::Ordering;
+        let mut tick = tokio::time::interval(Duration::from_millis(ttl as u64 * 1000 / 3));
+        loop {
+            tick.tick().await;
+            let renewed = async {
+                let (mut keeper, mut stream) = c.lease_keep_alive(lease).await.ok()?;
+                keeper.keep_alive().await.ok()?;
+                let r = stream.message().await.ok()??;
+                Some(r.ttl() > 0)
+            }
+            .await;
+            match renewed {
+                Some(true) => f.renewed_ms.store(now_ms(), Ordering::Relaxed),
+                Some(false) => {
+                    // Expired (a partition longer than the TTL): take the id back if it is free.
+                    match claim_id(c.clone(), &prefix, &room, &instance, ttl, f.worker).await {
+                        Ok(Some(l)) => {
+                            lease = l;
+                            f.renewed_ms.store(now_ms(), Ordering::Relaxed);
+                            warn!(
+                                worker = f.worker,
+                                "snowflake worker id lease expired and was claimed again"
+                            );
+                        }
+                        Ok(None) => {
+                            f.lost.store(true, Ordering::Relaxed);
+                            tracing::error!(worker = f.worker, room = %room, instance = %instance,
+                                "snowflake worker id taken by another proxy after this proxy's lease expired: snowflake keys are refused from now on; restart the proxy to lease a new id");
+                            return;
+                        }
+                        Err(_) => {}
+                    }
+                }
+                None => {} // etcd unreachable: the fence runs out on its own
+            }
+        }
+    });
+    Ok(fence)
+}

@@ -954,9 +954,47 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                             c.map_or(10, |c| c.lease_ttl_s),
                         )
                     });
+                let mut config = config;
+                // Cluster mode: the snowflake worker id is leased from etcd, so two live
+                // proxies never share one.
+                let mut fence = None;
+                if let Some((url, instance, ttl)) = &cluster {
+                    let instance = instance
+                        .clone()
+                        .unwrap_or_else(|| format!("{}-{}", config.proxy.room, listen_addr));
+                    let max = rules.ids().layout.max_worker();
+                    let claim = rainbow_bridge::cluster::claim_worker(
+                        url,
+                        &config.proxy.room,
+                        &instance,
+                        std::time::Duration::from_secs(*ttl),
+                        max,
+                    );
+                    match tokio::time::timeout(std::time::Duration::from_secs(10), claim).await {
+                        Ok(Ok(f)) => {
+                            config.proxy.worker_id = f.worker;
+                            fence = Some(f);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "no snowflake worker id from etcd: snowflake keys are refused until the proxy restarts with etcd reachable");
+                            fence = Some(std::sync::Arc::new(
+                                rainbow_bridge::cluster::WorkerFence::lost(config.proxy.worker_id),
+                            ));
+                        }
+                        Err(_) => {
+                            tracing::error!("no snowflake worker id from etcd within 10 s: snowflake keys are refused until the proxy restarts with etcd reachable");
+                            fence = Some(std::sync::Arc::new(
+                                rainbow_bridge::cluster::WorkerFence::lost(config.proxy.worker_id),
+                            ));
+                        }
+                    }
+                }
                 let shared =
                     rainbow_bridge::server::shared(config, rules, rules_path.clone(), rules_text)
                         .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+                if let Some(f) = fence {
+                    let _ = shared.worker_fence.set(f);
+                }
                 if metrics_listen.is_some() {
                     rainbow_bridge::metrics::publish(&shared);
                     rainbow_bridge::metrics::spawn_upkeep(shared.clone());

@@ -63,8 +63,11 @@ pub struct Shared {
     pub rules: arc_swap::ArcSwap<RuleSet>,
     /// This proxy's room in `rules`.
     pub room: RoomId,
-    /// Snowflake IDs for generated key columns: this room, `proxy.worker_id`.
+    /// Snowflake IDs for generated key columns: this room, `proxy.worker_id` (in cluster mode,
+    /// the worker id leased from etcd).
     pub ids: id_gen::Generator,
+    /// Cluster mode: the lease of the worker id, checked before every snowflake key.
+    pub worker_fence: std::sync::OnceLock<Arc<crate::cluster::WorkerFence>>,
     /// Segment keys from the rules' `[segments]` table, when there is one.
     pub segments: Option<id_gen::SegmentAllocator<crate::segments::CenterSegments>>,
     /// Reads whose (hinted) ShardingKey belongs to another room, served locally.
@@ -246,6 +249,7 @@ impl Shared {
                 std::time::SystemTime::now(),
             ))),
             cluster: std::sync::Mutex::new(crate::cluster::Status::default()),
+            worker_fence: std::sync::OnceLock::new(),
             rules: arc_swap::ArcSwap::from_pointee(rules),
             room,
             ids,
@@ -1581,6 +1585,9 @@ impl Session {
         for g in wanted {
             let id = match g.kind {
                 shard_rules::rules::KeyGeneratorKind::Snowflake => {
+                    if let Some(f) = self.shared.worker_fence.get() {
+                        f.check().map_err(failed)?;
+                    }
                     let id = self
                         .shared
                         .ids

@@ -114,6 +114,23 @@ async fn rules_in_etcd_reach_every_proxy_which_acknowledges_them() {
     for l in out.lines().filter(|l| l.starts_with('p')) {
         assert_eq!(l.split_whitespace().nth(2), Some("2"), "{l}");
     }
+    // Two proxies of one room never share a snowflake worker id: each holds its own lease.
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints=http://127.0.0.1:2379", "get", "--prefix"])
+        .arg(format!("{prefix}/workers/A/"))
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 4, "two keys, two values: {listed}");
+    assert!(
+        lines[0].ends_with("/workers/A/0") && lines[2].ends_with("/workers/A/1"),
+        "{listed}"
+    );
+    let mut holders = vec![lines[1], lines[3]];
+    holders.sort();
+    assert_eq!(holders, ["p1", "p2"], "{listed}");
     // A change reaches both; ctl waits for their acknowledgements.
     let (code, out, err) = ctl(
         &url,
@@ -226,6 +243,10 @@ async fn a_proxy_that_cannot_reach_etcd_serves_its_rules_file_and_says_so() {
         "{out}"
     );
     assert!(out.contains("none from etcd yet (the rules file)"), "{out}");
+    assert!(
+        out.contains("not usable: this proxy holds no snowflake worker id lease"),
+        "{out}"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (_, body) = rb_e2e::http_get(metrics, "/metrics").unwrap();
@@ -315,6 +336,10 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
     assert!(ok, "{err}");
     assert!(
         out.contains("etcd\tconnected") && out.contains("instance\troom-a"),
+        "{out}"
+    );
+    assert!(
+        out.contains("snowflake worker id\t0 (leased from etcd)"),
         "{out}"
     );
     let insert =
