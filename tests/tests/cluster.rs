@@ -464,10 +464,13 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     assert_eq!(code, 0, "{out}{err}");
     let sections =
         |i: &str| format!("[cluster]\nurl = \"{url}\"\ninstance = \"{i}\"\nlease_ttl_s = 2\n");
-    let pa = Proxy::start_rules_sections("A", &text, &sections("room-a")).await;
-    let pb = Proxy::start_rules_sections("B", &text, &sections("room-b")).await;
-    wait_status(&url, "both rooms' proxies registered", |s| {
-        s.contains("2 proxies registered")
+    // Two proxies in each room.
+    let pa = Proxy::start_rules_sections("A", &text, &sections("room-a1")).await;
+    let pa2 = Proxy::start_rules_sections("A", &text, &sections("room-a2")).await;
+    let pb = Proxy::start_rules_sections("B", &text, &sections("room-b1")).await;
+    let pb2 = Proxy::start_rules_sections("B", &text, &sections("room-b2")).await;
+    wait_status(&url, "the four proxies registered", |s| {
+        s.contains("4 proxies registered")
     });
 
     // Writers: random buyers 1..=20 (route codes 1..=20, room A's); each sends to the room it
@@ -482,7 +485,13 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     );
     let mut writers = Vec::new();
     for client in 0..4u32 {
-        let mut conns = [pa.conn(&db).await, pb.conn(&db).await];
+        // Half of the clients use each room's first proxy, half its second: writes go through
+        // all four.
+        let mut conns = if client % 2 == 0 {
+            [pa.conn(&db).await, pb.conn(&db).await]
+        } else {
+            [pa2.conn(&db).await, pb2.conn(&db).await]
+        };
         let (stop, acked) = (stop.clone(), acked.clone());
         let (wrong_room, banned, failed) = (wrong_room.clone(), banned.clone(), failed.clone());
         writers.push(tokio::spawn(async move {
@@ -549,7 +558,7 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
                     "--to",
                     to,
                     "--min-proxies",
-                    "2",
+                    "4",
                     "--wait",
                     "20",
                 ],
@@ -650,7 +659,7 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     assert!(!status.contains("error:"), "{status}");
     let in_b = acked.iter().filter(|w| w.room == 'B').count();
     println!(
-        "consistency: {} writes acknowledged ({} in room A, {in_b} in room B), all {} present in both \
+        "consistency: 4 proxies (2 per room), {} writes acknowledged ({} in room A, {in_b} in room B), all {} present in both \
          rooms, {} distinct ids, {checked} checked against the owner of their key, 3 cut-overs, \
          {} wrong-room redirects, {} banned retries, {} failures, replication without error",
         acked.len(),
@@ -662,6 +671,6 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
         failed.load(Ordering::Relaxed)
     );
     assert!(in_b > 0 && acked.len() > in_b, "writes in both rooms");
-    drop((pa, pb));
+    drop((pa, pa2, pb, pb2));
     a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
 }
