@@ -17,6 +17,12 @@ ensure_etcd() {
   log "installing etcd-server etcd-client from Debian"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client
+  # On a machine with systemd the package starts its own etcd on the same ports: stop it, so
+  # the one this script starts (with its own data directory) is the one the tests talk to.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+    log "stopping and disabling the packaged etcd.service"
+    as_root systemctl disable --now etcd >/dev/null 2>&1 || true
+  fi
 }
 alive() { [ -s "$DIR/etcd.pid" ] && [ "$(cat "/proc/$(cat "$DIR/etcd.pid")/comm" 2>/dev/null)" = etcd ]; }
 healthy() { etcdctl --endpoints="http://127.0.0.1:$PORT" --dial-timeout=1s endpoint health >/dev/null 2>&1; }
@@ -24,7 +30,7 @@ locked() { mkdir -p "$DIR"; exec 9>"$DIR/.lock"; flock -w 120 9 || { log "could 
 
 case "${1:-}" in
   up)
-    ensure_etcd; locked
+    locked; ensure_etcd
     if ! alive; then
       log "starting etcd on 127.0.0.1:$PORT (data $DIR/data)"
       # 9>&- : the child must not inherit the flock descriptor.

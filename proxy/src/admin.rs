@@ -1241,6 +1241,23 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for AdminSession {
                 )
                 .await;
         }
+        let clustered = self
+            .shared
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .enabled;
+        if changes && clustered {
+            // In cluster mode the rules live in etcd: a change made here would be served unseen
+            // by the other proxies and by ctl, and overwritten by the next change.
+            return results
+                .error(
+                    ErrorKind::ER_NOT_SUPPORTED_YET,
+                    b"cluster mode: the rules live in etcd; change them with rainbow-bridge ctl \
+                      (put-rules, ban, unban, cutover), see docs/cutover.md",
+                )
+                .await;
+        }
         let shared = Arc::clone(&self.shared);
         match cmd {
             Command::ShowRules => write_table(results, show_rules(&shared)).await,

@@ -167,10 +167,21 @@ async fn session(
         .await
         .map_err(e("lease keep-alive"))?;
     let key = rules_key(prefix);
+    // Re-acknowledge when a write-ban this proxy applied becomes effective.
+    let (tx, mut effective) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let notify = |waiter: Option<tokio::task::JoinHandle<Option<SystemTime>>>| {
+        if let Some(waiter) = waiter {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = waiter.await;
+                let _ = tx.send(());
+            });
+        }
+    };
     let got = c.get(key.as_str(), None).await.map_err(e("get rules"))?;
     let revision = got.header().map_or(0, |h| h.revision());
     if let Some(kv) = got.kvs().first() {
-        apply_text(shared, kv.value(), kv.mod_revision()).await;
+        notify(apply_text(shared, kv.value(), kv.mod_revision(), false).await);
     }
     {
         let mut st = status(shared);
@@ -200,8 +211,6 @@ async fn session(
         )
         .await
         .map_err(e("watch rules"))?;
-    // Re-acknowledge when a write-ban this proxy applied becomes effective.
-    let (tx, mut effective) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut keep = tokio::time::interval(Duration::from_millis((ttl as u64 * 1000) / 3));
     loop {
         tokio::select! {
@@ -215,37 +224,70 @@ async fn session(
                         continue;
                     }
                     if let Some(kv) = ev.kv() {
-                        if let Some(waiter) = apply_text(shared, kv.value(), kv.mod_revision()).await {
-                            let tx = tx.clone();
-                            tokio::spawn(async move {
-                                let _ = waiter.await;
-                                let _ = tx.send(());
-                            });
-                        }
+                        notify(apply_text(shared, kv.value(), kv.mod_revision(), false).await);
                     }
                 }
                 put_ack(&mut c).await?;
             }
             Some(()) = effective.recv() => put_ack(&mut c).await?,
             _ = keep.tick() => {
-                keeper.keep_alive().await.map_err(e("lease keep-alive"))?;
-                let r = alive.message().await.map_err(e("lease keep-alive"))?;
-                if r.is_none_or(|r| r.ttl() <= 0) {
+                // An etcd that stops answering without closing the connection must not leave
+                // this loop waiting: no answer within the TTL is a lost connection.
+                let renewed = tokio::time::timeout(Duration::from_secs(ttl as u64), async {
+                    keeper.keep_alive().await.map_err(e("lease keep-alive"))?;
+                    alive.message().await.map_err(e("lease keep-alive"))
+                })
+                .await
+                .map_err(|_| format!("etcd did not answer a keep-alive within {ttl} s"))??;
+                if renewed.is_none_or(|r| r.ttl() <= 0) {
                     return Err(format!("lease {lease} expired"));
                 }
                 status(shared).last_contact = Some(SystemTime::now());
+                // The acknowledgement is rewritten on every renewal: it never lags the rules
+                // served for longer than a third of the TTL.
+                put_ack(&mut c).await?;
             }
         }
+    }
+}
+
+/// Before serving: reads the rules key once (bounded by `within`) and applies it, so a proxy
+/// that restarts never serves its older file while etcd has newer rules. `false` when etcd
+/// could not be read in time (the file's rules serve until the watch connects).
+pub async fn apply_at_start(shared: &Arc<Shared>, url: &str, within: Duration) -> bool {
+    let Ok((endpoints, prefix)) = shard_rules::config::parse_cluster_url(url) else {
+        return false;
+    };
+    let fetch = async {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(3));
+        let mut c = Client::connect(&endpoints, Some(opts)).await.ok()?;
+        let got = c.get(rules_key(&prefix), None).await.ok()?;
+        Some(
+            got.kvs()
+                .first()
+                .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
+        )
+    };
+    match tokio::time::timeout(within, fetch).await {
+        Ok(Some(Some((text, revision)))) => {
+            apply_text(shared, &text, revision, true).await;
+            true
+        }
+        Ok(Some(None)) => true,
+        _ => false,
     }
 }
 
 /// Applies a rules text from etcd as a reload of the file would be; a text that does not
 /// parse or cannot be applied while serving is refused and the old rules keep serving. Returns
 /// the write-ban waiter of an applied change.
-async fn apply_text(
+pub async fn apply_text(
     shared: &Arc<Shared>,
     text: &[u8],
     revision: i64,
+    starting: bool,
 ) -> Option<tokio::task::JoinHandle<Option<SystemTime>>> {
     let _one = shared.reload_lock.lock().await;
     let by = format!("etcd revision {revision}");
@@ -257,7 +299,10 @@ async fn apply_text(
         }
     };
     if &*shared.applied().text == text {
-        status(shared).rules_revision = revision;
+        let mut st = status(shared);
+        st.rules_revision = revision;
+        st.refused = None;
+        st.refused_revision = None;
         return None;
     }
     let new = match RuleSet::parse(text) {
@@ -267,9 +312,18 @@ async fn apply_text(
             return None;
         }
     };
-    if let Err(e) = crate::reload::check(shared, &new) {
-        refuse(shared, &by, revision, e);
-        return None;
+    // Before the first client (start-up), there is no write in flight that a route-code move
+    // could race with: the check of what may change while serving does not apply.
+    if !starting {
+        if let Err(e) = crate::reload::check(shared, &new) {
+            refuse(shared, &by, revision, e);
+            return None;
+        }
+    }
+    // The rules file follows etcd, so a restart without etcd serves the last rules applied,
+    // not an older file.
+    if let Err(e) = crate::reload::write_atomically(&shared.rules_path, text) {
+        warn!(file = %shared.rules_path.display(), error = %e, "cannot write the rules from etcd back to the rules file");
     }
     let (_, waiter) = crate::reload::apply(shared, new, text.into(), by);
     let mut st = status(shared);
@@ -325,14 +379,19 @@ mod tests {
 pub struct WorkerFence {
     pub worker: u32,
     ttl_ms: u64,
+    /// When the last renewal that etcd confirmed was *sent*, in ms of a monotonic clock: etcd
+    /// counts the TTL from its receipt, which is later.
     renewed_ms: std::sync::atomic::AtomicU64,
     lost: std::sync::atomic::AtomicBool,
 }
 
+/// Milliseconds of a monotonic clock (wall-clock steps cannot make a lease look fresh).
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    static ZERO: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ZERO.get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
 }
 
 impl WorkerFence {
@@ -352,7 +411,8 @@ impl WorkerFence {
         if self.lost.load(Ordering::Relaxed) {
             return Err(format!(
                 "this proxy holds no snowflake worker id lease in etcd (worker {}): keys are \
-                 generated again once it has one (SHOW CLUSTER, the proxy's log)",
+                 refused until the proxy is restarted with etcd reachable (SHOW CLUSTER, the \
+                 proxy's log)",
                 self.worker
             ));
         }
@@ -452,15 +512,33 @@ pub async fn claim_worker(
         let mut tick = tokio::time::interval(Duration::from_millis(ttl as u64 * 1000 / 3));
         loop {
             tick.tick().await;
-            let renewed = async {
-                let (mut keeper, mut stream) = c.lease_keep_alive(lease).await.ok()?;
+            let sent = now_ms();
+            let renewed = tokio::time::timeout(Duration::from_secs(ttl as u64), async {
+                // etcd-client answers a keep-alive of an expired lease with an error
+                // ("lease not found") rather than a TTL of 0: both mean expired.
+                let expired = |e: &etcd_client::Error| e.to_string().contains("not found");
+                let (mut keeper, mut stream) = match c.lease_keep_alive(lease).await {
+                    Ok(x) => x,
+                    Err(e) => return if expired(&e) { Some(false) } else { None },
+                };
                 keeper.keep_alive().await.ok()?;
-                let r = stream.message().await.ok()??;
-                Some(r.ttl() > 0)
-            }
-            .await;
+                match stream.message().await {
+                    Ok(Some(r)) => Some(r.ttl() > 0),
+                    Ok(None) => None,
+                    Err(e) => {
+                        if expired(&e) {
+                            Some(false)
+                        } else {
+                            None
+                        }
+                    }
+                }
+            })
+            .await
+            .ok()
+            .flatten();
             match renewed {
-                Some(true) => f.renewed_ms.store(now_ms(), Ordering::Relaxed),
+                Some(true) => f.renewed_ms.store(sent, Ordering::Relaxed),
                 Some(false) => {
                     // Expired (a partition longer than the TTL): take the id back if it is free.
                     match claim_id(c.clone(), &prefix, &room, &instance, ttl, f.worker).await {
@@ -481,7 +559,13 @@ pub async fn claim_worker(
                         Err(_) => {}
                     }
                 }
-                None => {} // etcd unreachable: the fence runs out on its own
+                None => {
+                    // etcd unreachable: the fence runs out on its own.
+                    tracing::debug!(
+                        worker = f.worker,
+                        "snowflake worker id lease not renewed (etcd unreachable)"
+                    );
+                }
             }
         }
     });

@@ -67,11 +67,18 @@ impl Ctl {
             )
             .await
             .map_err(|e| format!("get proxies: {e}"))?;
-        let mut v: Vec<Ack> = r
-            .kvs()
-            .iter()
-            .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
-            .collect();
+        let mut v: Vec<Ack> = Vec::with_capacity(r.kvs().len());
+        for kv in r.kvs() {
+            // An acknowledgement that does not read (another version of the proxy, a damaged
+            // value) is a proxy ctl cannot judge: never counted as absent.
+            let a = serde_json::from_slice(kv.value()).map_err(|e| {
+                format!(
+                    "the acknowledgement under {} does not read ({e}); is that proxy another version?",
+                    String::from_utf8_lossy(kv.key())
+                )
+            })?;
+            v.push(a);
+        }
         v.sort_by(|a: &Ack, b| a.instance.cmp(&b.instance));
         Ok(v)
     }
@@ -454,6 +461,13 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
     let rules = rules.ok_or("the rules in etcd do not parse")?;
     if codes.iter().all(|code| rules.owner(code) == to) {
         println!("step 4: the codes are owned by {} already: resuming", c.to);
+        // Resuming: the traffic rule must have reached every proxy before the ban goes.
+        let tv = rules.traffic_version();
+        wait_acks(ctl, stored_revision, c.min_proxies, c.wait, |a| {
+            a.traffic_version >= tv
+        })
+        .await
+        .map_err(|e| stop("step 4 (acknowledgements of the traffic rule)", e))?;
     } else {
         let owners: Vec<(String, Vec<String>)> = rules
             .rooms()

@@ -342,7 +342,7 @@ async fn ban(
         rev,
         min_proxies,
         std::time::Duration::from_secs(wait),
-        |a| a.ban_version == version && (lifting || a.ban_effective_at.is_some()),
+        |a| a.ban_version >= version && (lifting || a.ban_effective_at.is_some()),
     )
     .await
     {
@@ -961,7 +961,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 if let Some((url, instance, ttl)) = &cluster {
                     let instance = instance
                         .clone()
-                        .unwrap_or_else(|| format!("{}-{}", config.proxy.room, listen_addr));
+                        .unwrap_or_else(|| default_instance(&config.proxy.room, listen_addr));
                     let max = rules.ids().layout.max_worker();
                     let claim = rainbow_bridge::cluster::claim_worker(
                         url,
@@ -1001,8 +1001,18 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
                 if let Some((url, instance, ttl)) = cluster.clone() {
                     let instance = instance
-                        .unwrap_or_else(|| format!("{}-{}", shared.config.proxy.room, listen_addr));
+                        .unwrap_or_else(|| default_instance(&shared.config.proxy.room, listen_addr));
                     info!(url = %url, instance = %instance, "cluster mode: rules from etcd");
+                    // The rules in etcd, not an older file, serve the first client.
+                    if !rainbow_bridge::cluster::apply_at_start(
+                        &shared,
+                        &url,
+                        std::time::Duration::from_secs(5),
+                    )
+                    .await
+                    {
+                        tracing::warn!(url = %url, "etcd unreachable at start: serving the rules file until it answers");
+                    }
                     rainbow_bridge::cluster::spawn(
                         shared.clone(),
                         url,
@@ -1035,8 +1045,15 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     let mut hup = signal(SignalKind::hangup())
                         .context("cannot install the SIGHUP handler")?;
                     let shared = shared.clone();
+                    let clustered = cluster.is_some();
                     tokio::spawn(async move {
                         while hup.recv().await.is_some() {
+                            if clustered {
+                                // etcd is the one truth: a local edit would be served unseen by
+                                // ctl and overwritten by the next change.
+                                tracing::warn!("SIGHUP ignored in cluster mode: change the rules with rainbow-bridge ctl put-rules");
+                                continue;
+                            }
                             // Applied or refused, the outcome is logged by reload_file.
                             let _ = rainbow_bridge::reload::reload_file(&shared, "SIGHUP").await;
                         }
@@ -1053,6 +1070,17 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
     }
+}
+
+/// The default name of a proxy in etcd: room, host name and listen address, unique per host.
+fn default_instance(room: &str, listen: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into());
+    format!("{room}-{host}-{listen}")
 }
 
 async fn shutdown_signal() {

@@ -322,7 +322,7 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
     assert_eq!(code, 0, "{out}{err}");
     let sections = |i: &str| {
         format!(
-            "[cluster]\nurl = \"{url}\"\ninstance = \"{i}\"\nlease_ttl_s = 2\n\
+            "[cluster]\nurl = \"{url}\"\ninstance = \"{i}\"\nlease_ttl_s = 5\n\
              [admin]\nlisten = \"127.0.0.1:0\"\nusers.dba = {{ password_hash = \"{}\" }}\n",
             shard_rules::config::hash_password("dba")
         )
@@ -341,6 +341,18 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
     assert!(
         out.contains("snowflake worker id\t0 (leased from etcd)"),
         "{out}"
+    );
+    // Rule changes on the admin port are refused: the rules live in etcd.
+    let (ok, _, err) = rb_e2e::mariadb(
+        pa.admin_port.unwrap(),
+        "dba",
+        "dba",
+        "",
+        "SET WRITE BAN ROUTE_CODES 7",
+    );
+    assert!(
+        !ok && err.contains("cluster mode: the rules live in etcd"),
+        "{err}"
     );
     let insert =
         |id: u32| format!("INSERT INTO t_note (id, buyer, note) VALUES ({id}, 1001, 'n{id}')");
@@ -434,7 +446,9 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     let mut b = rb_e2e::direct_room(3337, None).await;
     a.query_drop(format!(
         "CREATE DATABASE {db}; CREATE TABLE {db}.t_w (id BIGINT PRIMARY KEY, buyer INT NOT NULL, \
-         client INT NOT NULL, seq INT NOT NULL, written_in CHAR(1) NOT NULL, UNIQUE KEY (client, seq))"
+         client INT NOT NULL, seq INT NOT NULL, written_in CHAR(1) NOT NULL, \
+         written_by INT NOT NULL DEFAULT 0, UNIQUE KEY (client, seq)); \
+         CREATE TRIGGER {db}.t_w_by BEFORE INSERT ON {db}.t_w FOR EACH ROW SET NEW.written_by = @@server_id"
     ))
     .await
     .unwrap();
@@ -463,7 +477,7 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     );
     assert_eq!(code, 0, "{out}{err}");
     let sections =
-        |i: &str| format!("[cluster]\nurl = \"{url}\"\ninstance = \"{i}\"\nlease_ttl_s = 2\n");
+        |i: &str| format!("[cluster]\nurl = \"{url}\"\ninstance = \"{i}\"\nlease_ttl_s = 5\n");
     // Two proxies in each room.
     let pa = Proxy::start_rules_sections("A", &text, &sections("room-a1")).await;
     let pa2 = Proxy::start_rules_sections("A", &text, &sections("room-a2")).await;
@@ -594,6 +608,18 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
             .unwrap();
         assert_eq!(ok, Some(0), "room on {to} caught up with {own}");
     }
+    // The server that wrote each row (a trigger on the writing server; replicas apply the row
+    // as written) is the room of the proxy that acknowledged it: server_id 1 is room A's.
+    let by: Vec<(u32, u32, String, u32)> = a
+        .query(format!(
+            "SELECT client, seq, written_in, written_by FROM {db}.t_w"
+        ))
+        .await
+        .unwrap();
+    for (client, seq, room, server) in &by {
+        let want = if room == "A" { 1 } else { 2 };
+        assert_eq!(*server, want, "client {client} seq {seq}: acknowledged by room {room}'s proxy, written by server {server}");
+    }
     let mut present = Vec::new();
     for c in [&mut a, &mut b] {
         let rows: Vec<(i64, u32, u32, u32, String)> = c
@@ -671,6 +697,10 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
         failed.load(Ordering::Relaxed)
     );
     assert!(in_b > 0 && acked.len() > in_b, "writes in both rooms");
+    assert!(
+        banned.load(Ordering::Relaxed) > 0,
+        "writers met the ban during the cut-overs (retried on 8032)"
+    );
     drop((pa, pa2, pb, pb2));
     a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
 }
