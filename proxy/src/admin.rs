@@ -871,6 +871,7 @@ pub fn preview(shared: &Shared, database: &str, mode: ConnectionMode, sql: &str)
         escape_unsafe_charset: false,
         count_foreign_reads: true,
         plans: &shared.plans,
+        writes_held: false,
     };
     let assessed = crate::lint::assess(&ctx, sql.as_bytes());
     put(

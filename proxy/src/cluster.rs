@@ -55,6 +55,39 @@ pub struct Ack {
     pub refused_revision: Option<i64>,
 }
 
+/// Cluster mode holds writes of unit databases while this proxy's registration may have
+/// lapsed: a proxy that ctl cannot see must not write, or a cut-over could run without it.
+/// Atomics, read on every write without a lock.
+#[derive(Debug, Default)]
+pub struct WriteFence {
+    enabled: std::sync::atomic::AtomicBool,
+    /// Writes are allowed until this monotonic ms (see [`now_ms`]); 0: not yet registered.
+    until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl WriteFence {
+    /// `true` while writes must be held.
+    #[inline]
+    pub fn held(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.enabled.load(Ordering::Relaxed) && now_ms() >= self.until_ms.load(Ordering::Relaxed)
+    }
+
+    fn enable(&self) {
+        self.enabled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The lease was granted or renewed by a request sent at `sent_ms`: writes may go on until
+    /// a second before etcd could let it expire.
+    fn renewed(&self, sent_ms: u64, ttl_ms: u64) {
+        self.until_ms.store(
+            sent_ms + ttl_ms.saturating_sub(1000),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
 /// What this proxy knows of etcd.
 #[derive(Debug, Clone, Default)]
 pub struct Status {
@@ -108,6 +141,7 @@ pub fn spawn(shared: Arc<Shared>, url: String, instance: String, lease_ttl: Dura
         st.url = url.clone();
         st.instance = instance.clone();
     }
+    shared.write_fence.enable();
     tokio::spawn(async move {
         let (endpoints, prefix) = match shard_rules::config::parse_cluster_url(&url) {
             Ok(x) => x,
@@ -157,6 +191,7 @@ async fn session(
         .await
         .map_err(e("connect"))?;
     let ttl = lease_ttl.as_secs().max(2) as i64;
+    let granted = now_ms();
     let lease = c
         .lease_grant(ttl, None)
         .await
@@ -203,6 +238,8 @@ async fn session(
         }
     };
     put_ack(&mut c).await?;
+    // Registered: writes may go on while the lease is renewed.
+    shared.write_fence.renewed(granted, ttl as u64 * 1000);
     info!(instance = %instance, lease, revision, "registered in etcd");
     let mut events = c
         .watch(
@@ -233,6 +270,7 @@ async fn session(
             _ = keep.tick() => {
                 // An etcd that stops answering without closing the connection must not leave
                 // this loop waiting: no answer within the TTL is a lost connection.
+                let sent = now_ms();
                 let renewed = tokio::time::timeout(Duration::from_secs(ttl as u64), async {
                     keeper.keep_alive().await.map_err(e("lease keep-alive"))?;
                     alive.message().await.map_err(e("lease keep-alive"))
@@ -242,6 +280,7 @@ async fn session(
                 if renewed.is_none_or(|r| r.ttl() <= 0) {
                     return Err(format!("lease {lease} expired"));
                 }
+                shared.write_fence.renewed(sent, ttl as u64 * 1000);
                 status(shared).last_contact = Some(SystemTime::now());
                 // The acknowledgement is rewritten on every renewal: it never lags the rules
                 // served for longer than a third of the TTL.

@@ -55,6 +55,9 @@ pub struct Ctx<'a> {
     pub count_foreign_reads: bool,
     /// The proxy's plan cache (analyses by statement digest).
     pub plans: &'a PlanCache,
+    /// Cluster mode: this proxy's registration in etcd may have lapsed, so writes of unit
+    /// databases (those with route codes) are held ([`crate::cluster::WriteFence`]).
+    pub writes_held: bool,
 }
 
 /// What to do with a statement.
@@ -812,6 +815,18 @@ fn decide_all_with(
         let params = plan.params(params);
         let d =
             decide_raw(ctx, facts, a.hint.as_ref(), &params, &mut ids).map_err(|r| refusal(&r))?;
+        if ctx.writes_held && !d.write_codes.is_empty() {
+            return Err(ProxyError::Rule {
+                code: code::BANNED,
+                state: *b"HY000",
+                message: format!(
+                    "writes are held: this proxy has not renewed its registration in etcd within \
+                     its lease, so a cut-over could be running without it; retry later (SHOW \
+                     CLUSTER) (rules version {})",
+                    ctx.rules.version()
+                ),
+            });
+        }
         for c in &d.write_codes {
             if !codes.contains(c) {
                 codes.push(*c);

@@ -462,6 +462,7 @@ pub fn lint(s: &LintSession<'_>, inputs: &[Input]) -> Vec<Finding> {
             escape_unsafe_charset: false,
             count_foreign_reads: true,
             plans: &plans,
+            writes_held: false,
         };
         let mut f = Finding {
             n: i + 1,

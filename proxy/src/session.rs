@@ -66,6 +66,8 @@ pub struct Shared {
     /// Snowflake IDs for generated key columns: this room, `proxy.worker_id` (in cluster mode,
     /// the worker id leased from etcd).
     pub ids: id_gen::Generator,
+    /// Cluster mode: writes of unit databases are held while the registration may have lapsed.
+    pub write_fence: crate::cluster::WriteFence,
     /// Cluster mode: the lease of the worker id, checked before every snowflake key.
     pub worker_fence: std::sync::OnceLock<Arc<crate::cluster::WorkerFence>>,
     /// Segment keys from the rules' `[segments]` table, when there is one.
@@ -250,6 +252,7 @@ impl Shared {
             ))),
             cluster: std::sync::Mutex::new(crate::cluster::Status::default()),
             worker_fence: std::sync::OnceLock::new(),
+            write_fence: crate::cluster::WriteFence::default(),
             rules: arc_swap::ArcSwap::from_pointee(rules),
             room,
             ids,
@@ -1647,6 +1650,7 @@ impl Session {
             escape_unsafe_charset: self.escape_unsafe_charset().is_some(),
             count_foreign_reads: self.shared.config.proxy.count_foreign_reads,
             plans: &self.shared.plans,
+            writes_held: self.shared.write_fence.held(),
         }
     }
 

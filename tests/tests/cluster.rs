@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
-use rb_e2e::{binary, fresh_db, root, Proxy, ROOM_A_PORT};
+use rb_e2e::{binary, fresh_db, fresh_unit_db, root, Proxy, ROOM_A_PORT};
 
 fn etcd_up() {
     let out = Command::new(root().join("scripts/etcd.sh"))
@@ -703,4 +703,84 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     );
     drop((pa, pa2, pb, pb2));
     a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+}
+
+fn etcd_at(port: u16, action: &str) {
+    let out = Command::new(root().join("scripts/etcd.sh"))
+        .arg(action)
+        .env("RB_ETCD_PORT", port.to_string())
+        .env("RB_ETCD_DIR", format!("/tmp/rainbow-bridge-etcd-{port}"))
+        .output()
+        .expect("run scripts/etcd.sh");
+    assert!(
+        out.status.success(),
+        "etcd.sh {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn writes_are_held_while_the_registration_may_have_lapsed_and_resume_after() {
+    // An etcd of this test's own, so stopping it disturbs no other test.
+    const PORT: u16 = 2479;
+    etcd_at(PORT, "up");
+    let db = fresh_unit_db(
+        "cluster_fence",
+        &["CREATE TABLE t_note (id INT PRIMARY KEY, buyer INT, note VARCHAR(20))"],
+    )
+    .await;
+    let url = format!("etcd://127.0.0.1:{PORT}/rbt-fence-{}", std::process::id());
+    let text = unit_rules(&db)
+        .replace("port = 3336", &format!("port = {ROOM_A_PORT}"))
+        .replace("port = 3337", &format!("port = {}", rb_e2e::ROOM_B_PORT));
+    let (code, out, err) = ctl(&url, &["put-rules", &write("fence", &text), "--wait", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let p = Proxy::start_rules_sections(
+        "A",
+        &text,
+        &format!("[cluster]\nurl = \"{url}\"\ninstance = \"fenced\"\nlease_ttl_s = 3\n"),
+    )
+    .await;
+    wait_status(&url, "registered", |s| s.contains("1 proxies registered"));
+    let mut c = p.conn(&db).await;
+    let insert = |id: u32| format!("INSERT INTO t_note (id, buyer, note) VALUES ({id}, 1001, 'x')");
+    c.query_drop(insert(1)).await.unwrap();
+    // etcd goes away: once the lease may have lapsed, writes are held (retryable, 8032);
+    // reads go on.
+    etcd_at(PORT, "down");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut id = 2;
+    let held = loop {
+        match c.query_drop(insert(id)).await {
+            Ok(()) => id += 1,
+            Err(mysql_async::Error::Server(e)) => break e,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "writes never held");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(held.code, 8032, "{held:?}");
+    assert!(held.message.contains("writes are held"), "{}", held.message);
+    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM t_note").await.unwrap();
+    assert_eq!(
+        n,
+        Some(i64::from(id) - 1),
+        "reads are served, and no held write was applied"
+    );
+    // etcd back: the proxy registers again and writes go on.
+    etcd_at(PORT, "up");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match c.query_drop(insert(id)).await {
+            Ok(()) => break,
+            Err(mysql_async::Error::Server(e)) if e.code == 8032 => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes never resumed:\n{}",
+            p.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
