@@ -241,86 +241,96 @@ fn render(set: &shard_rules::CodeSet) -> Vec<String> {
         .collect()
 }
 
-/// The MariaDB servers of `room` (distinct host:port) with an account the rules give for them.
-fn servers(rules: &RuleSet, room: &str) -> Vec<(String, mysql_async::Opts)> {
-    let mut out: Vec<(String, mysql_async::Opts)> = Vec::new();
-    for ds in rules.data_sources().values().filter(|d| d.room == room) {
-        let name = format!("{}:{}", ds.host, ds.port);
-        if out.iter().any(|(n, _)| *n == name) {
-            continue;
+/// A server as the rules give it: `host:port` and an account on it.
+fn server_of(ds: &shard_rules::config::DataSource) -> (String, mysql_async::Opts) {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(ds.host.clone())
+        .tcp_port(ds.port)
+        .user(Some(ds.user.clone()))
+        .pass(Some(ds.password.clone()))
+        .prefer_socket(false)
+        .into();
+    (format!("{}:{}", ds.host, ds.port), opts)
+}
+
+/// The replication pairs between two rooms: for every logical data source of a unit database
+/// that has a physical data source in both, (the `from` room's server, the `to` room's server),
+/// each pair once. The `to` server replicates the `from` server's writes of that data.
+pub fn server_pairs(
+    rules: &RuleSet,
+    from: &str,
+    to: &str,
+) -> Vec<((String, mysql_async::Opts), (String, mysql_async::Opts))> {
+    let (Some(f), Some(t)) = (rules.room_id(from), rules.room_id(to)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<((String, mysql_async::Opts), (String, mysql_async::Opts))> = Vec::new();
+    for db in rules
+        .databases()
+        .filter(|d| d.db_type == shard_rules::config::DatabaseType::Unit)
+    {
+        for lds in &db.data_sources {
+            let phys = |room: shard_rules::RoomId| {
+                lds.physical
+                    .get(room as usize)
+                    .cloned()
+                    .flatten()
+                    .and_then(|n| rules.data_sources().get(&n).map(server_of))
+            };
+            if let (Some(a), Some(b)) = (phys(f), phys(t)) {
+                if !out.iter().any(|(x, y)| x.0 == a.0 && y.0 == b.0) {
+                    out.push((a, b));
+                }
+            }
         }
-        let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname(ds.host.clone())
-            .tcp_port(ds.port)
-            .user(Some(ds.user.clone()))
-            .pass(Some(ds.password.clone()))
-            .prefer_socket(false)
-            .into();
-        out.push((name, opts));
     }
     out
 }
 
-/// `@@gtid_binlog_pos` of each server of `room`, reduced to the server's own GTID domain (what
-/// it writes; the other room's transactions it applied are not its to hand on).
-pub async fn gtid_positions(rules: &RuleSet, room: &str) -> Result<Vec<(String, String)>, String> {
+/// `@@gtid_binlog_pos` of a server, reduced to the server's own GTID domain (what it writes;
+/// the other room's transactions it applied are not its to hand on).
+pub async fn gtid_position(name: &str, opts: &mysql_async::Opts) -> Result<String, String> {
     use mysql_async::prelude::Queryable;
-    let mut out = Vec::new();
-    for (name, opts) in servers(rules, room) {
-        let mut c = mysql_async::Conn::new(opts)
-            .await
-            .map_err(|e| format!("room {room}, server {name}: {e}"))?;
-        let (pos, domain): (String, u32) = c
-            .query_first("SELECT @@gtid_binlog_pos, @@gtid_domain_id")
-            .await
-            .map_err(|e| format!("room {room}, server {name}: {e}"))?
-            .unwrap_or_default();
-        let _ = c.disconnect().await;
-        let own: Vec<&str> = pos
-            .split(',')
-            .filter(|g| g.split('-').next() == Some(&domain.to_string()))
-            .collect();
-        if !own.is_empty() {
-            out.push((name, own.join(",")));
-        }
-    }
-    Ok(out)
+    let mut c = mysql_async::Conn::new(opts.clone())
+        .await
+        .map_err(|e| format!("server {name}: {e}"))?;
+    let (pos, domain): (String, u32) = c
+        .query_first("SELECT @@gtid_binlog_pos, @@gtid_domain_id")
+        .await
+        .map_err(|e| format!("server {name}: {e}"))?
+        .unwrap_or_default();
+    let _ = c.disconnect().await;
+    Ok(pos
+        .split(',')
+        .filter(|g| g.split('-').next() == Some(&domain.to_string()))
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
-/// Waits on every server of `room` until it applied each position (MASTER_GTID_WAIT).
+/// Waits until server `name` has applied `pos` (MASTER_GTID_WAIT), at most `timeout`.
 pub async fn gtid_wait(
-    rules: &RuleSet,
-    room: &str,
-    from_room: &str,
-    positions: &[(String, String)],
+    name: &str,
+    opts: &mysql_async::Opts,
+    pos: &str,
     timeout: Duration,
 ) -> Result<(), String> {
     use mysql_async::prelude::Queryable;
-    for (name, opts) in servers(rules, room) {
-        let mut c = mysql_async::Conn::new(opts)
-            .await
-            .map_err(|e| format!("room {room}, server {name}: {e}"))?;
-        for (from, pos) in positions {
-            let t0 = Instant::now();
-            let r: Option<i64> = c
-                .query_first(format!(
-                    "SELECT MASTER_GTID_WAIT('{pos}', {})",
-                    timeout.as_secs_f64()
-                ))
-                .await
-                .map_err(|e| format!("room {room}, server {name}: MASTER_GTID_WAIT: {e}"))?;
-            if r != Some(0) {
-                return Err(format!(
-                    "room {room}'s server {name} has not applied room {from_room}'s {from} position \
-                     {pos} after {timeout:?} (is replication running? `SHOW SLAVE STATUS` there)"
-                ));
-            }
-            println!(
-                "  room {room}'s {name} applied room {from_room}'s {from} position {pos} ({} ms)",
-                t0.elapsed().as_millis()
-            );
-        }
-        let _ = c.disconnect().await;
+    let mut c = mysql_async::Conn::new(opts.clone())
+        .await
+        .map_err(|e| format!("server {name}: {e}"))?;
+    let r: Option<i64> = c
+        .query_first(format!(
+            "SELECT MASTER_GTID_WAIT('{pos}', {})",
+            timeout.as_secs_f64()
+        ))
+        .await
+        .map_err(|e| format!("server {name}: MASTER_GTID_WAIT: {e}"))?;
+    let _ = c.disconnect().await;
+    if r != Some(0) {
+        return Err(format!(
+            "server {name} has not applied position {pos} after {timeout:?} (is replication \
+             running? `SHOW SLAVE STATUS` there)"
+        ));
     }
     Ok(())
 }
@@ -436,17 +446,32 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
         "step 2: the ban is effective on all {} proxies; latest effective time {latest}",
         acks.len()
     );
-    // Step 3: the data written before the ban has reached the target room.
+    // Step 3: the data written before the ban has reached the target room: for each pair of
+    // servers that replicate a unit database's data source from a source room to the target.
     for src in &sources {
-        let positions = gtid_positions(&rules, src)
-            .await
-            .map_err(|e| stop("step 3 (GTID position)", e))?;
-        for (server, pos) in &positions {
-            println!("step 3: room {src}'s {server} is at {pos}");
+        let pairs = server_pairs(&rules, src, &c.to);
+        if pairs.is_empty() {
+            println!("step 3: no unit database has data sources in both room {src} and room {}: nothing to wait for", c.to);
         }
-        gtid_wait(&rules, &c.to, src, &positions, c.gtid_timeout)
-            .await
-            .map_err(|e| stop("step 3 (MASTER_GTID_WAIT)", e))?;
+        for ((from, from_opts), (to_server, to_opts)) in &pairs {
+            let pos = gtid_position(from, from_opts)
+                .await
+                .map_err(|e| stop("step 3 (GTID position)", format!("room {src}'s {e}")))?;
+            if pos.is_empty() {
+                println!("step 3: room {src}'s {from} has written nothing yet");
+                continue;
+            }
+            println!("step 3: room {src}'s {from} is at {pos}");
+            let t0 = Instant::now();
+            gtid_wait(to_server, to_opts, &pos, c.gtid_timeout)
+                .await
+                .map_err(|e| stop("step 3 (MASTER_GTID_WAIT)", format!("room {}'s {e}", c.to)))?;
+            println!(
+                "  room {}'s {to_server} applied room {src}'s {from} position {pos} ({} ms)",
+                c.to,
+                t0.elapsed().as_millis()
+            );
+        }
     }
     println!(
         "step 3: room {} has applied everything the source rooms wrote",
@@ -535,4 +560,51 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
     .map_err(|e| format!("step 5 (lift the ban) failed: {e}; run the same command again"))?;
     println!("step 5: the ban of {codes} is lifted (write-ban version {version}); cutover done");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_three_pairs_each_source_server_with_the_server_that_replicates_it() {
+        let ds = |name: &str, room: &str, port: u16| {
+            format!(
+                "[data_sources.{name}]\nroom = \"{room}\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+                 schema = \"s\"\nuser = \"u\"\npassword = \"p\"\n"
+            )
+        };
+        let text = format!(
+            "version = 1\n[rooms.A]\nrole = \"center\"\n[rooms.B]\nrole = \"unit\"\n\
+             [route_codes]\ncount = 100\n[traffic]\nversion = 1\nowners.A = [\"0-49\"]\n\
+             owners.B = [\"50-99\"]\n{}{}{}{}{}\
+             [databases.u]\ntype = \"unit\"\ndata_sources.ds_0 = [\"a0\", \"b0\"]\n\
+             data_sources.ds_1 = [\"a1\", \"b1\"]\ndefault_data_source = \"ds_0\"\n\
+             [databases.c]\ntype = \"center\"\ndata_sources.ds = [\"ca\"]\n\
+             [users.x]\npassword_hash = \"*61A7BFA719D1CB40DA1D05DBA4EF433C970BBBE6\"\n\
+             databases = [\"u\"]\n",
+            ds("a0", "A", 3336),
+            ds("b0", "B", 3337),
+            ds("a1", "A", 4336),
+            ds("b1", "B", 4337),
+            ds("ca", "A", 5336),
+        );
+        let rules = RuleSet::parse(&text).unwrap();
+        let names = |from: &str, to: &str| -> Vec<(String, String)> {
+            server_pairs(&rules, from, to)
+                .into_iter()
+                .map(|((a, _), (b, _))| (a, b))
+                .collect()
+        };
+        assert_eq!(
+            names("A", "B"),
+            [
+                ("127.0.0.1:3336".to_string(), "127.0.0.1:3337".to_string()),
+                ("127.0.0.1:4336".to_string(), "127.0.0.1:4337".to_string())
+            ],
+            "each data source's own replica, and nothing for the center database"
+        );
+        assert_eq!(names("B", "A").len(), 2);
+        assert!(names("A", "Z").is_empty());
+    }
 }
