@@ -20,6 +20,14 @@ use tracing::{info, warn};
 
 use crate::session::Shared;
 
+/// A client of the cluster's etcd: connects within 2 s, each request answered within 5 s.
+pub async fn connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5));
+    Client::connect(endpoints, Some(opts)).await
+}
+
 /// The key of the rules text.
 pub fn rules_key(prefix: &str) -> String {
     format!("{prefix}/rules")
@@ -184,12 +192,7 @@ async fn session(
         let what = what.to_string();
         move |err: etcd_client::Error| format!("{what}: {err}")
     };
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5));
-    let mut c = Client::connect(endpoints, Some(opts))
-        .await
-        .map_err(e("connect"))?;
+    let mut c = connect(endpoints).await.map_err(e("connect"))?;
     let ttl = lease_ttl.as_secs().max(2) as i64;
     let granted = now_ms();
     let lease = c
@@ -298,10 +301,7 @@ pub async fn apply_at_start(shared: &Arc<Shared>, url: &str, within: Duration) -
         return false;
     };
     let fetch = async {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(3));
-        let mut c = Client::connect(&endpoints, Some(opts)).await.ok()?;
+        let mut c = connect(&endpoints).await.ok()?;
         let got = c.get(rules_key(&prefix), None).await.ok()?;
         Some(
             got.kvs()
@@ -516,10 +516,7 @@ pub async fn claim_worker(
     max_worker: u32,
 ) -> Result<Arc<WorkerFence>, String> {
     let (endpoints, prefix) = shard_rules::config::parse_cluster_url(url)?;
-    let opts = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5));
-    let mut c = Client::connect(&endpoints, Some(opts))
+    let mut c = connect(&endpoints)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let ttl = lease_ttl.as_secs().max(2) as i64;

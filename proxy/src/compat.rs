@@ -141,18 +141,6 @@ pub fn parse_case(path: &Path, text: &str, database: &str) -> Result<Case, CaseE
     let mut statements = Vec::new();
     let mut delimiter = ";".to_string();
     let mut connection = "main".to_string();
-    let mut pending = Statement {
-        line: 0,
-        sql: String::new(),
-        connection: connection.clone(),
-        unordered: false,
-        columns_only: false,
-        row_count: false,
-        only: None,
-        gap: None,
-        may_differ: false,
-        params: None,
-    };
     let fresh = |connection: &str| Statement {
         line: 0,
         sql: String::new(),
@@ -165,6 +153,7 @@ pub fn parse_case(path: &Path, text: &str, database: &str) -> Result<Case, CaseE
         may_differ: false,
         params: None,
     };
+    let mut pending = fresh(&connection);
     let mut buf = String::new();
     let mut start = 0;
     for (i, raw) in text.lines().enumerate() {

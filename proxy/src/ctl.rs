@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use shard_rules::RuleSet;
 
 use crate::cluster::{proxies_prefix, rules_key, Ack};
@@ -29,10 +29,7 @@ pub struct StoredRules {
 impl Ctl {
     pub async fn connect(url: &str) -> Result<Ctl, String> {
         let (endpoints, prefix) = shard_rules::config::parse_cluster_url(url)?;
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(5));
-        let mut client = Client::connect(&endpoints, Some(opts))
+        let mut client = crate::cluster::connect(&endpoints)
             .await
             .map_err(unreachable(&endpoints))?;
         // The channel connects lazily: ask once, so an unreachable etcd is said so here.

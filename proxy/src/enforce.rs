@@ -60,6 +60,19 @@ pub struct Ctx<'a> {
     pub writes_held: bool,
 }
 
+impl<'a> Ctx<'a> {
+    /// The session as the rules' decision sees it.
+    pub fn session(&self) -> SessionCtx<'a> {
+        SessionCtx {
+            room: self.room,
+            mode: self.mode,
+            database: self.database,
+            session_key: self.session_key,
+            privileged: false,
+        }
+    }
+}
+
 /// What to do with a statement.
 pub enum Verdict {
     /// Forward it (the decision, when one was made, says where it may go).
@@ -860,13 +873,7 @@ fn decide_raw(
     params: &[Value],
     ids: &mut dyn Iterator<Item = i64>,
 ) -> Result<Decision, Box<Refusal>> {
-    let session = SessionCtx {
-        room: ctx.room,
-        mode: ctx.mode,
-        database: ctx.database,
-        session_key: ctx.session_key,
-        privileged: false,
-    };
+    let session = ctx.session();
     // Keys come in the order decide asks for them (statements, then rows), whatever their kind.
     decide(ctx.rules, facts, hint, &session, params, &mut |_| {
         ids.next()

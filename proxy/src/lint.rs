@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use shard_rules::config::ConnectionMode;
-use shard_rules::decide::{Decision, Layout, Refusal, SessionCtx};
+use shard_rules::decide::{Decision, Layout, Refusal};
 use shard_rules::plan::PlanCache;
 use shard_rules::units::NodeQueries;
 use shard_rules::{RoomId, RuleSet, ShardingKey};
@@ -42,18 +42,11 @@ pub fn assess(ctx: &Ctx<'_>, sql: &[u8]) -> Assessed {
         let parsed = hint.as_ref().ok()?;
         let stripped = String::from_utf8_lossy(&parsed.sql);
         let facts = shard_rules::analyze::analyze(&stripped).ok()?;
-        let session = SessionCtx {
-            room: ctx.room,
-            mode: ctx.mode,
-            database: ctx.database,
-            session_key: ctx.session_key,
-            privileged: false,
-        };
         Some(shard_rules::decide::decide_with_sample_keys(
             ctx.rules,
             &facts,
             parsed.hint.as_ref(),
-            &session,
+            &ctx.session(),
         ))
     };
     let decision = match &verdict {

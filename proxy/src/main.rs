@@ -948,46 +948,39 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     .or_else(|| config.cluster.as_ref().map(|c| c.url.clone()))
                     .map(|url| {
                         let c = config.cluster.as_ref();
-                        (
-                            url,
-                            c.and_then(|c| c.instance.clone()),
-                            c.map_or(10, |c| c.lease_ttl_s),
-                        )
+                        let instance = c
+                            .and_then(|c| c.instance.clone())
+                            .unwrap_or_else(|| default_instance(&config.proxy.room, listen_addr));
+                        (url, instance, c.map_or(10, |c| c.lease_ttl_s))
                     });
                 let mut config = config;
                 // Cluster mode: the snowflake worker id is leased from etcd, so two live
                 // proxies never share one.
                 let mut fence = None;
                 if let Some((url, instance, ttl)) = &cluster {
-                    let instance = instance
-                        .clone()
-                        .unwrap_or_else(|| default_instance(&config.proxy.room, listen_addr));
                     let max = rules.ids().layout.max_worker();
                     let claim = rainbow_bridge::cluster::claim_worker(
                         url,
                         &config.proxy.room,
-                        &instance,
+                        instance,
                         std::time::Duration::from_secs(*ttl),
                         max,
                     );
-                    match tokio::time::timeout(std::time::Duration::from_secs(10), claim).await {
-                        Ok(Ok(f)) => {
+                    let claimed = tokio::time::timeout(std::time::Duration::from_secs(10), claim)
+                        .await
+                        .unwrap_or_else(|_| Err("etcd did not answer within 10 s".into()));
+                    fence = Some(match claimed {
+                        Ok(f) => {
                             config.proxy.worker_id = f.worker;
-                            fence = Some(f);
+                            f
                         }
-                        Ok(Err(e)) => {
+                        Err(e) => {
                             tracing::error!(error = %e, "no snowflake worker id from etcd: snowflake keys are refused until the proxy restarts with etcd reachable");
-                            fence = Some(std::sync::Arc::new(
-                                rainbow_bridge::cluster::WorkerFence::lost(config.proxy.worker_id),
-                            ));
+                            std::sync::Arc::new(rainbow_bridge::cluster::WorkerFence::lost(
+                                config.proxy.worker_id,
+                            ))
                         }
-                        Err(_) => {
-                            tracing::error!("no snowflake worker id from etcd within 10 s: snowflake keys are refused until the proxy restarts with etcd reachable");
-                            fence = Some(std::sync::Arc::new(
-                                rainbow_bridge::cluster::WorkerFence::lost(config.proxy.worker_id),
-                            ));
-                        }
-                    }
+                    });
                 }
                 let shared =
                     rainbow_bridge::server::shared(config, rules, rules_path.clone(), rules_text)
@@ -1000,8 +993,6 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     rainbow_bridge::metrics::spawn_upkeep(shared.clone());
                 }
                 if let Some((url, instance, ttl)) = cluster.clone() {
-                    let instance = instance
-                        .unwrap_or_else(|| default_instance(&shared.config.proxy.room, listen_addr));
                     info!(url = %url, instance = %instance, "cluster mode: rules from etcd");
                     // The rules in etcd, not an older file, serve the first client.
                     if !rainbow_bridge::cluster::apply_at_start(

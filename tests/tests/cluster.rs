@@ -265,6 +265,38 @@ async fn a_proxy_that_cannot_reach_etcd_serves_its_rules_file_and_says_so() {
     );
 }
 
+/// `scripts/rooms.sh ACTION` on the replicated pair of rooms of tests/tests/replication.rs
+/// (3336/3337); its stdout.
+fn replicated_rooms(action: &str) -> String {
+    let out = Command::new(root().join("scripts/rooms.sh"))
+        .arg(action)
+        .args((action == "up").then_some("--replicated"))
+        .env("RB_ROOMS_DIR", "/tmp/rainbow-bridge-rooms-replicated")
+        .env("RB_ROOM_PORTS", "3336 3337")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rooms.sh {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `to` has applied everything `from` has written so far.
+async fn replicated_to(from: &mut mysql_async::Conn, to: &mut mysql_async::Conn) {
+    let pos: String = from
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .unwrap()
+        .unwrap();
+    let done: Option<i64> = to
+        .query_first(format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))
+        .await
+        .unwrap();
+    assert_eq!(done, Some(0), "caught up with {pos}");
+}
+
 fn unit_rules(db: &str) -> String {
     let hash = shard_rules::config::hash_password("app");
     format!(
@@ -284,18 +316,7 @@ fn unit_rules(db: &str) -> String {
 #[tokio::test]
 async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and_traffic() {
     etcd_up();
-    // The replicated pair of rooms of tests/tests/replication.rs.
-    let out = Command::new(root().join("scripts/rooms.sh"))
-        .args(["up", "--replicated"])
-        .env("RB_ROOMS_DIR", "/tmp/rainbow-bridge-rooms-replicated")
-        .env("RB_ROOM_PORTS", "3336 3337")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    replicated_rooms("up");
     let db = format!("cut_{}", std::process::id());
     let mut a = rb_e2e::direct_room(3336, None).await;
     a.query_drop(format!(
@@ -303,17 +324,8 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
     ))
     .await
     .unwrap();
-    let pos: String = a
-        .query_first("SELECT @@gtid_binlog_pos")
-        .await
-        .unwrap()
-        .unwrap();
     let mut b = rb_e2e::direct_room(3337, None).await;
-    let done: Option<i64> = b
-        .query_first(format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))
-        .await
-        .unwrap();
-    assert_eq!(done, Some(0));
+    replicated_to(&mut a, &mut b).await;
 
     let prefix = format!("/rbt-cut-{}", std::process::id());
     let url = format!("etcd://127.0.0.1:2379{prefix}");
@@ -430,17 +442,7 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
     etcd_up();
-    let out = Command::new(root().join("scripts/rooms.sh"))
-        .args(["up", "--replicated"])
-        .env("RB_ROOMS_DIR", "/tmp/rainbow-bridge-rooms-replicated")
-        .env("RB_ROOM_PORTS", "3336 3337")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    replicated_rooms("up");
     let db = format!("consist_{}", std::process::id());
     let mut a = rb_e2e::direct_room(3336, None).await;
     let mut b = rb_e2e::direct_room(3337, None).await;
@@ -452,16 +454,7 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     ))
     .await
     .unwrap();
-    let pos: String = a
-        .query_first("SELECT @@gtid_binlog_pos")
-        .await
-        .unwrap()
-        .unwrap();
-    let ok: Option<i64> = b
-        .query_first(format!("SELECT MASTER_GTID_WAIT('{pos}', 30)"))
-        .await
-        .unwrap();
-    assert_eq!(ok, Some(0));
+    replicated_to(&mut a, &mut b).await;
     let text = unit_rules(&db).replace(
         &format!("[databases.{db}.tables.t_note]\nsharding_key = \"buyer\"\n"),
         &format!(
@@ -590,24 +583,8 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     }
     let acked = acked.lock().unwrap().clone();
     // Both rooms applied each other's writes.
-    for (from, to) in [(&mut a, 3337u16), (&mut b, 3336u16)] {
-        let pos: String = from
-            .query_first("SELECT @@gtid_binlog_pos")
-            .await
-            .unwrap()
-            .unwrap();
-        let own: String = pos
-            .split(',')
-            .filter(|g| !g.is_empty())
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut other = rb_e2e::direct_room(to, None).await;
-        let ok: Option<i64> = other
-            .query_first(format!("SELECT MASTER_GTID_WAIT('{own}', 30)"))
-            .await
-            .unwrap();
-        assert_eq!(ok, Some(0), "room on {to} caught up with {own}");
-    }
+    replicated_to(&mut a, &mut b).await;
+    replicated_to(&mut b, &mut a).await;
     // The server that wrote each row (a trigger on the writing server; replicas apply the row
     // as written) is the room of the proxy that acknowledged it: server_id 1 is room A's.
     let by: Vec<(u32, u32, String, u32)> = a
@@ -674,13 +651,7 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
         }
     }
     // No replication error or conflict in either room.
-    let status = Command::new(root().join("scripts/rooms.sh"))
-        .arg("status")
-        .env("RB_ROOMS_DIR", "/tmp/rainbow-bridge-rooms-replicated")
-        .env("RB_ROOM_PORTS", "3336 3337")
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    let status = replicated_rooms("status");
     assert_eq!(status.matches("io=Yes sql=Yes").count(), 2, "{status}");
     assert!(!status.contains("error:"), "{status}");
     let in_b = acked.iter().filter(|w| w.room == 'B').count();
