@@ -219,7 +219,14 @@ async fn session(
     let got = c.get(key.as_str(), None).await.map_err(e("get rules"))?;
     let revision = got.header().map_or(0, |h| h.revision());
     if let Some(kv) = got.kvs().first() {
-        notify(apply_text(shared, kv.value(), kv.mod_revision(), false).await);
+        // Writes held means the registration lapsed or was never made: texts may have been
+        // missed, cut-overs included.
+        let arrival = if shared.write_fence.held() {
+            Arrival::Rejoining
+        } else {
+            Arrival::Watched
+        };
+        notify(apply_text(shared, kv.value(), kv.mod_revision(), arrival).await);
     }
     {
         let mut st = status(shared);
@@ -264,7 +271,10 @@ async fn session(
                         continue;
                     }
                     if let Some(kv) = ev.kv() {
-                        notify(apply_text(shared, kv.value(), kv.mod_revision(), false).await);
+                        notify(
+                            apply_text(shared, kv.value(), kv.mod_revision(), Arrival::Watched)
+                                .await,
+                        );
                     }
                 }
                 put_ack(&mut c).await?;
@@ -311,7 +321,7 @@ pub async fn apply_at_start(shared: &Arc<Shared>, url: &str, within: Duration) -
     };
     match tokio::time::timeout(within, fetch).await {
         Ok(Some(Some((text, revision)))) => {
-            apply_text(shared, &text, revision, true).await;
+            apply_text(shared, &text, revision, Arrival::AtStart).await;
             true
         }
         Ok(Some(None)) => true,
@@ -319,14 +329,30 @@ pub async fn apply_at_start(shared: &Arc<Shared>, url: &str, within: Duration) -
     }
 }
 
+/// How a rules text read from etcd meets the rules being served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Before the first client: nothing is in flight, so the text is taken as the rules file is
+    /// at start (no check of route-code moves).
+    AtStart,
+    /// A change the watch saw while this proxy is registered: ctl waits for this proxy at every
+    /// step, so the change is checked as a reload of the rules file is.
+    Watched,
+    /// Read on (re)connecting while writes are held: the registration lapsed (or was never
+    /// made), so cut-overs may have run without this proxy and its texts may be missing. Route
+    /// codes that moved are drained of writers first — no new write starts while the fence
+    /// holds — and the text then applies without the move check.
+    Rejoining,
+}
+
 /// Applies a rules text from etcd as a reload of the file would be; a text that does not
-/// parse or cannot be applied while serving is refused and the old rules keep serving. Returns
-/// the write-ban waiter of an applied change.
+/// parse or cannot be applied is refused and the old rules keep serving. Returns the
+/// write-ban waiter of an applied change.
 pub async fn apply_text(
     shared: &Arc<Shared>,
     text: &[u8],
     revision: i64,
-    starting: bool,
+    arrival: Arrival,
 ) -> Option<tokio::task::JoinHandle<Option<SystemTime>>> {
     let _one = shared.reload_lock.lock().await;
     let by = format!("etcd revision {revision}");
@@ -351,12 +377,36 @@ pub async fn apply_text(
             return None;
         }
     };
-    // Before the first client (start-up), there is no write in flight that a route-code move
-    // could race with: the check of what may change while serving does not apply.
-    if !starting {
-        if let Err(e) = crate::reload::check(shared, &new) {
-            refuse(shared, &by, revision, e);
-            return None;
+    let checked = match arrival {
+        // Before the first client (start-up), there is no write in flight that a route-code
+        // move could race with: the check of what may change while serving does not apply.
+        Arrival::AtStart => Ok(()),
+        Arrival::Watched => crate::reload::check(shared, &new),
+        Arrival::Rejoining => crate::reload::check_fixed(shared, &new),
+    };
+    if let Err(e) = checked {
+        refuse(shared, &by, revision, e);
+        return None;
+    }
+    if arrival == Arrival::Rejoining {
+        let moved = crate::reload::moved_codes(&shared.rules.load(), &new);
+        if !moved.is_empty() {
+            let codes =
+                shard_rules::route::CodeSet::from_ranges(moved.iter().map(|c| (*c, *c)).collect());
+            warn!(
+                revision,
+                codes = %codes,
+                "rejoining etcd: route codes changed rooms while this proxy was not registered; \
+                 writes are held until the transactions that wrote them end, then the rules apply"
+            );
+            let timeout = Duration::from_secs(shared.config.proxy.ban_wait_timeout_s);
+            let set: std::collections::BTreeSet<u32> = moved.into_iter().collect();
+            if let Some((waited, aborted)) = shared
+                .drain_writers(|c| set.contains(&c), timeout, || false)
+                .await
+            {
+                info!(connections = ?waited, aborted, "writers of the moved route codes drained");
+            }
         }
     }
     // The rules file follows etcd, so a restart without etcd serves the last rules applied,

@@ -64,6 +64,12 @@ pub fn local_targets(
 /// segment allocator's table or center data source, the snowflake settings, the route code
 /// function, and a route code changing rooms without a write-ban on it in both rule sets.
 pub fn check(shared: &Shared, new: &RuleSet) -> Result<(), String> {
+    check_fixed(shared, new)?;
+    check_moves(shared, new)
+}
+
+/// [`check`] without the route-code moves: what no running proxy can take at all.
+pub fn check_fixed(shared: &Shared, new: &RuleSet) -> Result<(), String> {
     let old = shared.rules.load_full();
     let room = &shared.config.proxy.room;
     if new.room_id(room) != Some(shared.room) {
@@ -90,8 +96,6 @@ pub fn check(shared: &Shared, new: &RuleSet) -> Result<(), String> {
             "the snowflake ID settings ([ids]) changed; restart every proxy for that".into(),
         );
     }
-    // The cut-over's invariant: a route code changes rooms only while it is banned, in the
-    // rules being replaced and in the new ones, so no write runs on either side of the move.
     let (old_route, new_route) = (old.route(), new.route());
     if old_route.count != new_route.count || old_route.key != new_route.key {
         return Err(
@@ -100,8 +104,22 @@ pub fn check(shared: &Shared, new: &RuleSet) -> Result<(), String> {
                 .into(),
         );
     }
-    let moved: Vec<u32> = (0..new_route.count)
+    Ok(())
+}
+
+/// The route codes whose owner room differs between `old` and `new`.
+pub fn moved_codes(old: &RuleSet, new: &RuleSet) -> Vec<u32> {
+    (0..new.route().count.min(old.route().count))
         .filter(|c| old.room_name(old.owner(*c)) != new.room_name(new.owner(*c)))
+        .collect()
+}
+
+/// The cut-over's invariant: a route code changes rooms only while it is banned, in the rules
+/// being replaced and in the new ones, so no write runs on either side of the move.
+fn check_moves(shared: &Shared, new: &RuleSet) -> Result<(), String> {
+    let old = shared.rules.load_full();
+    let moved: Vec<u32> = moved_codes(&old, new)
+        .into_iter()
         .filter(|c| !(old.is_banned(*c) && new.is_banned(*c)))
         .collect();
     if let Some(first) = moved.first() {

@@ -279,59 +279,23 @@ impl Shared {
         rules: &RuleSet,
         timeout: Duration,
     ) -> Option<std::time::SystemTime> {
-        let banned =
-            |codes: &std::collections::BTreeSet<u32>| codes.iter().any(|c| rules.is_banned(*c));
-        let holders = || -> Vec<(u32, Arc<SessionHandle>)> {
-            lock(&self.sessions)
-                .iter()
-                .filter(|(_, h)| banned(&lock(&h.writing)))
-                .map(|(id, h)| (*id, h.clone()))
-                .collect()
-        };
         let start = std::time::Instant::now();
-        // Which sessions the ban waits for, by connection id (as KILL and the log name them).
-        let waited: Vec<u32> = holders().iter().map(|(id, _)| *id).collect();
-        let mut aborted = 0;
-        loop {
-            // A newer write-ban has been swapped in: its own waiter reports it.
+        let superseded = || {
             let current = self.rules.load();
-            if current.ban_version() != rules.ban_version()
+            current.ban_version() != rules.ban_version()
                 || current.banned_codes() != rules.banned_codes()
-            {
-                info!(
-                    ban_version = rules.ban_version(),
-                    newer_ban_version = current.ban_version(),
-                    "write-ban superseded before it took effect; the newer one is awaited instead"
-                );
-                return None;
-            }
-            let now = holders();
-            let fenced = lock(&self.fences).values().any(banned);
-            if now.is_empty() && !fenced {
-                break;
-            }
-            if start.elapsed() >= timeout {
-                for (id, h) in &now {
-                    if !h.killed.swap(true, Ordering::AcqRel) {
-                        aborted += 1;
-                        warn!(
-                            connection_id = id,
-                            ban_version = rules.ban_version(),
-                            "aborting a transaction that wrote to a code the new write-ban bans"
-                        );
-                        // A statement running on the server (a lock wait, a long UPDATE) is
-                        // stopped too; the session then keeps its codes claimed until the
-                        // server thread is gone.
-                        let backend = lock(&h.backend).clone();
-                        if let Some((ds, thread)) = backend {
-                            let _ = self.kill_backend_thread(&ds, thread, false).await;
-                        }
-                    }
-                    h.wake.notify_waiters();
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        let Some((waited, aborted)) = self
+            .drain_writers(|c| rules.is_banned(c), timeout, superseded)
+            .await
+        else {
+            info!(
+                ban_version = rules.ban_version(),
+                newer_ban_version = self.rules.load().ban_version(),
+                "write-ban superseded before it took effect; the newer one is awaited instead"
+            );
+            return None;
+        };
         let at = std::time::SystemTime::now();
         self.stats
             .ban_wait_ms
@@ -350,6 +314,61 @@ impl Shared {
             "write-ban effective"
         );
         Some(at)
+    }
+
+    /// Waits until no session writes — in a statement in flight or an open transaction — to a
+    /// route code `hit` selects; a session still writing one after `timeout` is killed (its
+    /// transaction is rolled back) and waited for. Returns the connection ids waited for and
+    /// how many were killed; `None` as soon as `moot()` says the wait no longer matters.
+    pub async fn drain_writers(
+        &self,
+        hit: impl Fn(u32) -> bool,
+        timeout: Duration,
+        moot: impl Fn() -> bool,
+    ) -> Option<(Vec<u32>, usize)> {
+        let writes = |codes: &std::collections::BTreeSet<u32>| codes.iter().any(|c| hit(*c));
+        let holders = || -> Vec<(u32, Arc<SessionHandle>)> {
+            lock(&self.sessions)
+                .iter()
+                .filter(|(_, h)| writes(&lock(&h.writing)))
+                .map(|(id, h)| (*id, h.clone()))
+                .collect()
+        };
+        let start = std::time::Instant::now();
+        // Which sessions are waited for, by connection id (as KILL and the log name them).
+        let waited: Vec<u32> = holders().iter().map(|(id, _)| *id).collect();
+        let mut aborted = 0;
+        loop {
+            if moot() {
+                return None;
+            }
+            let now = holders();
+            let fenced = lock(&self.fences).values().any(writes);
+            if now.is_empty() && !fenced {
+                return Some((waited, aborted));
+            }
+            if start.elapsed() >= timeout {
+                for (id, h) in &now {
+                    if !h.killed.swap(true, Ordering::AcqRel) {
+                        aborted += 1;
+                        warn!(
+                            connection_id = id,
+                            "aborting a transaction still writing route codes that are banned \
+                             or moving"
+                        );
+                        // A statement running on the server (a lock wait, a long UPDATE) is
+                        // stopped too; the session then keeps its codes claimed until the
+                        // server thread is gone.
+                        let backend = lock(&h.backend).clone();
+                        if let Some((ds, thread)) = backend {
+                            let _ = self.kill_backend_thread(&ds, thread, false).await;
+                        }
+                    }
+                    h.wake.notify_waiters();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `KILL [QUERY] thread` on data source `ds`, sent from a new connection: the server's
@@ -1130,6 +1149,47 @@ impl Session {
         self.in_transaction() || self.pins != 0
     }
 
+    /// Cluster mode: a transaction that wrote route codes must not go on — and commit — once
+    /// this proxy's registration may have lapsed, since a cut-over may be moving those codes
+    /// without it. Any command but a rollback (or ping, quit) then ends the session with this
+    /// error; the closed backend connections roll the transaction back.
+    fn lapsed_transaction(&self, payload: &[u8]) -> Option<ProxyError> {
+        if !self.in_transaction() || !self.shared.write_fence.held() {
+            return None;
+        }
+        let codes = {
+            let writing = lock(&self.handle.writing);
+            if writing.is_empty() {
+                return None;
+            }
+            shard_rules::route::CodeSet::from_ranges(writing.iter().map(|c| (*c, *c)).collect())
+        };
+        match payload.split_first() {
+            Some((&(COM_QUIT | COM_PING), _)) | None => return None,
+            Some((&COM_QUERY, sql)) if crate::enforce::first_keyword(sql) == "ROLLBACK" => {
+                return None
+            }
+            _ => {}
+        }
+        warn!(
+            connection_id = self.connection_id,
+            codes = %codes,
+            "closing a transaction that wrote route codes: this proxy's registration in etcd may \
+             have lapsed"
+        );
+        Some(ProxyError::Rule {
+            code: crate::enforce::code::BANNED,
+            state: *b"HY000",
+            message: format!(
+                "writes are held: this proxy has not renewed its registration in etcd within its \
+                 lease while this transaction had written route codes {codes}, so a cut-over \
+                 could be moving them; the transaction is rolled back and the connection closed, \
+                 retry it (rules version {})",
+                self.shared.rules.load().version()
+            ),
+        })
+    }
+
     /// Serves commands until the client quits or the connection fails.
     pub async fn run(mut self) {
         let mut shutdown = self.shared.shutdown.subscribe();
@@ -1176,6 +1236,11 @@ impl Session {
             self.handle
                 .state
                 .store(SessionState::Running as u8, Ordering::Relaxed);
+            if let Some(e) = self.lapsed_transaction(&p.payload) {
+                // Closing the connection rolls the transaction back on its backends.
+                let _ = self.client.send(seq, &e.to_err_payload()).await;
+                break;
+            }
             let flow = self.command(p).await;
             if let Some(kind) = kind {
                 self.count(kind, &flow, started.elapsed());

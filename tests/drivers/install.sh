@@ -60,8 +60,14 @@ if [ "$(python3 -c 'import mysql.connector; print(mysql.connector.__version__)' 
   pip_install mysql-connector-python==26.10.0
   echo "drivers: installed mysql-connector-python $(python3 -c 'import mysql.connector; print(mysql.connector.__version__)')"
 fi
+# PyMySQL: the pinned version, or — on a package index that does not carry it (mirrors differ)
+# — the newest 1.1 or later it has; the scenario uses only the DB-API both share, and the
+# driver report names the version that ran.
 if [ "$(python3 -c 'import pymysql; print(pymysql.__version__)' 2>/dev/null)" != 2.2.8 ]; then
-  pip_install pymysql==2.2.8
+  if ! pip_install pymysql==2.2.8 2>/dev/null; then
+    echo "drivers: PyMySQL 2.2.8 is not on this package index; installing the newest >= 1.1 it has"
+    pip_install 'pymysql>=1.1'
+  fi
   echo "drivers: installed PyMySQL $(python3 -c 'import pymysql; print(pymysql.__version__)')"
 fi
 

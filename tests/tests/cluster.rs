@@ -755,3 +755,275 @@ async fn writes_are_held_while_the_registration_may_have_lapsed_and_resume_after
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A TCP relay to etcd that can be cut: a network partition of one proxy from etcd, with the
+/// proxy, etcd and the rooms all real.
+struct Relay {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    /// On a thread and runtime of its own: the tests block their runtime in `wait_status`.
+    fn to(upstream: u16) -> Relay {
+        use std::sync::atomic::Ordering;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let port = std_listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (flag, cuts) = (open.clone(), cut.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        std::thread::spawn(move || {
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                while let Ok((mut down, _)) = listener.accept().await {
+                    if !flag.load(Ordering::SeqCst) {
+                        continue; // dropped: the connection is refused
+                    }
+                    let mut cut = cuts.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut up) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                        else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                            _ = cut.changed() => {}
+                        }
+                    });
+                }
+            })
+        });
+        Relay { port, open, cut }
+    }
+
+    /// Closes every relayed connection and refuses new ones.
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The replicated rooms, a database on them with `t_note`, and its rules in etcd under a
+/// prefix of the test's own: (database, cluster url, rules text, direct connections to A, B).
+async fn unit_db_in_etcd(
+    name: &str,
+) -> (String, String, String, mysql_async::Conn, mysql_async::Conn) {
+    etcd_up();
+    replicated_rooms("up");
+    let db = format!("{name}_{}", std::process::id());
+    let mut a = rb_e2e::direct_room(3336, None).await;
+    a.query_drop(format!(
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; \
+         CREATE TABLE {db}.t_note (id INT PRIMARY KEY, buyer INT, note VARCHAR(20))"
+    ))
+    .await
+    .unwrap();
+    let mut b = rb_e2e::direct_room(3337, None).await;
+    replicated_to(&mut a, &mut b).await;
+    let url = format!("etcd://127.0.0.1:2379/rbt-{name}-{}", std::process::id());
+    let text = unit_rules(&db);
+    let (code, out, err) = ctl(&url, &["put-rules", &write(name, &text), "--wait", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    (db, url, text, a, b)
+}
+
+fn cluster_section(url: &str, instance: &str) -> String {
+    format!("[cluster]\nurl = \"{url}\"\ninstance = \"{instance}\"\nlease_ttl_s = 3\n")
+}
+
+fn note(id: u32) -> String {
+    format!("INSERT INTO t_note (id, buyer, note) VALUES ({id}, 1001, 'n{id}')")
+}
+
+/// The cut-over of route code 1001 (ShardingKey 1001) to `to`, waiting for `n` proxies.
+fn cutover_1001(url: &str, to: &str, n: usize) -> String {
+    let n = n.to_string();
+    let (code, out, err) = ctl(
+        url,
+        &[
+            "cutover",
+            "--route-codes",
+            "1001",
+            "--to",
+            to,
+            "--min-proxies",
+            &n,
+            "--wait",
+            "20",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("cutover done"), "{out}");
+    out
+}
+
+fn server_code(e: mysql_async::Error) -> (u16, String) {
+    match e {
+        mysql_async::Error::Server(e) => (e.code, e.message),
+        e => panic!("not a server error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_cut_off_from_etcd_during_a_cutover_holds_its_writes_and_rejoins_on_the_new_rules()
+{
+    let (db, url, text, mut a, mut b) = unit_db_in_etcd("rejoin").await;
+    let (endpoints, prefix) = shard_rules::config::parse_cluster_url(&url).unwrap();
+    assert_eq!(endpoints.len(), 1);
+    let relay = Relay::to(2379);
+    let relayed = format!("etcd://127.0.0.1:{}{prefix}", relay.port);
+    let pa = Proxy::start_rules_sections("A", &text, &cluster_section(&url, "a-1")).await;
+    let cut_off =
+        Proxy::start_rules_sections("A", &text, &cluster_section(&relayed, "a-cut")).await;
+    let pb = Proxy::start_rules_sections("B", &text, &cluster_section(&url, "b-1")).await;
+    wait_status(&url, "three proxies registered", |s| {
+        s.contains("3 proxies registered")
+    });
+    // A transaction on the proxy about to be cut off writes route code 1001 (room A's).
+    let mut open = cut_off.conn(&db).await;
+    open.query_drop("BEGIN").await.unwrap();
+    open.query_drop(note(1)).await.unwrap();
+    let mut other = cut_off.conn(&db).await;
+
+    relay.cut();
+    wait_status(&url, "the cut-off proxy's lease expires", |s| {
+        s.contains("2 proxies registered") && !s.contains("a-cut")
+    });
+    // Its writes are held, and the open transaction may not commit: it is rolled back.
+    let (code, msg) = server_code(other.query_drop(note(2)).await.unwrap_err());
+    assert_eq!(code, 8032, "{msg}");
+    assert!(msg.contains("writes are held"), "{msg}");
+    let (code, msg) = server_code(open.query_drop("COMMIT").await.unwrap_err());
+    assert_eq!(code, 8032, "{msg}");
+    assert!(
+        msg.contains("route codes 1001") && msg.contains("rolled back"),
+        "{msg}"
+    );
+    assert!(
+        open.query_drop("SELECT 1").await.is_err(),
+        "the connection is closed"
+    );
+
+    // The cut-over runs without it: it cannot see the ban, the switch or the lifting.
+    cutover_1001(&url, "B", 2);
+    let mut cb = pb.conn(&db).await;
+    cb.query_drop(note(3)).await.unwrap();
+    let (code, msg) = server_code(pa.conn(&db).await.query_drop(note(4)).await.unwrap_err());
+    assert_eq!(code, 8031, "{msg}");
+
+    // Back in touch: it applies the rules it missed (whose move it could not have seen banned)
+    // and registers on them.
+    relay.restore();
+    let out = wait_status(
+        &url,
+        "the cut-off proxy rejoins on the current rules",
+        |s| {
+            s.contains("3 proxies registered")
+                && s.lines().filter(|l| l.contains(" current")).count() == 3
+        },
+    );
+    assert!(!out.contains("REFUSED"), "{out}");
+    assert!(
+        cut_off
+            .wait_log(
+                "route codes changed rooms while this proxy was not registered",
+                1,
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
+        cut_off.log_text()
+    );
+    let mut back = cut_off.conn(&db).await;
+    let (code, msg) = server_code(back.query_drop(note(5)).await.unwrap_err());
+    assert_eq!(code, 8031, "{msg}");
+    assert!(msg.contains("belongs to room `B`"), "{msg}");
+    // A key room A still owns is written again.
+    back.query_drop("INSERT INTO t_note (id, buyer, note) VALUES (6, 7, 'n6')")
+        .await
+        .unwrap();
+
+    replicated_to(&mut b, &mut a).await;
+    replicated_to(&mut a, &mut b).await;
+    for (room, c) in [("A", &mut a), ("B", &mut b)] {
+        let ids: Vec<i32> = c
+            .query(format!("SELECT id FROM {db}.t_note ORDER BY id"))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids,
+            [3, 6],
+            "room {room}: the rolled-back transaction's row is nowhere"
+        );
+    }
+    a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_proxy_restarted_in_the_middle_of_a_cutover_comes_back_banned_and_the_cutover_finishes() {
+    let (db, url, text, mut a, mut b) = unit_db_in_etcd("restart").await;
+    let mut pa = Proxy::start_rules_sections("A", &text, &cluster_section(&url, "a-1")).await;
+    let pb = Proxy::start_rules_sections("B", &text, &cluster_section(&url, "b-1")).await;
+    wait_status(&url, "both registered", |s| {
+        s.contains("2 proxies registered")
+    });
+    pa.conn(&db).await.query_drop(note(1)).await.unwrap();
+
+    // Step 1 and 2 of the cut-over: the ban, effective on both.
+    let (code, out, err) = ctl(
+        &url,
+        &[
+            "ban",
+            "--route-codes",
+            "1001",
+            "--min-proxies",
+            "2",
+            "--wait",
+            "20",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // Room A's proxy restarts; its rules file still has no ban (it was written before).
+    pa.terminate();
+    assert!(pa.wait_exit(Duration::from_secs(10)));
+    drop(pa);
+    let pa = Proxy::start_rules_sections("A", &text, &cluster_section(&url, "a-1")).await;
+    // Its very first client finds the ban from etcd, not the file's rules.
+    let (code, msg) = server_code(pa.conn(&db).await.query_drop(note(2)).await.unwrap_err());
+    assert_eq!(code, 8032, "{msg}");
+    wait_status(&url, "the restarted proxy acknowledges the ban", |s| {
+        s.contains("2 proxies registered")
+            && s.lines()
+                .filter(|l| l.contains("1001") && l.contains(" current"))
+                .count()
+                == 2
+    });
+    let (code, msg) = server_code(pa.conn(&db).await.query_drop(note(2)).await.unwrap_err());
+    assert_eq!(code, 8032, "{msg}");
+    assert!(msg.contains("write-ban"), "{msg}");
+
+    // Re-running the cut-over resumes after the ban and finishes with both proxies.
+    let out = cutover_1001(&url, "B", 2);
+    assert!(out.contains("step 4:") && out.contains("step 5:"), "{out}");
+    pb.conn(&db).await.query_drop(note(3)).await.unwrap();
+    let (code, msg) = server_code(pa.conn(&db).await.query_drop(note(4)).await.unwrap_err());
+    assert_eq!(code, 8031, "{msg}");
+    replicated_to(&mut b, &mut a).await;
+    let ids: Vec<i32> = a
+        .query(format!("SELECT id FROM {db}.t_note ORDER BY id"))
+        .await
+        .unwrap();
+    assert_eq!(ids, [1, 3]);
+    a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+}
