@@ -10,6 +10,9 @@ fn compat(proxy_port: u16, extra: &[&str], cases: &[&str]) -> (i32, String, Stri
     let out = Command::new(binary())
         .arg("compat")
         .arg(format!("--direct=mysql://rb:rb@127.0.0.1:{ROOM_A_PORT}"))
+        // The cases need `rb_compat` created afresh for every run; on a new machine it does
+        // not exist at all.
+        .arg(format!("--reset=mysql://rb:rb@127.0.0.1:{ROOM_A_PORT}"))
         .arg(format!(
             "--proxy=mysql://compat:compat@127.0.0.1:{proxy_port}"
         ))
