@@ -20,12 +20,70 @@ use tracing::{info, warn};
 
 use crate::session::Shared;
 
-/// A client of the cluster's etcd: connects within 2 s, each request answered within 5 s.
-pub async fn connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
-    let opts = ConnectOptions::new()
+fn connect_options() -> ConnectOptions {
+    ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5));
-    Client::connect(endpoints, Some(opts)).await
+        .with_timeout(Duration::from_secs(5))
+}
+
+/// A client of the cluster's etcd: connects within 2 s, each request answered within 5 s.
+///
+/// With several endpoints, the client is built on the members that answer now: the balanced
+/// channel of etcd-client (tonic's) does not steer around a member that refuses connections,
+/// it fails the requests that land there. Each member is asked for its status; those that
+/// know a leader are used (a member cut off from the quorum answers, but knows none), else
+/// those that answered at all, so that etcd's own error is what the caller sees. Every
+/// reconnection (the watch, the lease, each `ctl`) probes again.
+pub async fn connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+    if endpoints.len() < 2 {
+        return Client::connect(endpoints, Some(connect_options())).await;
+    }
+    let mut probes = tokio::task::JoinSet::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        let e = e.clone();
+        probes.spawn(async move {
+            let answer = async {
+                let mut c = Client::connect([e.as_str()], Some(connect_options())).await?;
+                c.status().await
+            };
+            let r = tokio::time::timeout(Duration::from_secs(2), answer).await;
+            (i, r)
+        });
+    }
+    let (mut led, mut answered, mut first_error) = (Vec::new(), Vec::new(), None);
+    while let Some(joined) = probes.join_next().await {
+        let Ok((i, r)) = joined else { continue };
+        match r {
+            Ok(Ok(status)) => {
+                answered.push(i);
+                if status.leader() != 0 {
+                    led.push(i);
+                }
+            }
+            Ok(Err(e)) => {
+                first_error.get_or_insert((i, e));
+            }
+            Err(_) => {
+                first_error.get_or_insert((
+                    i,
+                    etcd_client::Error::IoError(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("{} did not answer within 2 s", endpoints[i]),
+                    )),
+                ));
+            }
+        }
+    }
+    let mut usable = if led.is_empty() { answered } else { led };
+    if usable.is_empty() {
+        return Err(first_error.map_or_else(
+            || etcd_client::Error::InvalidArgs("no etcd endpoint answered".into()),
+            |(_, e)| e,
+        ));
+    }
+    usable.sort_unstable();
+    let chosen: Vec<&str> = usable.iter().map(|&i| endpoints[i].as_str()).collect();
+    Client::connect(chosen, Some(connect_options())).await
 }
 
 /// The key of the rules text.

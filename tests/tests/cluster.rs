@@ -1027,3 +1027,142 @@ async fn a_proxy_restarted_in_the_middle_of_a_cutover_comes_back_banned_and_the_
     assert_eq!(ids, [1, 3]);
     a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
 }
+
+/// `scripts/etcd.sh` on a three-member etcd of this test's own; returns its stdout.
+fn etcd3(args: &[&str]) -> String {
+    let out = Command::new(root().join("scripts/etcd.sh"))
+        .args(args)
+        .env("RB_ETCD_PORT", "2581")
+        .env("RB_ETCD_DIR", "/tmp/rainbow-bridge-etcd-3m")
+        .output()
+        .expect("run scripts/etcd.sh");
+    assert!(
+        out.status.success(),
+        "etcd.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Retries a write through `c` while it is held (8032) until it succeeds, for up to 30 s.
+async fn write_when_not_held(c: &mut mysql_async::Conn, sql: &str, p: &Proxy) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.query_drop(sql).await {
+            Ok(()) => return,
+            Err(mysql_async::Error::Server(e)) if e.code == 8032 => {}
+            Err(e) => panic!("{sql}: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql} held for 30 s:\n{}",
+            p.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_three_member_etcd_keeps_the_cluster_going_without_one_member_and_holds_writes_without_quorum(
+) {
+    let endpoints = etcd3(&["up", "--members", "3"]);
+    assert_eq!(
+        endpoints, "127.0.0.1:2581,127.0.0.1:2583,127.0.0.1:2585",
+        "the endpoints `up` prints"
+    );
+    let db = fresh_unit_db(
+        "cluster_quorum",
+        &["CREATE TABLE t_note (id INT PRIMARY KEY, buyer INT, note VARCHAR(20))"],
+    )
+    .await;
+    let url = format!("etcd://{endpoints}/rbt-quorum-{}", std::process::id());
+    let text = unit_rules(&db)
+        .replace("port = 3336", &format!("port = {ROOM_A_PORT}"))
+        .replace("port = 3337", &format!("port = {}", rb_e2e::ROOM_B_PORT));
+    let (code, out, err) = ctl(&url, &["put-rules", &write("quorum", &text), "--wait", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let p1 = Proxy::start_rules_sections("A", &text, &cluster_section(&url, "q-1")).await;
+    let p2 = Proxy::start_rules_sections("A", &text, &cluster_section(&url, "q-2")).await;
+    wait_status(&url, "both registered", |s| {
+        s.contains("2 proxies registered")
+    });
+    let (mut c1, mut c2) = (p1.conn(&db).await, p2.conn(&db).await);
+    c1.query_drop(note(1)).await.unwrap();
+
+    // One member of three goes away (the first endpoint, where every client starts): the
+    // other two are a quorum. The proxies stay registered (their leases are kept alive through
+    // the other members), a write-ban is applied and acknowledged by both, and writes go on.
+    etcd3(&["stop-member", "0"]);
+    let (code, out, err) = ctl(
+        &url,
+        &[
+            "ban",
+            "--route-codes",
+            "4999",
+            "--min-proxies",
+            "2",
+            "--wait",
+            "30",
+        ],
+    );
+    assert_eq!(code, 0, "ban with one etcd member down:\n{out}{err}");
+    let status = wait_status(&url, "both on the ban's rules", |s| {
+        s.contains("2 proxies registered")
+            && s.lines().filter(|l| l.contains(" current")).count() == 2
+    });
+    assert!(status.contains("4999"), "{status}");
+    write_when_not_held(&mut c1, &note(2), &p1).await;
+    write_when_not_held(&mut c2, &note(3), &p2).await;
+    let (code, msg) = server_code(
+        c2.query_drop("INSERT INTO t_note (id, buyer, note) VALUES (4, 4999, 'banned')")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 8032, "the ban applied with one member down: {msg}");
+    assert!(msg.contains("write-ban"), "{msg}");
+
+    // A second member goes: no quorum, so no lease can be kept alive. Once a lease may have
+    // lapsed, its proxy holds every write (it could miss a ban); reads go on.
+    etcd3(&["stop-member", "1"]);
+    for (c, p, mut id) in [(&mut c1, &p1, 100), (&mut c2, &p2, 500)] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let held = loop {
+            id += 1;
+            match c.query_drop(note(id)).await {
+                Ok(()) => {}
+                Err(mysql_async::Error::Server(e)) => break e,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "writes never held without quorum:\n{}",
+                p.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(held.code, 8032, "{held:?}");
+        assert!(held.message.contains("writes are held"), "{}", held.message);
+        let n: Option<i64> = c
+            .query_first("SELECT COUNT(*) FROM t_note WHERE buyer = 1001")
+            .await
+            .unwrap();
+        assert!(n.is_some_and(|n| n >= 3), "reads are served: {n:?}");
+    }
+
+    // The members come back: both proxies register again and writes resume.
+    etcd3(&["up"]);
+    wait_status(&url, "both registered again", |s| {
+        s.contains("2 proxies registered")
+            && s.lines().filter(|l| l.contains(" current")).count() == 2
+    });
+    write_when_not_held(&mut c1, &note(1000), &p1).await;
+    write_when_not_held(&mut c2, &note(1001), &p2).await;
+    let (code, out, err) = ctl(&url, &["unban", "--wait", "30"]);
+    assert_eq!(code, 0, "{out}{err}");
+    write_when_not_held(
+        &mut c2,
+        "INSERT INTO t_note (id, buyer, note) VALUES (4, 4999, 'unbanned')",
+        &p2,
+    )
+    .await;
+}
