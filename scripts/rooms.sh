@@ -110,6 +110,14 @@ replicate() { # room — make it a replica of the other room (idempotent)
     && slave_field "$r" Slave_SQL_Running | grep -qx Yes; then
     return 0
   fi
+  local err
+  err="$(slave_field "$r" Last_SQL_Error)"
+  if [ -n "$err" ]; then
+    # Restarting would only hit the same event again; skipping it would hide a lost write.
+    log "room $r: replication from room $o stopped on an error: $err"
+    log "the rooms' data have diverged; start afresh with: $0 down --purge && $0 up --replicated"
+    exit 1
+  fi
   log "room $r: replica of room $o (127.0.0.1:${PORT[$o]}, GTID)"
   sql "$r" -e "STOP SLAVE; CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = ${PORT[$o]},
     MASTER_USER = 'rb_repl', MASTER_PASSWORD = 'rb_repl', MASTER_USE_GTID = slave_pos,

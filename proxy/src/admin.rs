@@ -766,6 +766,14 @@ pub fn show_cluster(shared: &Shared) -> Table {
             "UNREACHABLE: serving the last rules applied".into()
         },
     );
+    put(
+        "writes",
+        if shared.write_fence.held() {
+            "HELD (8032): the registration in etcd may have lapsed; reads go on".into()
+        } else {
+            "allowed (registered)".into()
+        },
+    );
     put("last error", st.last_error.unwrap_or_else(|| "-".into()));
     put(
         "last contact",

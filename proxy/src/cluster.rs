@@ -704,11 +704,17 @@ pub async fn claim_worker(
                     }
                 }
                 None => {
-                    // etcd unreachable: the fence runs out on its own.
+                    // etcd unreachable, or the member this client talks to is: the fence runs
+                    // out on its own unless a new connection (which probes every endpoint and
+                    // keeps those that know a leader) renews it in time.
                     tracing::debug!(
                         worker = f.worker,
-                        "snowflake worker id lease not renewed (etcd unreachable)"
+                        "snowflake worker id lease not renewed (etcd unreachable); reconnecting"
                     );
+                    let again = tokio::time::timeout(Duration::from_secs(5), connect(&endpoints));
+                    if let Ok(Ok(fresh)) = again.await {
+                        c = fresh;
+                    }
                 }
             }
         }

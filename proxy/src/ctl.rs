@@ -212,6 +212,107 @@ pub async fn wait_acks(
     }
 }
 
+/// What `ctl ban` and `ctl unban` do to the write-ban.
+#[derive(Debug, Clone)]
+pub enum BanChange {
+    /// Ban these route codes too; codes already banned (another cut-over's) stay banned.
+    Add(Vec<String>),
+    /// Lift the ban of these route codes; other banned codes stay banned.
+    Remove(Vec<String>),
+    /// Lift the whole ban.
+    LiftAll,
+}
+
+/// `ctl ban` / `ctl unban`: writes the changed write-ban into the rules in etcd (with a
+/// compare-and-swap on their revision) and waits until every live proxy applied it and, when
+/// codes are banned, reported it effective; prints the latest effective time.
+/// `Err((exit code, message))`: 2 for bad input, 1 when it did not complete.
+pub async fn ban(
+    ctl: &mut Ctl,
+    change: &BanChange,
+    version: Option<u64>,
+    wait: Duration,
+    min_proxies: usize,
+) -> Result<(), (u8, String)> {
+    let stored = ctl
+        .rules()
+        .await
+        .map_err(|e| (1, e))?
+        .ok_or((1, "no rules in etcd yet (ctl put-rules FILE)".to_string()))?;
+    let rules = stored.rules.as_ref().ok_or((
+        1,
+        "the rules in etcd do not parse; put a valid rules file first".to_string(),
+    ))?;
+    let parse = |codes: &[String]| {
+        shard_rules::CodeSet::parse(codes, rules.route().count)
+            .map_err(|e| (2, format!("--route-codes: {e:?}")))
+    };
+    let banned = rules.banned_codes();
+    let all = match change {
+        BanChange::Add(codes) => {
+            let add = parse(codes)?;
+            code_set(
+                banned
+                    .iter()
+                    .chain(add.iter())
+                    .collect::<std::collections::BTreeSet<u32>>()
+                    .into_iter(),
+            )
+        }
+        BanChange::Remove(codes) => {
+            let remove = parse(codes)?;
+            code_set(banned.iter().filter(|&c| !remove.contains(c)))
+        }
+        BanChange::LiftAll => code_set(std::iter::empty()),
+    };
+    let version = version.unwrap_or(rules.ban_version() + 1);
+    let text =
+        crate::reload::edit_write_ban(&stored.text, &render(&all), version, rules.version() + 1)
+            .map_err(|e| (1, format!("the rules in etcd {e}")))?;
+    let new = RuleSet::parse(&text).map_err(|e| (2, format!("the write-ban is refused: {e}")))?;
+    let rev = ctl
+        .put_rules(&text, stored.revision)
+        .await
+        .map_err(|e| (1, e))?;
+    let lifting = new.banned_codes().is_empty();
+    let what = if lifting {
+        format!("write-ban lifted (version {version})")
+    } else {
+        format!("write-ban version {version} on {}", new.banned_codes())
+    };
+    println!(
+        "{what} written to etcd (rules version {}, revision {rev}); waiting for the proxies",
+        new.version()
+    );
+    let acks = wait_acks(ctl, rev, min_proxies, wait, |a| {
+        a.ban_version >= version && (lifting || a.ban_effective_at.is_some())
+    })
+    .await
+    .map_err(|e| {
+        (
+            1,
+            format!(
+                "{e}; the {what} stays in etcd: run `ctl status` to see who is behind, and the \
+                 same command again to wait again"
+            ),
+        )
+    })?;
+    if lifting {
+        println!("lifted on all {} proxies", acks.len());
+    } else {
+        let latest = acks
+            .iter()
+            .filter_map(|a| a.ban_effective_at.as_deref())
+            .max();
+        println!(
+            "effective on all {} proxies; latest effective time {}",
+            acks.len(),
+            latest.unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
 /// A set of route codes from a list of them.
 fn code_set(codes: impl Iterator<Item = u32>) -> shard_rules::CodeSet {
     let mut ranges: Vec<(u32, u32)> = Vec::new();
@@ -347,11 +448,20 @@ pub struct Cutover {
 /// (5) lift their ban. Each step prints its progress; a failure stops with the ban in place,
 /// and running the same command again resumes (done steps are recognised and skipped).
 pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
+    let codes_arg = c.codes.join(",");
+    // What a failure leaves in etcd, and how to go on, depends on the step.
+    let before_ban = |step: &str, e: String| {
+        format!(
+            "{step} failed: {e}\nNothing was changed: no route code was banned and the owners are \
+             as before. Run the same command again once the cause is fixed."
+        )
+    };
     let stop = |step: &str, e: String| {
         format!(
-            "{step} failed: {e}\nThe write-ban stays in place, so no write of these route codes \
-             runs anywhere. Run the same command again to resume, or `ctl unban` to lift the ban \
-             and keep the old owners (if step 4 did not run)."
+            "{step} failed: {e}\nThe write-ban on {codes_arg} stays in place and their owner has \
+             not changed, so no write of these route codes runs anywhere. Run the same command \
+             again to resume, or roll back with `rainbow-bridge ctl unban --route-codes \
+             {codes_arg}` (the old owners keep the codes)."
         )
     };
     let StoredRules {
@@ -360,7 +470,8 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
         rules,
     } = ctl
         .rules()
-        .await?
+        .await
+        .map_err(|e| before_ban("reading the rules", e))?
         .ok_or("no rules in etcd yet (ctl put-rules FILE)")?;
     let rules = rules.ok_or("the rules in etcd do not parse; put a valid rules file first")?;
     let to = rules
@@ -385,6 +496,22 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
             sources.join(", ")
         }
     );
+    let source_list = if sources.is_empty() {
+        "<the room that owned them before>".to_string()
+    } else {
+        sources.join(",")
+    };
+    let switched = |step: &str, e: String| {
+        format!(
+            "{step} failed: {e}\nThe write-ban on {codes_arg} stays in place, so no write of these \
+             route codes runs anywhere; the traffic rule giving them to room {to} may be in etcd \
+             with some proxies not on it yet (`ctl status`). Run the same command again to \
+             resume, or roll back with `rainbow-bridge ctl cutover --route-codes {codes_arg} --to \
+             {source_list}`. Do not lift the ban by hand: a proxy still on the old traffic rule \
+             would write them in the old room.",
+            to = c.to
+        )
+    };
     // Step 1: the ban.
     let banned_all = codes.iter().all(|code| rules.is_banned(code));
     let (rules, ban_version) = if banned_all {
@@ -395,8 +522,23 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
         let v = rules.ban_version();
         (rules, v)
     } else if sources.is_empty() {
+        // Done before, maybe by a run whose last wait timed out: make sure every proxy serves
+        // the rules as they are before saying so.
+        let (bv, tv) = (rules.ban_version(), rules.traffic_version());
+        wait_acks(ctl, stored_revision, c.min_proxies, c.wait, |a| {
+            a.ban_version >= bv && a.traffic_version >= tv
+        })
+        .await
+        .map_err(|e| {
+            format!(
+                "the codes are owned by {} and not banned, but not every proxy serves that yet: \
+                 {e}; run the same command again to wait again (`ctl status` shows who is \
+                 behind)",
+                c.to
+            )
+        })?;
         println!(
-            "step 1: skipped, the codes are owned by {} and not banned: nothing to do",
+            "step 1: skipped, the codes are owned by {} and not banned, on every proxy: nothing to do",
             c.to
         );
         return Ok(());
@@ -416,70 +558,109 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
             version,
             rules.version() + 1,
         )
-        .map_err(|e| stop("step 1 (ban)", format!("the rules in etcd {e}")))?;
-        let rev = ctl
-            .put_rules(&text, stored_revision)
-            .await
-            .map_err(|e| stop("step 1 (ban)", e))?;
+        .map_err(|e| before_ban("step 1 (ban)", format!("the rules in etcd {e}")))?;
+        let banned =
+            RuleSet::parse(&text).map_err(|e| before_ban("step 1 (ban)", e.to_string()))?;
+        let rev = ctl.put_rules(&text, stored_revision).await.map_err(|e| {
+            format!(
+                "step 1 (ban) failed: {e}\nThe ban may or may not have been written. Run the same \
+                 command again: it sees which, and resumes; or lift it with `rainbow-bridge ctl \
+                 unban --route-codes {codes_arg}`."
+            )
+        })?;
         println!("step 1: write-ban version {version} on {all} written (revision {rev})");
-        (
-            RuleSet::parse(&text).map_err(|e| stop("step 1 (ban)", e.to_string()))?,
-            version,
-        )
+        (banned, version)
     };
-    // Step 2: every proxy applied the ban and it is effective there.
-    let current = ctl.rules().await?.ok_or("the rules vanished from etcd")?;
-    let acks = wait_acks(ctl, current.revision, c.min_proxies, c.wait, |a| {
-        a.ban_version >= ban_version && a.ban_effective_at.is_some()
-    })
-    .await
-    .map_err(|e| stop("step 2 (acknowledgements of the ban)", e))?;
-    let latest = acks
-        .iter()
-        .filter_map(|a| a.ban_effective_at.clone())
-        .max()
-        .unwrap_or_default();
-    println!(
-        "step 2: the ban is effective on all {} proxies; latest effective time {latest}",
-        acks.len()
-    );
-    // Step 3: the data written before the ban has reached the target room: for each pair of
-    // servers that replicate a unit database's data source from a source room to the target.
-    for src in &sources {
-        let pairs = server_pairs(&rules, src, &c.to);
-        if pairs.is_empty() {
-            println!("step 3: no unit database has data sources in both room {src} and room {}: nothing to wait for", c.to);
-        }
-        for ((from, from_opts), (to_server, to_opts)) in &pairs {
-            let pos = gtid_position(from, from_opts)
-                .await
-                .map_err(|e| stop("step 3 (GTID position)", format!("room {src}'s {e}")))?;
-            if pos.is_empty() {
-                println!("step 3: room {src}'s {from} has written nothing yet");
-                continue;
+    let mut ban_version = ban_version;
+    let stored_after_3 = loop {
+        // Step 2: every proxy applied the ban and it is effective there.
+        let current = ctl
+            .rules()
+            .await
+            .map_err(|e| stop("step 2 (reading the rules)", e))?
+            .ok_or_else(|| stop("step 2", "the rules vanished from etcd".into()))?;
+        let acks = wait_acks(ctl, current.revision, c.min_proxies, c.wait, |a| {
+            a.ban_version >= ban_version && a.ban_effective_at.is_some()
+        })
+        .await
+        .map_err(|e| stop("step 2 (acknowledgements of the ban)", e))?;
+        let latest = acks
+            .iter()
+            .filter_map(|a| a.ban_effective_at.clone())
+            .max()
+            .unwrap_or_default();
+        println!(
+            "step 2: the ban is effective on all {} proxies; latest effective time {latest}",
+            acks.len()
+        );
+        // Step 3: the data written before the ban has reached the target room: for each pair of
+        // servers that replicate a unit database's data source from a source room to the target.
+        for src in &sources {
+            let pairs = server_pairs(&rules, src, &c.to);
+            if pairs.is_empty() {
+                println!("step 3: no unit database has data sources in both room {src} and room {}: nothing to wait for", c.to);
             }
-            println!("step 3: room {src}'s {from} is at {pos}");
-            let t0 = Instant::now();
-            gtid_wait(to_server, to_opts, &pos, c.gtid_timeout)
-                .await
-                .map_err(|e| stop("step 3 (MASTER_GTID_WAIT)", format!("room {}'s {e}", c.to)))?;
-            println!(
-                "  room {}'s {to_server} applied room {src}'s {from} position {pos} ({} ms)",
-                c.to,
-                t0.elapsed().as_millis()
-            );
+            for ((from, from_opts), (to_server, to_opts)) in &pairs {
+                let pos = gtid_position(from, from_opts)
+                    .await
+                    .map_err(|e| stop("step 3 (GTID position)", format!("room {src}'s {e}")))?;
+                if pos.is_empty() {
+                    println!("step 3: room {src}'s {from} has written nothing yet");
+                    continue;
+                }
+                println!("step 3: room {src}'s {from} is at {pos}");
+                let t0 = Instant::now();
+                gtid_wait(to_server, to_opts, &pos, c.gtid_timeout)
+                    .await
+                    .map_err(|e| {
+                        stop("step 3 (MASTER_GTID_WAIT)", format!("room {}'s {e}", c.to))
+                    })?;
+                println!(
+                    "  room {}'s {to_server} applied room {src}'s {from} position {pos} ({} ms)",
+                    c.to,
+                    t0.elapsed().as_millis()
+                );
+            }
         }
-    }
-    println!(
-        "step 3: room {} has applied everything the source rooms wrote",
-        c.to
-    );
-    // Step 4: the traffic rule.
+        println!(
+            "step 3: room {} has applied everything the source rooms wrote",
+            c.to
+        );
+        // Step 4: the traffic rule, written only if the ban waited for in step 2 still stands:
+        // the compare-and-swap on the revision read here keeps it so until the write.
+        let stored = ctl
+            .rules()
+            .await
+            .map_err(|e| stop("step 4 (reading the rules)", e))?
+            .ok_or_else(|| stop("step 4", "the rules vanished from etcd".into()))?;
+        let now = stored
+            .rules
+            .as_ref()
+            .ok_or_else(|| stop("step 4", "the rules in etcd do not parse".into()))?;
+        if !codes.iter().all(|code| now.is_banned(code)) {
+            return Err(format!(
+            "step 4 (traffic rule) refused: the ban of {codes} was lifted while steps 2 and 3 ran \
+             (write-ban version {} now), so writes of them may have run in the old room since; \
+             nothing was switched. Run the same command again to start over from the ban.",
+            now.ban_version()
+        ));
+        }
+        if now.ban_version() != ban_version {
+            println!(
+            "step 4: the write-ban changed while steps 2 and 3 ran (version {} now, not {ban_version}): \
+             repeating them for it",
+            now.ban_version()
+        );
+            ban_version = now.ban_version();
+            continue;
+        }
+        break stored;
+    };
     let StoredRules {
         text: stored_text,
         revision: stored_revision,
         rules,
-    } = ctl.rules().await?.ok_or("the rules vanished from etcd")?;
+    } = stored_after_3;
     let rules = rules.ok_or("the rules in etcd do not parse")?;
     if codes.iter().all(|code| rules.owner(code) == to) {
         println!("step 4: the codes are owned by {} already: resuming", c.to);
@@ -489,7 +670,7 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
             a.traffic_version >= tv
         })
         .await
-        .map_err(|e| stop("step 4 (acknowledgements of the traffic rule)", e))?;
+        .map_err(|e| switched("step 4 (acknowledgements of the traffic rule)", e))?;
     } else {
         let owners: Vec<(String, Vec<String>)> = rules
             .rooms()
@@ -518,7 +699,7 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
         let rev = ctl
             .put_rules(&text, stored_revision)
             .await
-            .map_err(|e| stop("step 4 (traffic rule)", e))?;
+            .map_err(|e| switched("step 4 (traffic rule)", e))?;
         println!(
             "step 4: traffic version {} gives {codes} to room {} (revision {rev})",
             rules.traffic_version() + 1,
@@ -527,16 +708,29 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
         let tv = rules.traffic_version() + 1;
         wait_acks(ctl, rev, c.min_proxies, c.wait, |a| a.traffic_version >= tv)
             .await
-            .map_err(|e| stop("step 4 (acknowledgements of the traffic rule)", e))?;
+            .map_err(|e| switched("step 4 (acknowledgements of the traffic rule)", e))?;
         println!("step 4: every proxy routes {codes} to room {}", c.to);
     }
     // Step 5: lift the ban of these codes (other banned codes stay banned).
+    let after_switch = |what: &str, e: String| {
+        format!(
+            "step 5 (lift the ban: {what}) failed: {e}\nEvery proxy routes {codes_arg} to room {} \
+             now; their ban may still be in place on some proxies. Run the same command again: it \
+             lifts the ban if it is still written and waits for every proxy.",
+            c.to
+        )
+    };
     let StoredRules {
         text: stored_text,
         revision: stored_revision,
         rules,
-    } = ctl.rules().await?.ok_or("the rules vanished from etcd")?;
-    let rules = rules.ok_or("the rules in etcd do not parse")?;
+    } = ctl
+        .rules()
+        .await
+        .map_err(|e| after_switch("reading the rules", e))?
+        .ok_or_else(|| after_switch("reading the rules", "they vanished from etcd".into()))?;
+    let rules =
+        rules.ok_or_else(|| after_switch("reading the rules", "they do not parse".into()))?;
     let rest = code_set(
         rules
             .banned_codes()
@@ -544,17 +738,18 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
             .filter(|&code| !codes.contains(code)),
     );
     let version = rules.ban_version() + 1;
-    let text = crate::reload::edit_write_ban(&stored_text, &render(&rest), version, rules.version() + 1)
-        .map_err(|e| format!("step 5 (lift the ban) failed: the rules in etcd {e}; the new owner is in place: `ctl unban` lifts the ban"))?;
+    let text =
+        crate::reload::edit_write_ban(&stored_text, &render(&rest), version, rules.version() + 1)
+            .map_err(|e| after_switch("edit", format!("the rules in etcd {e}")))?;
     let rev = ctl
         .put_rules(&text, stored_revision)
         .await
-        .map_err(|e| format!("step 5 (lift the ban) failed: {e}; run the same command again"))?;
+        .map_err(|e| after_switch("write", e))?;
     wait_acks(ctl, rev, c.min_proxies, c.wait, |a| {
         a.ban_version >= version
     })
     .await
-    .map_err(|e| format!("step 5 (lift the ban) failed: {e}; run the same command again"))?;
+    .map_err(|e| after_switch("acknowledgements", e))?;
     println!("step 5: the ban of {codes} is lifted (write-ban version {version}); cutover done");
     Ok(())
 }

@@ -146,8 +146,9 @@ enum CtlAction {
         #[arg(long, default_value_t = 30)]
         wait: u64,
     },
-    /// Set the write-ban on route codes (`1000-1099,4000`), then wait until every proxy has
-    /// applied it and it is effective there; prints the latest effective time.
+    /// Ban writes of route codes (`1000-1099,4000`) too (codes already banned stay banned),
+    /// then wait until every proxy has applied it and it is effective there; prints the
+    /// latest effective time.
     Ban {
         #[arg(long, value_delimiter = ',', required = true)]
         route_codes: Vec<String>,
@@ -160,10 +161,17 @@ enum CtlAction {
         #[arg(long, default_value_t = 1)]
         min_proxies: usize,
     },
-    /// Lift the write-ban, then wait until every proxy applied it.
+    /// Lift the write-ban (of `--route-codes` only, if given), then wait until every proxy
+    /// applied it.
     Unban {
+        /// Lift the ban of these route codes only (default: the whole ban).
+        #[arg(long, value_delimiter = ',')]
+        route_codes: Vec<String>,
         #[arg(long, default_value_t = 30)]
         wait: u64,
+        /// Fail unless at least this many proxies acknowledge.
+        #[arg(long, default_value_t = 1)]
+        min_proxies: usize,
     },
     /// Move route codes to another room safely: ban, wait for every proxy, wait for the target
     /// room's replication (MASTER_GTID_WAIT), switch the traffic rule, lift the ban. Re-running
@@ -260,8 +268,23 @@ fn ctl(url: &str, action: CtlAction) -> anyhow::Result<std::process::ExitCode> {
                 version,
                 wait,
                 min_proxies,
-            } => ban(&mut c, route_codes, version, wait, min_proxies).await,
-            CtlAction::Unban { wait } => ban(&mut c, Vec::new(), None, wait, 0).await,
+            } => {
+                let change = rainbow_bridge::ctl::BanChange::Add(route_codes);
+                ban(&mut c, change, version, wait, min_proxies).await
+            }
+            CtlAction::Unban {
+                route_codes,
+                wait,
+                min_proxies,
+            } => {
+                use rainbow_bridge::ctl::BanChange;
+                let change = if route_codes.is_empty() {
+                    BanChange::LiftAll
+                } else {
+                    BanChange::Remove(route_codes)
+                };
+                ban(&mut c, change, None, wait, min_proxies).await
+            }
             CtlAction::Cutover {
                 route_codes,
                 to,
@@ -285,87 +308,21 @@ fn ctl(url: &str, action: CtlAction) -> anyhow::Result<std::process::ExitCode> {
     })
 }
 
-/// Writes the write-ban (empty codes: lifts it) into the rules in etcd and waits until every
-/// proxy applied it and, for a ban, reported it effective.
+/// `ctl ban` / `ctl unban` with the exit code of its outcome.
 async fn ban(
     c: &mut rainbow_bridge::ctl::Ctl,
-    codes: Vec<String>,
+    change: rainbow_bridge::ctl::BanChange,
     version: Option<u64>,
     wait: u64,
     min_proxies: usize,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let fail = |m: String| {
-        eprintln!("rainbow-bridge ctl: {m}");
-        Ok(std::process::ExitCode::from(1))
-    };
-    let stored = match c.rules().await {
-        Ok(Some(s)) => s,
-        Ok(None) => return fail("no rules in etcd yet (ctl put-rules FILE)".into()),
-        Err(e) => return fail(e),
-    };
-    let Some(rules) = &stored.rules else {
-        return fail("the rules in etcd do not parse; put a valid rules file first".into());
-    };
-    let version = version.unwrap_or(rules.ban_version() + 1);
-    let text = match rainbow_bridge::reload::edit_write_ban(
-        &stored.text,
-        &codes,
-        version,
-        rules.version() + 1,
-    ) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("the rules in etcd {e}")),
-    };
-    let new = match shard_rules::RuleSet::parse(&text) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rainbow-bridge ctl: the write-ban is refused: {e}");
-            return Ok(std::process::ExitCode::from(2));
+    let wait = std::time::Duration::from_secs(wait);
+    match rainbow_bridge::ctl::ban(c, &change, version, wait, min_proxies).await {
+        Ok(()) => Ok(std::process::ExitCode::SUCCESS),
+        Err((code, m)) => {
+            eprintln!("rainbow-bridge ctl: {m}");
+            Ok(std::process::ExitCode::from(code))
         }
-    };
-    let rev = match c.put_rules(&text, stored.revision).await {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
-    let what = if codes.is_empty() {
-        format!("write-ban lifted (version {version})")
-    } else {
-        format!("write-ban version {version} on {}", new.banned_codes())
-    };
-    println!(
-        "{what} written to etcd (rules version {}, revision {rev}); waiting for the proxies",
-        new.version()
-    );
-    let lifting = codes.is_empty();
-    match rainbow_bridge::ctl::wait_acks(
-        c,
-        rev,
-        min_proxies,
-        std::time::Duration::from_secs(wait),
-        |a| a.ban_version >= version && (lifting || a.ban_effective_at.is_some()),
-    )
-    .await
-    {
-        Ok(acks) => {
-            if lifting {
-                println!("lifted on all {} proxies", acks.len());
-            } else {
-                let latest = acks
-                    .iter()
-                    .filter_map(|a| a.ban_effective_at.as_deref())
-                    .max();
-                println!(
-                    "effective on all {} proxies; latest effective time {}",
-                    acks.len(),
-                    latest.unwrap_or("-")
-                );
-            }
-            Ok(std::process::ExitCode::SUCCESS)
-        }
-        Err(e) => fail(format!(
-            "{e}; the {what} stays in etcd: run the same command again to wait again, or \
-             `ctl unban` to lift it"
-        )),
     }
 }
 

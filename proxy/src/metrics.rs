@@ -104,6 +104,10 @@ pub mod names {
         "rainbow_cluster_connected",
         "Cluster mode: 1 while etcd is reachable, 0 while the proxy serves its last rules without it",
     );
+    pub const CLUSTER_WRITES_HELD: (&str, &str) = (
+        "rainbow_cluster_writes_held",
+        "Cluster mode: 1 while writes of unit databases are held (8032) because the registration in etcd may have lapsed",
+    );
     pub const CLUSTER_REVISION: (&str, &str) = (
         "rainbow_cluster_rules_revision",
         "Cluster mode: the etcd revision of the rules applied (0: the rules file)",
@@ -389,6 +393,7 @@ pub fn install(listen: std::net::SocketAddr) -> Result<(), String> {
         BAN_WAIT,
         PLAN_ENTRIES,
         CLUSTER_CONNECTED,
+        CLUSTER_WRITES_HELD,
         CLUSTER_REVISION,
     ] {
         metrics::describe_gauge!(name, help);
@@ -467,6 +472,8 @@ pub fn publish(shared: &Shared) {
         if st.enabled {
             gauge!(CLUSTER_CONNECTED.0).set(if st.connected { 1.0 } else { 0.0 });
             gauge!(CLUSTER_REVISION.0).set(st.rules_revision as f64);
+            let held = shared.write_fence.held();
+            gauge!(CLUSTER_WRITES_HELD.0).set(if held { 1.0 } else { 0.0 });
         }
     }
 

@@ -243,6 +243,8 @@ async fn a_proxy_that_cannot_reach_etcd_serves_its_rules_file_and_says_so() {
         "{out}"
     );
     assert!(out.contains("none from etcd yet (the rules file)"), "{out}");
+    // Never registered: writes of unit databases are held.
+    assert!(out.contains("writes\tHELD (8032)"), "{out}");
     assert!(
         out.contains("not usable: this proxy holds no snowflake worker id lease"),
         "{out}"
@@ -250,7 +252,9 @@ async fn a_proxy_that_cannot_reach_etcd_serves_its_rules_file_and_says_so() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (_, body) = rb_e2e::http_get(metrics, "/metrics").unwrap();
-        if body.contains("rainbow_cluster_connected 0") {
+        if body.contains("rainbow_cluster_connected 0")
+            && body.contains("rainbow_cluster_writes_held 1")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "{body}");
@@ -295,6 +299,14 @@ async fn replicated_to(from: &mut mysql_async::Conn, to: &mut mysql_async::Conn)
         .await
         .unwrap();
     assert_eq!(done, Some(0), "caught up with {pos}");
+}
+
+/// Drops a test's database once both rooms have applied each other's writes to it: dropped
+/// earlier, a row still on its way from B would stop A's replication on a missing table.
+async fn drop_replicated(db: &str, a: &mut mysql_async::Conn, b: &mut mysql_async::Conn) {
+    replicated_to(b, a).await;
+    a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+    replicated_to(a, b).await;
 }
 
 fn unit_rules(db: &str) -> String {
@@ -347,7 +359,9 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
     let (ok, out, err) = rb_e2e::mariadb(pa.admin_port.unwrap(), "dba", "dba", "", "SHOW CLUSTER");
     assert!(ok, "{err}");
     assert!(
-        out.contains("etcd\tconnected") && out.contains("instance\troom-a"),
+        out.contains("etcd\tconnected")
+            && out.contains("instance\troom-a")
+            && out.contains("writes\tallowed (registered)"),
         "{out}"
     );
     assert!(
@@ -423,7 +437,7 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
     let (code, out, _) = ctl(&url, &["cutover", "--route-codes", "1001", "--to", "B"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("nothing to do"), "{out}");
-    a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+    drop_replicated(&db, &mut a, &mut b).await;
 }
 
 /// One acknowledged write of the consistency test.
@@ -447,9 +461,10 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     let mut a = rb_e2e::direct_room(3336, None).await;
     let mut b = rb_e2e::direct_room(3337, None).await;
     a.query_drop(format!(
-        "CREATE DATABASE {db}; CREATE TABLE {db}.t_w (id BIGINT PRIMARY KEY, buyer INT NOT NULL, \
+        // `id` is not a key, so that two rows sharing an ID would both be there to count.
+        "CREATE DATABASE {db}; CREATE TABLE {db}.t_w (id BIGINT NOT NULL, buyer INT NOT NULL, \
          client INT NOT NULL, seq INT NOT NULL, written_in CHAR(1) NOT NULL, \
-         written_by INT NOT NULL DEFAULT 0, UNIQUE KEY (client, seq)); \
+         written_by INT NOT NULL DEFAULT 0, PRIMARY KEY (client, seq), KEY (id)); \
          CREATE TRIGGER {db}.t_w_by BEFORE INSERT ON {db}.t_w FOR EACH ROW SET NEW.written_by = @@server_id"
     ))
     .await
@@ -621,32 +636,64 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     assert_eq!(got, want, "the rows are exactly the acknowledged writes");
     let ids: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.0).collect();
     assert_eq!(ids.len(), rows.len(), "no two rows share an ID");
-    // Ownership: between cut-overs, a route code's writes went to its owner only; codes 11-20
-    // never moved from room A.
-    let owner_at = |t: Instant| -> Option<char> {
-        let mut owner = 'A';
-        for (to, start, end) in &cutovers {
-            if t >= *start && t <= *end {
-                return None; // inside a cut-over: banned, or the old or new owner
-            }
-            if t > *end {
-                owner = to.chars().next().unwrap();
-            }
-        }
-        Some(owner)
+    // Ownership. Codes 11-20 never moved from room A. Codes 1-10 were owned by A, then by B
+    // from some moment inside the first cut-over, by A from inside the second, by B from inside
+    // the third: ownership period k runs from the start of cut-over k-1 to the end of cut-over
+    // k. Each write must fit a period of its room that its [sent, acked] overlaps; two writes
+    // of one code in different rooms must never overlap in time (the ban keeps the old room's
+    // writes from running on into the new room's); and of two such writes, the earlier one
+    // must fit an earlier period than the later one (no write in the old room after one in the
+    // new room).
+    let owners = ['A', 'B', 'A', 'B'];
+    let periods = |w: &Acked| -> Vec<usize> {
+        (0..=cutovers.len())
+            .filter(|&k| {
+                owners[k] == w.room
+                    && (k == 0 || w.acked >= cutovers[k - 1].1)
+                    && (k == cutovers.len() || w.sent <= cutovers[k].2)
+            })
+            .collect()
     };
-    let mut checked = 0;
-    for w in &acked {
-        if w.buyer > 10 {
-            assert_eq!(w.room, 'A', "{w:?}");
+    let (mut checked, mut pairs) = (0, 0u64);
+    for buyer in 1..=20u32 {
+        let ws: Vec<(&Acked, Vec<usize>)> = acked
+            .iter()
+            .filter(|w| w.buyer == buyer)
+            .map(|w| (w, periods(w)))
+            .collect();
+        for (w, fit) in &ws {
             checked += 1;
-        } else if let (Some(o1), Some(o2)) = (owner_at(w.sent), owner_at(w.acked)) {
-            if o1 == o2 {
-                assert_eq!(
-                    w.room, o1,
-                    "written in a room that did not own its key: {w:?}"
+            if buyer > 10 {
+                assert_eq!(w.room, 'A', "route code {buyer} never moved: {w:?}");
+                continue;
+            }
+            assert!(
+                !fit.is_empty(),
+                "route code {buyer}: written in room {} when it did not own the code: {w:?}",
+                w.room
+            );
+        }
+        for (i, (wi, fi)) in ws.iter().enumerate() {
+            for (wj, fj) in &ws[i + 1..] {
+                if wi.room == wj.room {
+                    continue;
+                }
+                pairs += 1;
+                let ((w1, f1), (w2, f2)) = if wi.sent <= wj.sent {
+                    ((wi, fi), (wj, fj))
+                } else {
+                    ((wj, fj), (wi, fi))
+                };
+                assert!(
+                    w1.acked < w2.sent,
+                    "route code {buyer}: writes in both rooms at once:\n{w1:?}\n{w2:?}"
                 );
-                checked += 1;
+                assert!(
+                    f1[0] < *f2.last().unwrap(),
+                    "route code {buyer}: a write in room {} after one in room {}:\n{w1:?}\n{w2:?}",
+                    w2.room,
+                    w1.room
+                );
             }
         }
     }
@@ -657,7 +704,8 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     let in_b = acked.iter().filter(|w| w.room == 'B').count();
     println!(
         "consistency: 4 proxies (2 per room), {} writes acknowledged ({} in room A, {in_b} in room B), all {} present in both \
-         rooms, {} distinct ids, {checked} checked against the owner of their key, 3 cut-overs, \
+         rooms, {} distinct ids, {checked} checked against the owner of their key, {pairs} pairs of \
+         one code's writes in different rooms all apart in time and in order, 3 cut-overs, \
          {} wrong-room redirects, {} banned retries, {} failures, replication without error",
         acked.len(),
         acked.len() - in_b,
@@ -672,8 +720,50 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
         banned.load(Ordering::Relaxed) > 0,
         "writers met the ban during the cut-overs (retried on 8032)"
     );
+
+    // A rules change in etcd (a write-ban) reaches all four proxies, each acknowledging it. A
+    // proxy killed (SIGKILL: no goodbye to etcd) drops out once its lease expires; the ban is
+    // lifted without it; restarted, it registers again and catches up.
+    let (code, out, err) = ctl(
+        &url,
+        &[
+            "ban",
+            "--route-codes",
+            "15",
+            "--min-proxies",
+            "4",
+            "--wait",
+            "20",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("effective on all 4 proxies"), "{out}");
+    drop(pb2);
+    wait_status(&url, "room-b2's lease expires", |s| {
+        s.contains("3 proxies registered")
+    });
+    let (code, out, err) = ctl(&url, &["unban", "--min-proxies", "3", "--wait", "20"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("lifted on all 3 proxies"), "{out}");
+    let pb2 = Proxy::start_rules_sections("B", &text, &sections("room-b2")).await;
+    let status = wait_status(&url, "room-b2 back on the current rules", |s| {
+        s.contains("4 proxies registered")
+            && s.lines()
+                .filter(|l| {
+                    l.starts_with("room-") && l.contains(" current") && l.contains(" none ")
+                })
+                .count()
+                == 4
+    });
+    assert!(status.contains("room-b2"), "{status}");
+    // It serves the rules from etcd, not its rules file: route code 1 is room B's now.
+    pb2.conn(&db)
+        .await
+        .query_drop("INSERT INTO t_w (buyer, client, seq, written_in) VALUES (1, 99, 1, 'B')")
+        .await
+        .unwrap();
     drop((pa, pa2, pb, pb2));
-    a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+    drop_replicated(&db, &mut a, &mut b).await;
 }
 
 fn etcd_at(port: u16, action: &str) {
@@ -967,7 +1057,7 @@ async fn a_proxy_cut_off_from_etcd_during_a_cutover_holds_its_writes_and_rejoins
             "room {room}: the rolled-back transaction's row is nowhere"
         );
     }
-    a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+    drop_replicated(&db, &mut a, &mut b).await;
 }
 
 #[tokio::test]
@@ -1025,7 +1115,7 @@ async fn a_proxy_restarted_in_the_middle_of_a_cutover_comes_back_banned_and_the_
         .await
         .unwrap();
     assert_eq!(ids, [1, 3]);
-    a.query_drop(format!("DROP DATABASE {db}")).await.unwrap();
+    drop_replicated(&db, &mut a, &mut b).await;
 }
 
 /// `scripts/etcd.sh` on a three-member etcd of this test's own; returns its stdout.
@@ -1072,13 +1162,26 @@ async fn a_three_member_etcd_keeps_the_cluster_going_without_one_member_and_hold
     );
     let db = fresh_unit_db(
         "cluster_quorum",
-        &["CREATE TABLE t_note (id INT PRIMARY KEY, buyer INT, note VARCHAR(20))"],
+        &[
+            "CREATE TABLE t_note (id INT PRIMARY KEY, buyer INT, note VARCHAR(20))",
+            "CREATE TABLE t_key (id BIGINT PRIMARY KEY, buyer INT)",
+        ],
     )
     .await;
     let url = format!("etcd://{endpoints}/rbt-quorum-{}", std::process::id());
+    // t_key's ids come from each proxy's snowflake worker id, leased from etcd.
     let text = unit_rules(&db)
         .replace("port = 3336", &format!("port = {ROOM_A_PORT}"))
-        .replace("port = 3337", &format!("port = {}", rb_e2e::ROOM_B_PORT));
+        .replace("port = 3337", &format!("port = {}", rb_e2e::ROOM_B_PORT))
+        .replace(
+            &format!("[databases.{db}.tables.t_note]\n"),
+            &format!(
+                "[databases.{db}.tables.t_key]\nsharding_key = \"buyer\"\n\
+                 key_generator = {{ column = \"id\", type = \"snowflake\" }}\n\
+                 [databases.{db}.tables.t_note]\n"
+            ),
+        );
+    assert!(text.contains("t_key"), "{text}");
     let (code, out, err) = ctl(&url, &["put-rules", &write("quorum", &text), "--wait", "1"]);
     assert_eq!(code, 0, "{out}{err}");
     let p1 = Proxy::start_rules_sections("A", &text, &cluster_section(&url, "q-1")).await;
@@ -1120,6 +1223,17 @@ async fn a_three_member_etcd_keeps_the_cluster_going_without_one_member_and_hold
     );
     assert_eq!(code, 8032, "the ban applied with one member down: {msg}");
     assert!(msg.contains("write-ban"), "{msg}");
+    // Past a lease TTL (3 s) with the member still down, the worker-id leases were renewed
+    // through the other members: snowflake keys are still generated.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (c, p) in [(&mut c1, &p1), (&mut c2, &p2)] {
+        write_when_not_held(c, "INSERT INTO t_key (buyer) VALUES (1001)", p).await;
+    }
+    let keys: Option<i64> = c1
+        .query_first("SELECT COUNT(DISTINCT id) FROM t_key")
+        .await
+        .unwrap();
+    assert_eq!(keys, Some(2), "two generated keys, distinct");
 
     // A second member goes: no quorum, so no lease can be kept alive. Once a lease may have
     // lapsed, its proxy holds every write (it could miss a ban); reads go on.
@@ -1165,4 +1279,129 @@ async fn a_three_member_etcd_keeps_the_cluster_going_without_one_member_and_hold
         &p2,
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_cutover_stops_at_step_three_with_the_ban_in_place_while_the_target_room_lags_then_rolls_back_or_resumes(
+) {
+    // A replicated pair of rooms of this test's own: stopping its replication disturbs no
+    // other test.
+    let rooms = |args: &[&str]| {
+        let out = Command::new(root().join("scripts/rooms.sh"))
+            .args(args)
+            .env("RB_ROOMS_DIR", "/tmp/rainbow-bridge-rooms-lag")
+            .env("RB_ROOM_PORTS", "3346 3347")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rooms.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    rooms(&["up", "--replicated"]);
+    etcd_up();
+    let db = format!("lag_{}", std::process::id());
+    let mut a = rb_e2e::direct_room(3346, None).await;
+    let mut b = rb_e2e::direct_room(3347, None).await;
+    a.query_drop(format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.t_note (id INT PRIMARY KEY, buyer INT, note VARCHAR(20))"
+    ))
+    .await
+    .unwrap();
+    replicated_to(&mut a, &mut b).await;
+    let url = format!("etcd://127.0.0.1:2379/rbt-lag-{}", std::process::id());
+    let text = unit_rules(&db)
+        .replace("port = 3336", "port = 3346")
+        .replace("port = 3337", "port = 3347");
+    let (code, out, err) = ctl(&url, &["put-rules", &write("lag", &text), "--wait", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pa = Proxy::start_rules_sections("A", &text, &cluster_section(&url, "lag-a")).await;
+    let pb = Proxy::start_rules_sections("B", &text, &cluster_section(&url, "lag-b")).await;
+    wait_status(&url, "both registered", |s| {
+        s.contains("2 proxies registered")
+    });
+    let (mut ca, mut cb) = (pa.conn(&db).await, pb.conn(&db).await);
+    write_when_not_held(&mut ca, &note(1), &pa).await;
+
+    // Room B stops applying room A's writes: row 2 is in A only.
+    b.query_drop("STOP SLAVE SQL_THREAD").await.unwrap();
+    ca.query_drop(note(2)).await.unwrap();
+    let cutover = |timeout: &str| {
+        ctl(
+            &url,
+            &[
+                "cutover",
+                "--route-codes",
+                "1001",
+                "--to",
+                "B",
+                "--min-proxies",
+                "2",
+                "--wait",
+                "15",
+                "--gtid-timeout",
+                timeout,
+            ],
+        )
+    };
+    let (code, out, err) = cutover("2");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("step 2: the ban is effective on all 2 proxies"),
+        "{out}"
+    );
+    assert!(!out.contains("step 4"), "{out}");
+    for want in [
+        "step 3 (MASTER_GTID_WAIT) failed: room B's server 127.0.0.1:3347 has not applied position 1-1-",
+        "The write-ban on 1001 stays in place and their owner has not changed",
+        "Run the same command again to resume",
+        "`rainbow-bridge ctl unban --route-codes 1001`",
+    ] {
+        assert!(err.contains(want), "{want:?} missing:\n{err}");
+    }
+    // The ban holds in both rooms; room A still owns the code.
+    let (code, msg) = server_code(ca.query_drop(note(3)).await.unwrap_err());
+    assert_eq!(code, 8032, "{msg}");
+    assert!(msg.contains("banned during a cut-over"), "{msg}");
+    let (code, msg) = server_code(cb.query_drop(note(3)).await.unwrap_err());
+    assert!(code == 8031 || code == 8032, "{code} {msg}");
+    // Re-running while B still lags recognises the ban and stops at step 3 again.
+    let (code, out, err) = cutover("2");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("step 1: already banned"), "{out}");
+    assert!(err.contains("step 3 (MASTER_GTID_WAIT) failed"), "{err}");
+    // Rolling back as the message says: the ban of 1001 goes, room A keeps it.
+    let (code, out, err) = ctl(
+        &url,
+        &[
+            "unban",
+            "--route-codes",
+            "1001",
+            "--min-proxies",
+            "2",
+            "--wait",
+            "15",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("lifted on all 2 proxies"), "{out}");
+    ca.query_drop(note(3)).await.unwrap();
+    let (code, msg) = server_code(cb.query_drop(note(4)).await.unwrap_err());
+    assert_eq!(code, 8031, "{msg}");
+    // Replication back: the cut-over runs through, and B has every row A wrote before it.
+    b.query_drop("START SLAVE SQL_THREAD").await.unwrap();
+    let (code, out, err) = cutover("30");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("cutover done"), "{out}");
+    cb.query_drop(note(5)).await.unwrap();
+    let (code, msg) = server_code(ca.query_drop(note(6)).await.unwrap_err());
+    assert_eq!(code, 8031, "{msg}");
+    let ids: Vec<i32> = b
+        .query(format!("SELECT id FROM {db}.t_note ORDER BY id"))
+        .await
+        .unwrap();
+    assert_eq!(ids, [1, 2, 3, 5]);
+    drop((ca, cb, pa, pb));
+    drop_replicated(&db, &mut a, &mut b).await;
 }

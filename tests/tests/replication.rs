@@ -23,7 +23,12 @@ fn rooms(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    // What it did goes to stderr (`rooms: …` lines), what `status` reports to stdout.
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Waits on `conn` until it has applied `pos` (MASTER_GTID_WAIT: 0 done, -1 timed out).
@@ -37,8 +42,10 @@ async fn wait_for(conn: &mut mysql_async::Conn, pos: &str) -> i64 {
 #[tokio::test]
 async fn rooms_replicate_each_other_with_gtids_in_both_directions() {
     rooms(&["up", "--replicated"]);
-    // Idempotent: a second `up` keeps the replication as it is.
-    rooms(&["up", "--replicated"]);
+    // Idempotent: a second `up` keeps the replication as it is (no CHANGE MASTER, which
+    // would log `replica of room …`).
+    let again = rooms(&["up", "--replicated"]);
+    assert!(!again.contains("replica of room"), "{again}");
     let mut a = direct_room(PORTS.0, None).await;
     let mut b = direct_room(PORTS.1, None).await;
     let ids_a: (u32, u32) = a
