@@ -128,23 +128,28 @@ pub fn render_status(stored: Option<&StoredRules>, acks: &[Ack]) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<24} {:<6} {:>8} {:>8} {:<14} {:<27} {:>9} state",
-        "instance", "room", "rules v", "ban v", "banned", "ban effective", "revision"
+        "{:<24} {:<6} {:>8} {:>9} {:>8} {:<14} {:<27} {:>9} state",
+        "instance", "room", "rules v", "traffic v", "ban v", "banned", "ban effective", "revision"
     );
     for a in acks {
         let state = match (stored, &a.refused) {
             (_, Some(why)) => format!("REFUSED {why}"),
             (Some(r), None) if a.rules_revision < r.revision => {
-                format!("behind ({} revisions)", r.revision - a.rules_revision)
+                format!(
+                    "behind ({} revisions; its rules applied at {})",
+                    r.revision - a.rules_revision,
+                    a.applied_at
+                )
             }
             _ => "current".into(),
         };
         let _ = writeln!(
             s,
-            "{:<24} {:<6} {:>8} {:>8} {:<14} {:<27} {:>9} {state}",
+            "{:<24} {:<6} {:>8} {:>9} {:>8} {:<14} {:<27} {:>9} {state}",
             a.instance,
             a.room,
             a.rules_version,
+            a.traffic_version,
             a.ban_version,
             a.banned,
             a.ban_effective_at.as_deref().unwrap_or("waiting"),
@@ -757,6 +762,51 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_shows_each_proxy_with_its_versions_and_how_far_behind_it_is() {
+        let ack = |instance: &str, rev: i64, refused: Option<&str>| Ack {
+            instance: instance.into(),
+            room: "A".into(),
+            rules_version: 4,
+            traffic_version: 2,
+            ban_version: 1,
+            banned: "100-199".into(),
+            ban_effective_at: None,
+            applied_at: "2026-12-04T03:00:00.000Z".into(),
+            rules_revision: rev,
+            refused: refused.map(String::from),
+            refused_revision: refused.map(|_| 31),
+        };
+        let stored = StoredRules {
+            text: String::new(),
+            revision: 31,
+            rules: None,
+        };
+        let out = render_status(
+            Some(&stored),
+            &[
+                ack("p1", 31, None),
+                ack("p2", 28, None),
+                ack("p3", 28, Some("not valid TOML")),
+            ],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "rules in etcd: revision 31, does NOT parse");
+        assert!(lines[1].contains("traffic v"), "{out}");
+        let cols: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            cols,
+            ["p1", "A", "4", "2", "1", "100-199", "waiting", "31", "current"]
+        );
+        assert!(
+            lines[3]
+                .ends_with("behind (3 revisions; its rules applied at 2026-12-04T03:00:00.000Z)"),
+            "{out}"
+        );
+        assert!(lines[4].ends_with("REFUSED not valid TOML"), "{out}");
+        assert_eq!(lines[5], "3 proxies registered");
+    }
 
     #[test]
     fn step_three_pairs_each_source_server_with_the_server_that_replicates_it() {

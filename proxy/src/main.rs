@@ -237,10 +237,32 @@ fn ctl(url: &str, action: CtlAction) -> anyhow::Result<std::process::ExitCode> {
                         return Ok(std::process::ExitCode::from(2));
                     }
                 };
-                let expected = match c.rules().await {
-                    Ok(s) => s.map_or(0, |s| s.revision),
+                let stored = match c.rules().await {
+                    Ok(s) => s,
                     Err(e) => return fail(e),
                 };
+                // A text the proxies would refuse is not written: moving route codes needs
+                // their write-ban in the rules in etcd and in the new ones (ctl cutover).
+                if let Some(old) = stored.as_ref().and_then(|s| s.rules.as_ref()) {
+                    let route = (old.route(), rules.route());
+                    if route.0.count != route.1.count || route.0.key != route.1.key {
+                        eprintln!(
+                            "rainbow-bridge ctl: {}: the route code function ([route_codes] count \
+                             or key) differs from the rules in etcd; the proxies refuse that \
+                             while serving",
+                            file.display()
+                        );
+                        return Ok(std::process::ExitCode::from(2));
+                    }
+                    if let Err(e) = rainbow_bridge::reload::check_moves_between(old, &rules) {
+                        eprintln!(
+                            "rainbow-bridge ctl: {}: {e} (`ctl cutover` does both); nothing was written",
+                            file.display()
+                        );
+                        return Ok(std::process::ExitCode::from(2));
+                    }
+                }
+                let expected = stored.map_or(0, |s| s.revision);
                 let rev = match c.put_rules(&text, expected).await {
                     Ok(r) => r,
                     Err(e) => return fail(e),

@@ -157,6 +157,25 @@ async fn rules_in_etcd_reach_every_proxy_which_acknowledges_them() {
         &["put-rules", &write("v4", &rules(&db, 4)), "--wait", "10"],
     );
     assert_eq!(code, 0, "{out}");
+    // A text that moves route codes without their ban is refused by ctl before it is written:
+    // every proxy would refuse it.
+    let moving = rules(&db, 5).replace(
+        "owners.A = [\"0-4999\"]\nowners.B = [\"5000-9999\"]",
+        "owners.A = [\"0-5999\"]\nowners.B = [\"6000-9999\"]",
+    );
+    assert!(moving.contains("0-5999"), "{moving}");
+    let (code, out, err) = ctl(
+        &url,
+        &["put-rules", &write("v5-moving", &moving), "--wait", "1"],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("moves route code 5000 from room `B` to room `A`")
+            && err.contains("nothing was written"),
+        "{err}"
+    );
+    let (_, out, _) = ctl(&url, &["status"]);
+    assert!(out.contains("rules in etcd: version 4,"), "{out}");
 
     // A write-ban: applied everywhere, with the latest effective time printed.
     let (code, out, err) = ctl(
