@@ -139,6 +139,11 @@ impl WriteFence {
         self.enabled.load(Ordering::Relaxed) && now_ms() >= self.until_ms.load(Ordering::Relaxed)
     }
 
+    /// Holds writes from now on (until the next registration).
+    fn hold_now(&self) {
+        self.until_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn enable(&self) {
         self.enabled
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -170,6 +175,11 @@ pub struct Status {
     pub refused_revision: Option<i64>,
     /// When etcd was last reached.
     pub last_contact: Option<SystemTime>,
+    /// The lease this proxy's acknowledgement lives under (kept across reconnections while it
+    /// lives, so a short outage does not leave an orphan registration behind).
+    pub lease: Option<i64>,
+    /// The endpoints of the cluster url, for [`deregister`].
+    pub endpoints: Vec<String>,
 }
 
 fn status(shared: &Shared) -> std::sync::MutexGuard<'_, Status> {
@@ -252,16 +262,43 @@ async fn session(
     };
     let mut c = connect(endpoints).await.map_err(e("connect"))?;
     let ttl = lease_ttl.as_secs().max(2) as i64;
-    let granted = now_ms();
-    let lease = c
-        .lease_grant(ttl, None)
-        .await
-        .map_err(e("lease grant"))?
-        .id();
-    let (mut keeper, mut alive) = c
-        .lease_keep_alive(lease)
-        .await
-        .map_err(e("lease keep-alive"))?;
+    // The lease of the previous connection, if it still lives: the acknowledgement under it
+    // is this proxy's, and stays so (see the compare below).
+    let previous = status(shared).lease;
+    let mut granted = now_ms();
+    let mut reused = None;
+    if let Some(l) = previous {
+        if let Ok((mut k, mut a)) = c.lease_keep_alive(l).await {
+            if k.keep_alive().await.is_ok() {
+                if let Ok(Some(r)) = a.message().await {
+                    if r.ttl() > 0 {
+                        reused = Some((l, k, a));
+                    }
+                }
+            }
+        }
+    }
+    let (lease, mut keeper, mut alive) = match reused {
+        Some(x) => x,
+        None => {
+            granted = now_ms();
+            let lease = c
+                .lease_grant(ttl, None)
+                .await
+                .map_err(e("lease grant"))?
+                .id();
+            let (k, a) = c
+                .lease_keep_alive(lease)
+                .await
+                .map_err(e("lease keep-alive"))?;
+            (lease, k, a)
+        }
+    };
+    {
+        let mut st = status(shared);
+        st.lease = Some(lease);
+        st.endpoints = endpoints.to_vec();
+    }
     let key = rules_key(prefix);
     // Re-acknowledge when a write-ban this proxy applied becomes effective.
     let (tx, mut effective) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -294,15 +331,44 @@ async fn session(
     }
     let instance = status(shared).instance.clone();
     let ack_key = format!("{}{instance}", proxies_prefix(prefix));
+    // The acknowledgement is written only under this proxy's lease, or created if absent: two
+    // live proxies configured with one instance name must not overwrite each other, or ctl
+    // would count one proxy where two serve.
     let put_ack = |c: &mut Client| {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
         let body = serde_json::to_vec(&ack(shared)).unwrap_or_default();
         let key = ack_key.clone();
+        let instance = instance.clone();
         let mut c = c.clone();
         async move {
-            c.put(key, body, Some(PutOptions::new().with_lease(lease)))
-                .await
-                .map(|_| ())
-                .map_err(|err| format!("put acknowledgement: {err}"))
+            let put = || {
+                TxnOp::put(
+                    key.clone(),
+                    body.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+            };
+            let err = |err: etcd_client::Error| format!("put acknowledgement: {err}");
+            let ours = Txn::new()
+                .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
+                .and_then([put()]);
+            if c.txn(ours).await.map_err(err)?.succeeded() {
+                return Ok(());
+            }
+            let create = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([put()]);
+            if c.txn(create).await.map_err(err)?.succeeded() {
+                return Ok(());
+            }
+            let why = format!(
+                "instance `{instance}` is registered in etcd ({key}) under another lease: \
+                 another live proxy has this name, or this proxy's previous run until its lease \
+                 expires; writes stay held until this proxy can register (give every proxy its \
+                 own [cluster] instance)"
+            );
+            warn!("{why}");
+            Err(why)
         }
     };
     put_ack(&mut c).await?;
@@ -358,6 +424,29 @@ async fn session(
                 put_ack(&mut c).await?;
             }
         }
+    }
+}
+
+/// At shutdown, once every session has ended: holds writes and revokes the registration's
+/// lease, so ctl stops counting this proxy at once instead of after the TTL (and a restart
+/// registers without waiting for it). Bounded by 2 s; a failure only means the lease expires.
+pub async fn deregister(shared: &Shared) {
+    let (lease, endpoints) = {
+        let st = status(shared);
+        (st.lease, st.endpoints.clone())
+    };
+    let Some(lease) = lease else { return };
+    shared.write_fence.hold_now();
+    let revoke = async {
+        let mut c = connect(&endpoints).await.ok()?;
+        c.lease_revoke(lease).await.ok()
+    };
+    match tokio::time::timeout(Duration::from_secs(2), revoke).await {
+        Ok(Some(_)) => info!(lease, "deregistered from etcd"),
+        _ => warn!(
+            lease,
+            "could not deregister from etcd: the registration lasts until its lease expires"
+        ),
     }
 }
 

@@ -84,6 +84,8 @@ pub async fn serve(
     let drained = tokio::time::timeout(grace, permits.acquire_many(all)).await;
     match drained {
         Ok(_) => {
+            // Nothing runs any more: ctl may stop counting this proxy.
+            crate::cluster::deregister(&shared).await;
             let plans = shared.plans.stats();
             info!(
                 foreign_reads = shared

@@ -1424,3 +1424,60 @@ async fn a_cutover_stops_at_step_three_with_the_ban_in_place_while_the_target_ro
     drop((ca, cb, pa, pb));
     drop_replicated(&db, &mut a, &mut b).await;
 }
+
+#[tokio::test]
+async fn two_proxies_given_one_instance_name_never_share_a_registration() {
+    etcd_up();
+    let db = fresh_unit_db(
+        "cluster_twins",
+        &["CREATE TABLE t_note (id INT PRIMARY KEY, buyer INT, note VARCHAR(20))"],
+    )
+    .await;
+    let url = format!("etcd://127.0.0.1:2379/rbt-twins-{}", std::process::id());
+    let text = unit_rules(&db)
+        .replace("port = 3336", &format!("port = {ROOM_A_PORT}"))
+        .replace("port = 3337", &format!("port = {}", rb_e2e::ROOM_B_PORT));
+    let (code, out, err) = ctl(&url, &["put-rules", &write("twins", &text), "--wait", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut first = Proxy::start_rules_sections("A", &text, &cluster_section(&url, "twin")).await;
+    wait_status(&url, "the first registered", |s| {
+        s.contains("1 proxies registered")
+    });
+    let mut c1 = first.conn(&db).await;
+    write_when_not_held(&mut c1, &note(1), &first).await;
+    // The second, misconfigured with the same name, does not take over the registration: it
+    // says why and holds its writes, since ctl cannot see it.
+    let second = Proxy::start_rules_sections("A", &text, &cluster_section(&url, "twin")).await;
+    assert!(
+        second
+            .wait_log(
+                "instance `twin` is registered in etcd",
+                1,
+                Duration::from_secs(10)
+            )
+            .is_some(),
+        "{}",
+        second.log_text()
+    );
+    let mut c2 = second.conn(&db).await;
+    let (code, msg) = server_code(c2.query_drop(note(2)).await.unwrap_err());
+    assert_eq!(code, 8032, "{msg}");
+    assert!(msg.contains("writes are held"), "{msg}");
+    c1.query_drop(note(3)).await.unwrap();
+    let (_, out, _) = ctl(&url, &["status"]);
+    assert!(out.contains("1 proxies registered"), "{out}");
+    // The first stops (SIGTERM): once its sessions are closed it deregisters at once, and the
+    // second registers instead of waiting out the lease.
+    drop(c1);
+    first.terminate();
+    assert!(first.wait_exit(Duration::from_secs(10)));
+    assert!(
+        first.log_text().contains("deregistered from etcd"),
+        "{}",
+        first.log_text()
+    );
+    write_when_not_held(&mut c2, &note(2), &second).await;
+    wait_status(&url, "the second registered", |s| {
+        s.contains("1 proxies registered")
+    });
+}
