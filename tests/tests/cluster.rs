@@ -407,20 +407,7 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
     let e = cb.query_drop(insert(2)).await.unwrap_err().to_string();
     assert!(e.contains("belongs to room `A`"), "{e}");
 
-    let (code, out, err) = ctl(
-        &url,
-        &[
-            "cutover",
-            "--route-codes",
-            "1001",
-            "--to",
-            "B",
-            "--min-proxies",
-            "2",
-            "--wait",
-            "15",
-        ],
-    );
+    let (code, out, err) = try_cutover_1001(&url, "B", 2, &[]);
     assert_eq!(
         code,
         0,
@@ -957,24 +944,28 @@ fn note(id: u32) -> String {
 
 /// The cut-over of route code 1001 (ShardingKey 1001) to `to`, waiting for `n` proxies.
 fn cutover_1001(url: &str, to: &str, n: usize) -> String {
-    let n = n.to_string();
-    let (code, out, err) = ctl(
-        url,
-        &[
-            "cutover",
-            "--route-codes",
-            "1001",
-            "--to",
-            to,
-            "--min-proxies",
-            &n,
-            "--wait",
-            "20",
-        ],
-    );
+    let (code, out, err) = try_cutover_1001(url, to, n, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("cutover done"), "{out}");
     out
+}
+
+/// The same, with more arguments (`--gtid-timeout 2`), for its exit code, stdout and stderr.
+fn try_cutover_1001(url: &str, to: &str, n: usize, more: &[&str]) -> (i32, String, String) {
+    let n = n.to_string();
+    let mut args = vec![
+        "cutover",
+        "--route-codes",
+        "1001",
+        "--to",
+        to,
+        "--min-proxies",
+        &n,
+        "--wait",
+        "20",
+    ];
+    args.extend_from_slice(more);
+    ctl(url, &args)
 }
 
 fn server_code(e: mysql_async::Error) -> (u16, String) {
@@ -1346,24 +1337,7 @@ async fn a_cutover_stops_at_step_three_with_the_ban_in_place_while_the_target_ro
     // Room B stops applying room A's writes: row 2 is in A only.
     b.query_drop("STOP SLAVE SQL_THREAD").await.unwrap();
     ca.query_drop(note(2)).await.unwrap();
-    let cutover = |timeout: &str| {
-        ctl(
-            &url,
-            &[
-                "cutover",
-                "--route-codes",
-                "1001",
-                "--to",
-                "B",
-                "--min-proxies",
-                "2",
-                "--wait",
-                "15",
-                "--gtid-timeout",
-                timeout,
-            ],
-        )
-    };
+    let cutover = |timeout: &str| try_cutover_1001(&url, "B", 2, &["--gtid-timeout", timeout]);
     let (code, out, err) = cutover("2");
     assert_eq!(code, 1, "{out}{err}");
     assert!(
