@@ -180,6 +180,8 @@ pub struct Status {
     pub lease: Option<i64>,
     /// The endpoints of the cluster url, for [`deregister`].
     pub endpoints: Vec<String>,
+    /// Set by [`deregister`] at shutdown: the proxy does not register again.
+    pub deregistered: bool,
 }
 
 fn status(shared: &Shared) -> std::sync::MutexGuard<'_, Status> {
@@ -228,6 +230,9 @@ pub fn spawn(shared: Arc<Shared>, url: String, instance: String, lease_ttl: Dura
         };
         let mut backoff = Duration::from_millis(200);
         loop {
+            if status(&shared).deregistered {
+                return;
+            }
             match session(&shared, &endpoints, &prefix, lease_ttl).await {
                 Ok(()) => backoff = Duration::from_millis(200),
                 Err(e) => {
@@ -432,8 +437,9 @@ async fn session(
 /// registers without waiting for it). Bounded by 2 s; a failure only means the lease expires.
 pub async fn deregister(shared: &Shared) {
     let (lease, endpoints) = {
-        let st = status(shared);
-        (st.lease, st.endpoints.clone())
+        let mut st = status(shared);
+        st.deregistered = true;
+        (st.lease.take(), st.endpoints.clone())
     };
     let Some(lease) = lease else { return };
     shared.write_fence.hold_now();
