@@ -64,6 +64,7 @@ start_member() {
     --listen-peer-urls "http://127.0.0.1:$(peer_port "$i")" \
     --initial-advertise-peer-urls "http://127.0.0.1:$(peer_port "$i")" \
     --initial-cluster "$cluster" --initial-cluster-token "rb-$PORT" \
+    --auto-compaction-mode periodic --auto-compaction-retention 1h \
     </dev/null >>"$d/etcd.log" 2>&1 9>&- &
   echo $! >"$d/etcd.pid"
 }

@@ -220,6 +220,16 @@ pub fn spawn(shared: Arc<Shared>, url: String, instance: String, lease_ttl: Dura
         st.instance = instance.clone();
     }
     shared.write_fence.enable();
+    // The fence holds new writes; this stops those already running when it engages.
+    let watch = Arc::clone(&shared);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if watch.write_fence.held() {
+                watch.abort_running_writes().await;
+            }
+        }
+    });
     tokio::spawn(async move {
         let (endpoints, prefix) = match shard_rules::config::parse_cluster_url(&url) {
             Ok(x) => x,
@@ -267,21 +277,45 @@ async fn session(
     };
     let mut c = connect(endpoints).await.map_err(e("connect"))?;
     let ttl = lease_ttl.as_secs().max(2) as i64;
+    let key = rules_key(prefix);
+    // Re-acknowledge when a write-ban this proxy applied becomes effective.
+    let (tx, mut effective) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let notify = |waiter: Option<tokio::task::JoinHandle<Option<SystemTime>>>| {
+        if let Some(waiter) = waiter {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = waiter.await;
+                let _ = tx.send(());
+            });
+        }
+    };
+    // The rules first, then the lease: applying a text on rejoining may wait for writers
+    // (up to `ban_wait_timeout_s`), longer than a lease lives unrenewed.
+    let mut read = read_rules(&mut c, &key).await.map_err(e("get rules"))?;
+    apply_read(shared, &read, &notify).await;
+    {
+        let mut st = status(shared);
+        st.connected = true;
+        st.last_error = None;
+        st.last_contact = Some(SystemTime::now());
+    }
     // The lease of the previous connection, if it still lives: the acknowledgement under it
     // is this proxy's, and stays so (see the compare below).
     let previous = status(shared).lease;
     let mut granted = now_ms();
     let mut reused = None;
     if let Some(l) = previous {
-        if let Ok((mut k, mut a)) = c.lease_keep_alive(l).await {
-            if k.keep_alive().await.is_ok() {
-                if let Ok(Some(r)) = a.message().await {
-                    if r.ttl() > 0 {
-                        reused = Some((l, k, a));
-                    }
-                }
-            }
-        }
+        let renew = async {
+            let (mut k, mut a) = c.lease_keep_alive(l).await.ok()?;
+            k.keep_alive().await.ok()?;
+            let r = a.message().await.ok()??;
+            (r.ttl() > 0).then_some((l, k, a))
+        };
+        // A member that accepts the request and never answers must not stall the reconnection.
+        reused = tokio::time::timeout(Duration::from_secs(2), renew)
+            .await
+            .ok()
+            .flatten();
     }
     let (lease, mut keeper, mut alive) = match reused {
         Some(x) => x,
@@ -304,86 +338,51 @@ async fn session(
         st.lease = Some(lease);
         st.endpoints = endpoints.to_vec();
     }
-    let key = rules_key(prefix);
-    // Re-acknowledge when a write-ban this proxy applied becomes effective.
-    let (tx, mut effective) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let notify = |waiter: Option<tokio::task::JoinHandle<Option<SystemTime>>>| {
-        if let Some(waiter) = waiter {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = waiter.await;
-                let _ = tx.send(());
-            });
-        }
-    };
-    let got = c.get(key.as_str(), None).await.map_err(e("get rules"))?;
-    let revision = got.header().map_or(0, |h| h.revision());
-    if let Some(kv) = got.kvs().first() {
-        // Writes held means the registration lapsed or was never made: texts may have been
-        // missed, cut-overs included.
-        let arrival = if shared.write_fence.held() {
-            Arrival::Rejoining
-        } else {
-            Arrival::Watched
-        };
-        notify(apply_text(shared, kv.value(), kv.mod_revision(), arrival).await);
-    }
-    {
-        let mut st = status(shared);
-        st.connected = true;
-        st.last_error = None;
-        st.last_contact = Some(SystemTime::now());
-    }
     let instance = status(shared).instance.clone();
     let ack_key = format!("{}{instance}", proxies_prefix(prefix));
-    // The acknowledgement is written only under this proxy's lease, or created if absent: two
-    // live proxies configured with one instance name must not overwrite each other, or ctl
-    // would count one proxy where two serve.
-    let put_ack = |c: &mut Client| {
-        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-        let body = serde_json::to_vec(&ack(shared)).unwrap_or_default();
-        let key = ack_key.clone();
-        let instance = instance.clone();
-        let mut c = c.clone();
-        async move {
-            let put = || {
-                TxnOp::put(
-                    key.clone(),
-                    body.clone(),
-                    Some(PutOptions::new().with_lease(lease)),
-                )
-            };
-            let err = |err: etcd_client::Error| format!("put acknowledgement: {err}");
-            let ours = Txn::new()
-                .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
-                .and_then([put()]);
-            if c.txn(ours).await.map_err(err)?.succeeded() {
-                return Ok(());
-            }
-            let create = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([put()]);
-            if c.txn(create).await.map_err(err)?.succeeded() {
-                return Ok(());
-            }
-            let why = format!(
-                "instance `{instance}` is registered in etcd ({key}) under another lease: \
-                 another live proxy has this name, or this proxy's previous run until its lease \
-                 expires; writes stay held until this proxy can register (give every proxy its \
-                 own [cluster] instance)"
-            );
-            warn!("{why}");
-            Err(why)
+    let mut last_ack: Option<Vec<u8>>;
+    // Registering: the acknowledgement is written only if the rules key is still the one just
+    // applied, so a ban that ctl wrote meanwhile (and whose acknowledgements it counted
+    // without this proxy) is applied before this proxy becomes visible and may write.
+    loop {
+        if status(shared).deregistered {
+            let _ = c.lease_revoke(lease).await;
+            return Ok(());
         }
-    };
-    put_ack(&mut c).await?;
+        match put_ack(&mut c, shared, &ack_key, lease, Some(read.mod_revision)).await? {
+            Put::Done(body) => {
+                last_ack = Some(body);
+                break;
+            }
+            Put::RulesChanged => {
+                read = read_rules(&mut c, &key).await.map_err(e("get rules"))?;
+                apply_read(shared, &read, &notify).await;
+            }
+            Put::TakenByAnotherLease => {
+                let why = format!(
+                    "instance `{instance}` is registered in etcd ({ack_key}) under another \
+                     lease: another live proxy has this name, or this proxy's previous run \
+                     until its lease expires; writes stay held until this proxy can register \
+                     (give every proxy its own [cluster] instance)"
+                );
+                warn!("{why}");
+                return Err(why);
+            }
+        }
+    }
     // Registered: writes may go on while the lease is renewed.
     shared.write_fence.renewed(granted, ttl as u64 * 1000);
-    info!(instance = %instance, lease, revision, "registered in etcd");
+    if status(shared).deregistered {
+        // Shutdown deregistered while this registration was on its way.
+        shared.write_fence.hold_now();
+        let _ = c.lease_revoke(lease).await;
+        return Ok(());
+    }
+    info!(instance = %instance, lease, revision = read.revision, "registered in etcd");
     let mut events = c
         .watch(
             key.as_str(),
-            Some(WatchOptions::new().with_start_revision(revision + 1)),
+            Some(WatchOptions::new().with_start_revision(read.revision + 1)),
         )
         .await
         .map_err(e("watch rules"))?;
@@ -406,9 +405,9 @@ async fn session(
                         );
                     }
                 }
-                put_ack(&mut c).await?;
+                reack(&mut c, shared, &ack_key, lease, &mut last_ack).await?;
             }
-            Some(()) = effective.recv() => put_ack(&mut c).await?,
+            Some(()) = effective.recv() => reack(&mut c, shared, &ack_key, lease, &mut last_ack).await?,
             _ = keep.tick() => {
                 // An etcd that stops answering without closing the connection must not leave
                 // this loop waiting: no answer within the TTL is a lost connection.
@@ -424,12 +423,129 @@ async fn session(
                 }
                 shared.write_fence.renewed(sent, ttl as u64 * 1000);
                 status(shared).last_contact = Some(SystemTime::now());
-                // The acknowledgement is rewritten on every renewal: it never lags the rules
-                // served for longer than a third of the TTL.
-                put_ack(&mut c).await?;
+                reack(&mut c, shared, &ack_key, lease, &mut last_ack).await?;
             }
         }
     }
+}
+
+/// The rules key as read, with the revision of the read.
+struct RulesRead {
+    /// The text and its modification revision; `None` when there is no rules key.
+    text: Option<Vec<u8>>,
+    mod_revision: i64,
+    /// The store's revision when read: the watch starts after it.
+    revision: i64,
+}
+
+async fn read_rules(c: &mut Client, key: &str) -> Result<RulesRead, etcd_client::Error> {
+    let got = c.get(key, None).await?;
+    let kv = got.kvs().first();
+    Ok(RulesRead {
+        text: kv.map(|kv| kv.value().to_vec()),
+        mod_revision: kv.map_or(0, |kv| kv.mod_revision()),
+        revision: got.header().map_or(0, |h| h.revision()),
+    })
+}
+
+/// Applies a text read on (re)connecting.
+async fn apply_read(
+    shared: &Arc<Shared>,
+    read: &RulesRead,
+    notify: &impl Fn(Option<tokio::task::JoinHandle<Option<SystemTime>>>),
+) {
+    let Some(text) = &read.text else { return };
+    // Writes held means the registration lapsed or was never made: texts may have been
+    // missed, cut-overs included.
+    let arrival = if shared.write_fence.held() {
+        Arrival::Rejoining
+    } else {
+        Arrival::Watched
+    };
+    notify(apply_text(shared, text, read.mod_revision, arrival).await);
+}
+
+/// Rewrites the acknowledgement when what it says changed: etcd keeps every revision until it
+/// compacts, so an unchanged rewrite would only grow its history.
+async fn reack(
+    c: &mut Client,
+    shared: &Shared,
+    ack_key: &str,
+    lease: i64,
+    last: &mut Option<Vec<u8>>,
+) -> Result<(), String> {
+    if last.as_deref() == Some(ack_body(shared).as_slice()) {
+        return Ok(());
+    }
+    match put_ack(c, shared, ack_key, lease, None).await? {
+        Put::Done(body) => {
+            *last = Some(body);
+            Ok(())
+        }
+        _ => Err(format!(
+            "the acknowledgement {ack_key} is no longer under this proxy's lease"
+        )),
+    }
+}
+
+fn ack_body(shared: &Shared) -> Vec<u8> {
+    serde_json::to_vec(&ack(shared)).unwrap_or_default()
+}
+
+enum Put {
+    /// Written; the body.
+    Done(Vec<u8>),
+    /// The rules key is no longer at the revision given.
+    RulesChanged,
+    /// The key is held by another lease (another live proxy with this instance name).
+    TakenByAnotherLease,
+}
+
+/// Writes this proxy's acknowledgement — only under its own lease, or created if absent: two
+/// live proxies configured with one instance name must not overwrite each other, or ctl would
+/// count one proxy where two serve. With `rules_at`, only while the rules key is still at that
+/// modification revision (0: absent).
+async fn put_ack(
+    c: &mut Client,
+    shared: &Shared,
+    key: &str,
+    lease: i64,
+    rules_at: Option<i64>,
+) -> Result<Put, String> {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let body = ack_body(shared);
+    let err = |err: etcd_client::Error| format!("put acknowledgement: {err}");
+    let rules = rules_at.map(|r| {
+        let prefix = key
+            .rsplit_once("/proxies/")
+            .map_or(key, |(p, _)| p)
+            .to_string();
+        Compare::mod_revision(rules_key(&prefix), CompareOp::Equal, r)
+    });
+    let attempt = |owner: Compare| {
+        let mut when = vec![owner];
+        when.extend(rules.clone());
+        Txn::new().when(when).and_then([TxnOp::put(
+            key,
+            body.clone(),
+            Some(PutOptions::new().with_lease(lease)),
+        )])
+    };
+    let ours = attempt(Compare::lease(key, CompareOp::Equal, lease));
+    if c.txn(ours).await.map_err(err)?.succeeded() {
+        return Ok(Put::Done(body));
+    }
+    let create = attempt(Compare::create_revision(key, CompareOp::Equal, 0));
+    if c.txn(create).await.map_err(err)?.succeeded() {
+        return Ok(Put::Done(body));
+    }
+    if let (Some(prefix), Some(at)) = (key.rsplit_once("/proxies/"), rules_at) {
+        let now = read_rules(c, &rules_key(prefix.0)).await.map_err(err)?;
+        if now.mod_revision != at {
+            return Ok(Put::RulesChanged);
+        }
+    }
+    Ok(Put::TakenByAnotherLease)
 }
 
 /// At shutdown, once every session has ended: holds writes and revokes the registration's
@@ -456,38 +572,45 @@ pub async fn deregister(shared: &Shared) {
     }
 }
 
-/// Before serving: reads the rules key once (bounded by `within`) and applies it, so a proxy
-/// that restarts never serves its older file while etcd has newer rules. `false` when etcd
-/// could not be read in time (the file's rules serve until the watch connects).
-pub async fn apply_at_start(shared: &Arc<Shared>, url: &str, within: Duration) -> bool {
-    let Ok((endpoints, prefix)) = shard_rules::config::parse_cluster_url(url) else {
-        return false;
-    };
+/// Before the proxy is built: reads the rules key once (bounded by `within`), so a proxy that
+/// restarts never starts on its older file while etcd has newer rules, and everything fixed at
+/// start (this room's id, the snowflake layout, the segment allocator) comes from the rules it
+/// will serve. `Ok(None)`: etcd holds no rules; `Err`: etcd could not be read in time.
+pub async fn fetch_rules(url: &str, within: Duration) -> Result<Option<(Vec<u8>, i64)>, String> {
+    let (endpoints, prefix) = shard_rules::config::parse_cluster_url(url)?;
     let fetch = async {
-        let mut c = connect(&endpoints).await.ok()?;
-        let got = c.get(rules_key(&prefix), None).await.ok()?;
-        Some(
-            got.kvs()
-                .first()
-                .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
-        )
+        let mut c = connect(&endpoints)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let got = c
+            .get(rules_key(&prefix), None)
+            .await
+            .map_err(|e| format!("get rules: {e}"))?;
+        Ok(got
+            .kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
     };
-    match tokio::time::timeout(within, fetch).await {
-        Ok(Some(Some((text, revision)))) => {
-            apply_text(shared, &text, revision, Arrival::AtStart).await;
-            true
-        }
-        Ok(Some(None)) => true,
-        _ => false,
+    tokio::time::timeout(within, fetch)
+        .await
+        .unwrap_or_else(|_| Err(format!("etcd did not answer within {} s", within.as_secs())))
+}
+
+/// After start: what the proxy started on. `applied`: the etcd revision of the rules it was
+/// built with; `refused`: the revision and reason of a text from etcd it could not start on
+/// (it serves its rules file, and says so until a later text applies).
+pub fn started(shared: &Shared, applied: Option<i64>, refused: Option<(i64, String)>) {
+    if let Some(r) = applied {
+        status(shared).rules_revision = r;
+    }
+    if let Some((revision, why)) = refused {
+        refuse(shared, &format!("etcd revision {revision}"), revision, why);
     }
 }
 
 /// How a rules text read from etcd meets the rules being served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arrival {
-    /// Before the first client: nothing is in flight, so the text is taken as the rules file is
-    /// at start (no check of route-code moves).
-    AtStart,
     /// A change the watch saw while this proxy is registered: ctl waits for this proxy at every
     /// step, so the change is checked as a reload of the rules file is.
     Watched,
@@ -530,13 +653,13 @@ pub async fn apply_text(
             return None;
         }
     };
+    // ctl reads the acknowledgements by version: in cluster mode they must say what they
+    // version (a rules file reloaded by SIGHUP, outside cluster mode, is not held to that).
     let checked = match arrival {
-        // Before the first client (start-up), there is no write in flight that a route-code
-        // move could race with: the check of what may change while serving does not apply.
-        Arrival::AtStart => Ok(()),
         Arrival::Watched => crate::reload::check(shared, &new),
         Arrival::Rejoining => crate::reload::check_fixed(shared, &new),
-    };
+    }
+    .and_then(|()| crate::reload::check_versions(&shared.rules.load_full(), &new));
     if let Err(e) = checked {
         refuse(shared, &by, revision, e);
         return None;

@@ -54,8 +54,20 @@ impl Ctl {
         }))
     }
 
-    /// Every registered (live) proxy's acknowledgement, by instance.
+    /// Every registered (live) proxy's acknowledgement, by instance. An acknowledgement that
+    /// does not read (another version of the proxy, a damaged value) is a proxy ctl cannot
+    /// judge: an error, never counted as absent.
     pub async fn acks(&mut self) -> Result<Vec<Ack>, String> {
+        let (acks, unreadable) = self.acks_and_unreadable().await?;
+        match unreadable.into_iter().next() {
+            Some(why) => Err(why),
+            None => Ok(acks),
+        }
+    }
+
+    /// The acknowledgements that read, and a message for each that does not (`ctl status`
+    /// shows both).
+    pub async fn acks_and_unreadable(&mut self) -> Result<(Vec<Ack>, Vec<String>), String> {
         let r = self
             .client
             .get(
@@ -65,19 +77,18 @@ impl Ctl {
             .await
             .map_err(|e| format!("get proxies: {e}"))?;
         let mut v: Vec<Ack> = Vec::with_capacity(r.kvs().len());
+        let mut unreadable = Vec::new();
         for kv in r.kvs() {
-            // An acknowledgement that does not read (another version of the proxy, a damaged
-            // value) is a proxy ctl cannot judge: never counted as absent.
-            let a = serde_json::from_slice(kv.value()).map_err(|e| {
-                format!(
+            match serde_json::from_slice(kv.value()) {
+                Ok(a) => v.push(a),
+                Err(e) => unreadable.push(format!(
                     "the acknowledgement under {} does not read ({e}); is that proxy another version?",
                     String::from_utf8_lossy(kv.key())
-                )
-            })?;
-            v.push(a);
+                )),
+            }
         }
         v.sort_by(|a: &Ack, b| a.instance.cmp(&b.instance));
-        Ok(v)
+        Ok((v, unreadable))
     }
 
     /// Writes `text` as the rules if the key is still at `expected` (0: absent), so two
@@ -201,6 +212,13 @@ pub async fn wait_acks(
             return Ok(acks);
         }
         if Instant::now() >= deadline {
+            if done.len() == acks.len() {
+                return Err(format!(
+                    "timed out after {timeout:?}: {} proxies registered and acknowledged, fewer \
+                     than --min-proxies {min_proxies} (`ctl status` lists them)",
+                    acks.len()
+                ));
+            }
             let missing: Vec<&str> = acks
                 .iter()
                 .filter(|a| !(a.rules_revision >= revision && want(a)))
@@ -271,6 +289,40 @@ pub async fn ban(
         BanChange::LiftAll => code_set(std::iter::empty()),
     };
     let version = version.unwrap_or(rules.ban_version() + 1);
+    if version <= rules.ban_version() {
+        return Err((
+            2,
+            format!(
+                "--version {version} is not above the write-ban version in etcd ({}); the \
+                 proxies refuse a changed write-ban without a higher version",
+                rules.ban_version()
+            ),
+        ));
+    }
+    let lifts = banned.iter().any(|c| !all.contains(c));
+    if lifts {
+        // A proxy still on an older traffic rule would write a code whose ban is lifted in the
+        // room that owned it before a cut-over.
+        let acks = ctl.acks().await.map_err(|e| (1, e))?;
+        let behind: Vec<String> = acks
+            .iter()
+            .filter(|a| a.traffic_version < rules.traffic_version())
+            .map(|a| format!("{} (traffic version {})", a.instance, a.traffic_version))
+            .collect();
+        if !behind.is_empty() {
+            return Err((
+                1,
+                format!(
+                    "not lifted: {} still serve an older traffic rule than etcd's version {}, \
+                     and would write the unbanned route codes in the room that owned them \
+                     before; nothing was written. Wait until `ctl status` shows them current \
+                     (or gone), then run the command again",
+                    behind.join(", "),
+                    rules.traffic_version()
+                ),
+            ));
+        }
+    }
     let text =
         crate::reload::edit_write_ban(&stored.text, &render(&all), version, rules.version() + 1)
             .map_err(|e| (1, format!("the rules in etcd {e}")))?;
@@ -390,18 +442,62 @@ pub fn server_pairs(
     out
 }
 
+/// How long a server may take to accept ctl's connection or answer a query (beyond what the
+/// query itself waits for): a server that hangs must not leave the cut-over waiting unsaid.
+const SERVER_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn within<T>(
+    name: &str,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, mysql_async::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r.map_err(|e| format!("server {name}: {e}")),
+        Err(_) => Err(format!("server {name}: no answer within {limit:?}")),
+    }
+}
+
+async fn server_conn(name: &str, opts: &mysql_async::Opts) -> Result<mysql_async::Conn, String> {
+    within(name, SERVER_TIMEOUT, mysql_async::Conn::new(opts.clone())).await
+}
+
+/// The unit databases' logical data sources that have a physical data source in room `from`
+/// and none in room `to`, as `database.data_source`.
+pub fn missing_in_target(rules: &RuleSet, from: &str, to: &str) -> Vec<String> {
+    let (Some(f), Some(t)) = (rules.room_id(from), rules.room_id(to)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for db in rules
+        .databases()
+        .filter(|d| d.db_type == shard_rules::config::DatabaseType::Unit)
+    {
+        for lds in &db.data_sources {
+            let has = |room: shard_rules::RoomId| {
+                lds.physical
+                    .get(room as usize)
+                    .is_some_and(|p| p.is_some())
+            };
+            if has(f) && !has(t) {
+                out.push(format!("{}.{}", db.name, lds.name));
+            }
+        }
+    }
+    out
+}
+
 /// `@@gtid_binlog_pos` of a server, reduced to the server's own GTID domain (what it writes;
 /// the other room's transactions it applied are not its to hand on).
 pub async fn gtid_position(name: &str, opts: &mysql_async::Opts) -> Result<String, String> {
     use mysql_async::prelude::Queryable;
-    let mut c = mysql_async::Conn::new(opts.clone())
-        .await
-        .map_err(|e| format!("server {name}: {e}"))?;
-    let (pos, domain): (String, u32) = c
-        .query_first("SELECT @@gtid_binlog_pos, @@gtid_domain_id")
-        .await
-        .map_err(|e| format!("server {name}: {e}"))?
-        .unwrap_or_default();
+    let mut c = server_conn(name, opts).await?;
+    let (pos, domain): (String, u32) = within(
+        name,
+        SERVER_TIMEOUT,
+        c.query_first("SELECT @@gtid_binlog_pos, @@gtid_domain_id"),
+    )
+    .await?
+    .unwrap_or_default();
     let _ = c.disconnect().await;
     Ok(pos
         .split(',')
@@ -418,16 +514,17 @@ pub async fn gtid_wait(
     timeout: Duration,
 ) -> Result<(), String> {
     use mysql_async::prelude::Queryable;
-    let mut c = mysql_async::Conn::new(opts.clone())
-        .await
-        .map_err(|e| format!("server {name}: {e}"))?;
-    let r: Option<i64> = c
-        .query_first(format!(
+    let mut c = server_conn(name, opts).await?;
+    let r: Option<i64> = within(
+        name,
+        timeout + SERVER_TIMEOUT,
+        c.query_first(format!(
             "SELECT MASTER_GTID_WAIT('{pos}', {})",
             timeout.as_secs_f64()
-        ))
-        .await
-        .map_err(|e| format!("server {name}: MASTER_GTID_WAIT: {e}"))?;
+        )),
+    )
+    .await
+    .map_err(|e| format!("{e} (MASTER_GTID_WAIT)"))?;
     let _ = c.disconnect().await;
     if r != Some(0) {
         return Err(format!(
@@ -492,6 +589,21 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
         .filter(|(i, _)| codes.iter().any(|code| rules.owner(code) as usize == *i))
         .map(|(_, (n, _))| n.clone())
         .collect();
+    // Every unit database's data the codes' users have in a source room must exist in the
+    // target room, or they would lose it there.
+    for src in &sources {
+        let missing = missing_in_target(&rules, src, &c.to);
+        if !missing.is_empty() {
+            return Err(format!(
+                "cutover refused: in the rules (revision {stored_revision}), {} of room {src} \
+                 have no physical data source in room {}; nothing was changed",
+                missing.join(", "),
+                c.to
+            ));
+        }
+    }
+    let owners_at_start: Vec<shard_rules::RoomId> =
+        codes.iter().map(|code| rules.owner(code)).collect();
     println!(
         "cutover of route codes {codes} to room {}: owned now by {}",
         c.to,
@@ -650,6 +762,24 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
             now.ban_version()
         ));
         }
+        if let Some(code) = codes
+            .iter()
+            .zip(&owners_at_start)
+            .map(|(code, was)| (code, *was, now.owner(code)))
+            .find(|(_, was, is)| is != was && *is != to)
+            .map(|(code, _, _)| code)
+        {
+            return Err(stop(
+                "step 4 (traffic rule)",
+                format!(
+                    "route code {code} changed owner while steps 2 and 3 ran (to room {}, \
+                     traffic version {}: another cut-over?), so step 3 waited for the wrong \
+                     room; nothing was switched",
+                    now.room_name(now.owner(code)),
+                    now.traffic_version()
+                ),
+            ));
+        }
         if now.ban_version() != ban_version {
             println!(
             "step 4: the write-ban changed while steps 2 and 3 ran (version {} now, not {ban_version}): \
@@ -736,6 +866,18 @@ pub async fn cutover(ctl: &mut Ctl, c: &Cutover) -> Result<(), String> {
         .ok_or_else(|| after_switch("reading the rules", "they vanished from etcd".into()))?;
     let rules =
         rules.ok_or_else(|| after_switch("reading the rules", "they do not parse".into()))?;
+    if let Some(code) = codes.iter().find(|&code| rules.owner(code) != to) {
+        return Err(after_switch(
+            "checking the owner",
+            format!(
+                "route code {code} is owned by room {} in etcd's rules (traffic version {}), not \
+                 by room {}: the traffic rule was changed by someone else; the ban stays",
+                rules.room_name(rules.owner(code)),
+                rules.traffic_version(),
+                c.to
+            ),
+        ));
+    }
     let rest = code_set(
         rules
             .banned_codes()

@@ -215,12 +215,20 @@ fn ctl(url: &str, action: CtlAction) -> anyhow::Result<std::process::ExitCode> {
                     Ok(s) => s,
                     Err(e) => return fail(e),
                 };
-                let acks = match c.acks().await {
+                let (acks, unreadable) = match c.acks_and_unreadable().await {
                     Ok(a) => a,
                     Err(e) => return fail(e),
                 };
                 print!("{}", render_status(stored.as_ref(), &acks));
-                Ok(std::process::ExitCode::SUCCESS)
+                for why in &unreadable {
+                    println!("UNREADABLE: {why}");
+                }
+                // A proxy ctl cannot read is one the cut-over cannot count on.
+                Ok(if unreadable.is_empty() {
+                    std::process::ExitCode::SUCCESS
+                } else {
+                    std::process::ExitCode::from(1)
+                })
             }
             CtlAction::PutRules { file, wait } => {
                 let text = match std::fs::read_to_string(&file) {
@@ -257,6 +265,14 @@ fn ctl(url: &str, action: CtlAction) -> anyhow::Result<std::process::ExitCode> {
                     if let Err(e) = rainbow_bridge::reload::check_moves_between(old, &rules) {
                         eprintln!(
                             "rainbow-bridge ctl: {}: {e} (`ctl cutover` does both); nothing was written",
+                            file.display()
+                        );
+                        return Ok(std::process::ExitCode::from(2));
+                    }
+                    if let Err(e) = rainbow_bridge::reload::check_versions(old, &rules) {
+                        eprintln!(
+                            "rainbow-bridge ctl: {}: against the rules in etcd, {e}; the proxies \
+                             refuse that; nothing was written",
                             file.display()
                         );
                         return Ok(std::process::ExitCode::from(2));
@@ -431,6 +447,16 @@ fn load_all(path: &PathBuf) -> Result<(Config, shard_rules::RuleSet, PathBuf, St
         ));
     }
     Ok((config, rules, rules_path, rules_text))
+}
+
+/// A rules text from etcd a proxy can start on: UTF-8, valid rules, with this proxy's room.
+fn rules_from_etcd(bytes: &[u8], room: &str) -> Result<(shard_rules::RuleSet, String), String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "the rules text is not UTF-8".to_string())?;
+    let rules = shard_rules::RuleSet::parse(text).map_err(|e| e.to_string())?;
+    if rules.room_id(room).is_none() {
+        return Err(format!("room `{room}` (proxy.room) is not a room of the rules in etcd"));
+    }
+    Ok((rules, text.to_string()))
 }
 
 /// `rainbow-bridge route`: one statement's decision, printed for a person.
@@ -933,6 +959,40 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                         (url, instance, c.map_or(10, |c| c.lease_ttl_s))
                     });
                 let mut config = config;
+                let (mut rules, mut rules_text) = (rules, rules_text);
+                // Cluster mode: the proxy is built on the rules in etcd, not on an older file.
+                let (mut etcd_applied, mut etcd_refused) = (None, None);
+                if let Some((url, instance, ttl)) = &cluster {
+                    match rainbow_bridge::cluster::fetch_rules(url, std::time::Duration::from_secs(5)).await {
+                        Ok(Some((bytes, revision))) => match rules_from_etcd(&bytes, &config.proxy.room) {
+                            Ok((r, text)) => {
+                                // The rules file follows etcd: a restart without etcd serves
+                                // the last rules applied.
+                                if text != rules_text {
+                                    if let Err(e) = rainbow_bridge::reload::write_atomically(&rules_path, &text) {
+                                        tracing::warn!(file = %rules_path.display(), error = %e, "cannot write the rules from etcd back to the rules file");
+                                    }
+                                }
+                                info!(revision, rules_version = r.version(), "starting on the rules in etcd");
+                                (rules, rules_text) = (r, text);
+                                etcd_applied = Some(revision);
+                            }
+                            Err(why) => {
+                                tracing::error!(revision, "rules in etcd refused at start, serving the rules file: {why}");
+                                etcd_refused = Some((revision, why));
+                            }
+                        },
+                        Ok(None) => tracing::warn!(url = %url, "no rules in etcd yet (rainbow-bridge ctl put-rules FILE): serving the rules file"),
+                        Err(e) => tracing::warn!(url = %url, error = %e, "etcd unreachable at start: serving the rules file until it answers"),
+                    }
+                    // Recorded for the XA log's name: the instance, not the leased worker id,
+                    // is what stays the same across restarts.
+                    config.cluster = Some(shard_rules::config::ClusterSection {
+                        url: url.clone(),
+                        instance: Some(instance.clone()),
+                        lease_ttl_s: *ttl,
+                    });
+                }
                 // Cluster mode: the snowflake worker id is leased from etcd, so two live
                 // proxies never share one.
                 let mut fence = None;
@@ -973,16 +1033,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 }
                 if let Some((url, instance, ttl)) = cluster.clone() {
                     info!(url = %url, instance = %instance, "cluster mode: rules from etcd");
-                    // The rules in etcd, not an older file, serve the first client.
-                    if !rainbow_bridge::cluster::apply_at_start(
-                        &shared,
-                        &url,
-                        std::time::Duration::from_secs(5),
-                    )
-                    .await
-                    {
-                        tracing::warn!(url = %url, "etcd unreachable at start: serving the rules file until it answers");
-                    }
+                    rainbow_bridge::cluster::started(&shared, etcd_applied, etcd_refused.clone());
                     rainbow_bridge::cluster::spawn(
                         shared.clone(),
                         url,

@@ -107,6 +107,40 @@ pub fn check_fixed(shared: &Shared, new: &RuleSet) -> Result<(), String> {
     Ok(())
 }
 
+/// Cluster mode: the versions the acknowledgements are read by never go down, and go up with
+/// what they version: a write-ban reported effective for version N is the ban of version N, and a
+/// traffic rule acknowledged as version N is the traffic rule of version N.
+pub fn check_versions(old: &RuleSet, new: &RuleSet) -> Result<(), String> {
+    if new.ban_version() < old.ban_version()
+        || (new.ban_version() == old.ban_version() && new.banned_codes() != old.banned_codes())
+    {
+        return Err(format!(
+            "the write-ban changes from version {} (route codes {}) to version {} (route codes \
+             {}): a changed write-ban needs a higher version",
+            old.ban_version(),
+            old.banned_codes(),
+            new.ban_version(),
+            new.banned_codes()
+        ));
+    }
+    let moved = moved_codes(old, new);
+    if new.traffic_version() < old.traffic_version()
+        || (new.traffic_version() == old.traffic_version() && !moved.is_empty())
+    {
+        return Err(format!(
+            "the traffic rule changes from version {} to version {}{}: a changed traffic rule \
+             needs a higher version",
+            old.traffic_version(),
+            new.traffic_version(),
+            moved
+                .first()
+                .map(|c| format!(" (route code {c} changes rooms)"))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
 /// The route codes whose owner room differs between `old` and `new`.
 pub fn moved_codes(old: &RuleSet, new: &RuleSet) -> Vec<u32> {
     (0..new.route().count.min(old.route().count))

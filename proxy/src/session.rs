@@ -228,7 +228,8 @@ impl Shared {
                 .unwrap_or(std::path::Path::new("."))
                 .join(format!(
                     "rainbow-bridge-xa-{}-{}.log",
-                    config.proxy.room, config.proxy.worker_id
+                    config.proxy.room,
+                    crate::xa::identity(&config)
                 )),
         };
         Ok(Shared {
@@ -369,6 +370,44 @@ impl Shared {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Cluster mode, while writes are held: a statement still running that writes route codes
+    /// is stopped (its backend thread killed, the session closed and its transaction rolled
+    /// back), so nothing it does commits after this proxy's lease may have expired. A
+    /// transaction that wrote route codes and waits for its client is refused at its next
+    /// statement instead, with a message saying why. Returns how many were stopped.
+    pub async fn abort_running_writes(&self) -> usize {
+        let running: Vec<(u32, Arc<SessionHandle>)> = lock(&self.sessions)
+            .iter()
+            .filter(|(_, h)| {
+                h.state.load(Ordering::Relaxed) == SessionState::Running as u8
+                    && !lock(&h.writing).is_empty()
+            })
+            .map(|(id, h)| (*id, h.clone()))
+            .collect();
+        let mut stopped = 0;
+        for (id, h) in running {
+            if h.killed.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            stopped += 1;
+            let codes = shard_rules::route::CodeSet::from_ranges(
+                lock(&h.writing).iter().map(|c| (*c, *c)).collect(),
+            );
+            warn!(
+                connection_id = id,
+                codes = %codes,
+                "writes are held (this proxy's registration in etcd may have lapsed): stopping a \
+                 running statement that writes route codes"
+            );
+            let backend = lock(&h.backend).clone();
+            if let Some((ds, thread)) = backend {
+                let _ = self.kill_backend_thread(&ds, thread, false).await;
+            }
+            h.wake.notify_waiters();
+        }
+        stopped
     }
 
     /// `KILL [QUERY] thread` on data source `ds`, sent from a new connection: the server's

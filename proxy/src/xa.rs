@@ -135,9 +135,23 @@ impl XaLog {
     }
 }
 
+/// What names this proxy's transactions and its XA log across restarts: `proxy.worker_id`, or
+/// in cluster mode (where the worker id is leased anew at each start) a digest of the
+/// instance name, which is unique per live proxy and stays the same.
+pub fn identity(config: &shard_rules::config::Config) -> String {
+    match config.cluster.as_ref().and_then(|c| c.instance.as_deref()) {
+        Some(instance) => {
+            use sha1::Digest;
+            let d = sha1::Sha1::digest(instance.as_bytes());
+            format!("i{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3])
+        }
+        None => config.proxy.worker_id.to_string(),
+    }
+}
+
 /// The prefix of this proxy's transaction ids.
-pub fn prefix(room: &str, worker_id: u32) -> String {
-    format!("rb-{room}-{worker_id}-")
+pub fn prefix(config: &shard_rules::config::Config) -> String {
+    format!("rb-{}-{}-", config.proxy.room, identity(config))
 }
 
 /// `'gtrid','bqual'` for XA statements (both ASCII names of the proxy's making).
@@ -165,7 +179,7 @@ pub fn fault(point: &str) {
 /// are live transactions and are left alone, and the log is not rewritten.
 pub async fn recover(shared: &Shared, serving: bool) -> (usize, usize, Vec<String>) {
     let log = &shared.xa;
-    let prefix = prefix(&shared.config.proxy.room, shared.config.proxy.worker_id);
+    let prefix = prefix(&shared.config);
     let pending = match log.pending() {
         Ok(p) => p,
         Err(e) => {

@@ -48,6 +48,19 @@ fn etcdctl_put(key: &str, value: &str) {
     );
 }
 
+fn etcdctl_del(key: &str) {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints=http://127.0.0.1:2379", "del", key])
+        .output()
+        .expect("run etcdctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn rules(db: &str, version: u64) -> String {
     let hash = shard_rules::config::hash_password("app");
     format!(
@@ -200,6 +213,82 @@ async fn rules_in_etcd_reach_every_proxy_which_acknowledges_them() {
     });
     assert!(out.contains("write-ban version 1 on 100-199"), "{out}");
 
+    // `ban` adds to the ban; `unban --route-codes` lifts only those codes.
+    let (code, out, err) = ctl(&url, &["ban", "--route-codes", "300", "--wait", "10"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = ctl(&url, &["status"]);
+    assert!(out.contains("write-ban version 2 on 100-199,300,"), "{out}");
+    let (code, out, err) = ctl(
+        &url,
+        &["unban", "--route-codes", "100-199", "--wait", "10"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, out, _) = ctl(&url, &["status"]);
+    assert!(out.contains("write-ban version 3 on 300,"), "{out}");
+    // A write-ban version that does not go up is refused before anything is written.
+    let (code, out, err) = ctl(
+        &url,
+        &["ban", "--route-codes", "400", "--version", "3", "--wait", "1"],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("--version 3 is not above the write-ban version in etcd (3)"),
+        "{err}"
+    );
+    // So is a rules text whose write-ban differs under the same version.
+    let same_version = format!(
+        "{}[write_ban]\nversion = 3\nroute_codes = [\"301\"]\n",
+        rules(&db, 9)
+    );
+    let (code, out, err) = ctl(
+        &url,
+        &["put-rules", &write("same-ban-version", &same_version), "--wait", "1"],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("the write-ban changes from version 3 (route codes 300) to version 3 (route codes 301)")
+            && err.contains("nothing was written"),
+        "{err}"
+    );
+    // Fewer proxies than --min-proxies: not completed, and said so.
+    let (code, out, err) = ctl(
+        &url,
+        &["ban", "--route-codes", "300", "--min-proxies", "3", "--wait", "1"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("2 proxies registered and acknowledged, fewer than --min-proxies 3"),
+        "{err}"
+    );
+    // A proxy serving an older traffic rule than etcd's (here an acknowledgement written by
+    // hand, as a proxy behind would leave it) blocks lifting a ban: it would write the codes
+    // in their old room.
+    let ghost = format!("{prefix}/proxies/ghost");
+    etcdctl_put(
+        &ghost,
+        r#"{"instance":"ghost","room":"A","rules_version":4,"traffic_version":0,"ban_version":3,"banned":"300","ban_effective_at":null,"applied_at":"2026-12-04T00:00:00.000Z","rules_revision":1,"refused":null,"refused_revision":null}"#,
+    );
+    let (code, out, err) = ctl(&url, &["unban", "--route-codes", "300", "--wait", "1"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("not lifted: ghost (traffic version 0) still serve an older traffic rule than etcd's version 1")
+            && err.contains("nothing was written"),
+        "{err}"
+    );
+    // An acknowledgement that does not read: status still lists the others, names it, exits 1.
+    etcdctl_put(&ghost, "not json");
+    let (code, out, _) = ctl(&url, &["status"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("2 proxies registered")
+            && out.contains("UNREADABLE: the acknowledgement under")
+            && out.contains("/proxies/ghost does not read"),
+        "{out}"
+    );
+    etcdctl_del(&ghost);
+    let (_, out, _) = ctl(&url, &["status"]);
+    assert!(out.contains("write-ban version 4 on 300,"), "{out}");
+
     // A proxy that goes away drops out when its lease expires; back, it catches up.
     p2.terminate();
     assert!(p2.wait_exit(Duration::from_secs(10)));
@@ -219,8 +308,8 @@ async fn rules_in_etcd_reach_every_proxy_which_acknowledges_them() {
                 == 2
     });
     for l in out.lines().filter(|l| l.starts_with('p')) {
-        // version 4, then the ban (5), then its lifting (6).
-        assert_eq!(l.split_whitespace().nth(2), Some("6"), "{l}");
+        // version 4, the bans and unbans above (5 to 8), then the lifting (9).
+        assert_eq!(l.split_whitespace().nth(2), Some("9"), "{l}");
         assert!(l.contains(" none "), "{l}");
     }
 }
@@ -506,7 +595,8 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     // on 8032 (banned).
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
-    let (wrong_room, banned, failed) = (
+    let (wrong_room, banned, failed, txns) = (
+        Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
@@ -521,7 +611,8 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
             [pa2.conn(&db).await, pb2.conn(&db).await]
         };
         let (stop, acked) = (stop.clone(), acked.clone());
-        let (wrong_room, banned, failed) = (wrong_room.clone(), banned.clone(), failed.clone());
+        let (wrong_room, banned, failed, txns) =
+            (wrong_room.clone(), banned.clone(), failed.clone(), txns.clone());
         writers.push(tokio::spawn(async move {
             let mut believed = [0usize; 21];
             let mut seq = 0u32;
@@ -536,13 +627,32 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
                     let side = believed[buyer as usize];
                     let room = if side == 0 { 'A' } else { 'B' };
                     let sent = Instant::now();
-                    let r = conns[side]
-                        .query_drop(format!(
-                            "INSERT INTO t_w (buyer, client, seq, written_in) VALUES ({buyer}, {client}, {seq}, '{room}')"
-                        ))
-                        .await;
+                    let insert = format!(
+                        "INSERT INTO t_w (buyer, client, seq, written_in) VALUES ({buyer}, {client}, {seq}, '{room}')"
+                    );
+                    // Clients 2 and 3 write every other row in a transaction that stays open a
+                    // while after its INSERT: a ban arriving meanwhile must wait for its COMMIT.
+                    let in_txn = client >= 2 && seq % 2 == 0;
+                    let c = &mut conns[side];
+                    let r = if in_txn {
+                        async {
+                            c.query_drop("START TRANSACTION").await?;
+                            if let Err(e) = c.query_drop(&insert).await {
+                                c.query_drop("ROLLBACK").await?;
+                                return Err(e);
+                            }
+                            c.query_drop("SELECT SLEEP(0.03)").await?;
+                            c.query_drop("COMMIT").await
+                        }
+                        .await
+                    } else {
+                        c.query_drop(&insert).await
+                    };
                     match r {
                         Ok(()) => {
+                            if in_txn {
+                                txns.fetch_add(1, Ordering::Relaxed);
+                            }
                             acked.lock().unwrap().push(Acked {
                                 buyer,
                                 client,
@@ -709,12 +819,13 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
     assert!(!status.contains("error:"), "{status}");
     let in_b = acked.iter().filter(|w| w.room == 'B').count();
     println!(
-        "consistency: 4 proxies (2 per room), {} writes acknowledged ({} in room A, {in_b} in room B), all {} present in both \
+        "consistency: 4 proxies (2 per room), {} writes acknowledged ({} in room A, {in_b} in room B; {} in explicit transactions), all {} present in both \
          rooms, {} distinct ids, {checked} checked against the owner of their key, {pairs} pairs of \
          one code's writes in different rooms all apart in time and in order, 3 cut-overs, \
          {} wrong-room redirects, {} banned retries, {} failures, replication without error",
         acked.len(),
         acked.len() - in_b,
+        txns.load(Ordering::Relaxed),
         rows.len(),
         ids.len(),
         wrong_room.load(Ordering::Relaxed),
@@ -722,6 +833,7 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
         failed.load(Ordering::Relaxed)
     );
     assert!(in_b > 0 && acked.len() > in_b, "writes in both rooms");
+    assert!(txns.load(Ordering::Relaxed) > 0, "writes in explicit transactions");
     assert!(
         banned.load(Ordering::Relaxed) > 0,
         "writers met the ban during the cut-overs (retried on 8032)"
@@ -812,6 +924,16 @@ async fn writes_are_held_while_the_registration_may_have_lapsed_and_resume_after
     let mut c = p.conn(&db).await;
     let insert = |id: u32| format!("INSERT INTO t_note (id, buyer, note) VALUES ({id}, 1001, 'x')");
     c.query_drop(insert(1)).await.unwrap();
+    // A write of route code 1001 that runs long (SLEEP(30) for its one row) is in flight when
+    // etcd goes away.
+    let mut slow = p.conn(&db).await;
+    let slow = tokio::spawn(async move {
+        slow.query_drop(
+            "UPDATE t_note SET note = IF(SLEEP(30) = 0, 'late', 'x') WHERE buyer = 1001 AND id = 1",
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // etcd goes away: once the lease may have lapsed, writes are held (retryable, 8032);
     // reads go on.
     etcd_at(PORT, "down");
@@ -833,6 +955,21 @@ async fn writes_are_held_while_the_registration_may_have_lapsed_and_resume_after
         n,
         Some(i64::from(id) - 1),
         "reads are served, and no held write was applied"
+    );
+    // The write in flight was stopped when writes became held, instead of committing after
+    // the lease could have expired.
+    let stopped = slow.await.unwrap();
+    assert!(stopped.is_err(), "the slow UPDATE committed: {stopped:?}");
+    let note: Option<String> = c
+        .query_first("SELECT note FROM t_note WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(note.as_deref(), Some("x"), "{stopped:?}");
+    assert!(
+        p.log_text()
+            .contains("stopping a running statement that writes route codes"),
+        "{}",
+        p.log_text()
     );
     // etcd back: the proxy registers again and writes go on.
     etcd_at(PORT, "up");
@@ -1099,8 +1236,15 @@ async fn a_proxy_restarted_in_the_middle_of_a_cutover_comes_back_banned_and_the_
     assert!(pa.wait_exit(Duration::from_secs(10)));
     drop(pa);
     let pa = Proxy::start_rules_sections("A", &text, &cluster_section(&url, "a-1")).await;
-    // Its very first client finds the ban from etcd, not the file's rules.
-    let (code, msg) = server_code(pa.conn(&db).await.query_drop(note(2)).await.unwrap_err());
+    // It starts on the rules in etcd, ban included, not on its file's; its very first write is
+    // refused (by the ban, or by the hold until it has registered: both 8032).
+    let mut first = pa.conn(&db).await;
+    assert!(
+        pa.log_text().contains("starting on the rules in etcd"),
+        "{}",
+        pa.log_text()
+    );
+    let (code, msg) = server_code(first.query_drop(note(2)).await.unwrap_err());
     assert_eq!(code, 8032, "{msg}");
     wait_status(&url, "the restarted proxy acknowledges the ban", |s| {
         s.contains("2 proxies registered")

@@ -72,10 +72,7 @@ impl Session {
                     // BEGIN commits the open transaction first, as on one server.
                     self.xa_commit().await?;
                 }
-                let prefix = crate::xa::prefix(
-                    &self.shared.config.proxy.room,
-                    self.shared.config.proxy.worker_id,
-                );
+                let prefix = crate::xa::prefix(&self.shared.config);
                 self.xa = Some(XaTx {
                     gtrid: self.shared.xa.gtrid(&prefix),
                     branches: BTreeSet::new(),
