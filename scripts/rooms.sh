@@ -106,8 +106,11 @@ replicate() { # room — make it a replica of the other room (idempotent)
     SET SESSION sql_log_bin = 0;
     CREATE USER IF NOT EXISTS 'rb_repl'@'127.0.0.1' IDENTIFIED BY 'rb_repl';
     GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'rb_repl'@'127.0.0.1';"
+  # Set up already, with both threads running (the IO thread may still be connecting to a room
+  # that has just started); a stopped thread is started again below.
   if slave_field "$r" Master_Port | grep -qx "${PORT[$o]}" \
-    && slave_field "$r" Slave_SQL_Running | grep -qx Yes; then
+    && slave_field "$r" Slave_SQL_Running | grep -qx Yes \
+    && slave_field "$r" Slave_IO_Running | grep -qxE 'Yes|Connecting'; then
     return 0
   fi
   local err

@@ -145,6 +145,10 @@ enum CtlAction {
         /// Seconds to wait for the acknowledgements.
         #[arg(long, default_value_t = 30)]
         wait: u64,
+        /// Fail unless at least this many proxies acknowledge (default 0: the first rules are
+        /// put before any proxy runs).
+        #[arg(long, default_value_t = 0)]
+        min_proxies: usize,
     },
     /// Ban writes of route codes (`1000-1099,4000`) too (codes already banned stay banned),
     /// then wait until every proxy has applied it and it is effective there; prints the
@@ -230,7 +234,11 @@ fn ctl(url: &str, action: CtlAction) -> anyhow::Result<std::process::ExitCode> {
                     std::process::ExitCode::from(1)
                 })
             }
-            CtlAction::PutRules { file, wait } => {
+            CtlAction::PutRules {
+                file,
+                wait,
+                min_proxies,
+            } => {
                 let text = match std::fs::read_to_string(&file) {
                     Ok(t) => t,
                     Err(e) => {
@@ -287,7 +295,7 @@ fn ctl(url: &str, action: CtlAction) -> anyhow::Result<std::process::ExitCode> {
                     "rules version {} written to etcd (revision {rev}); waiting for the proxies",
                     rules.version()
                 );
-                match wait_acks(&mut c, rev, 0, std::time::Duration::from_secs(wait), |a| {
+                match wait_acks(&mut c, rev, min_proxies, std::time::Duration::from_secs(wait), |a| {
                     a.rules_version == rules.version()
                 })
                 .await

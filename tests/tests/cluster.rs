@@ -496,6 +496,39 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
     let e = cb.query_drop(insert(2)).await.unwrap_err().to_string();
     assert!(e.contains("belongs to room `A`"), "{e}");
 
+    // A cut-over that does not get the acknowledgements it asks for (3 proxies, 2 run) stops
+    // at step 2 with the ban in place, says so and how to go on; the unban it prints rolls back.
+    let (code, out, err) = ctl(
+        &url,
+        &[
+            "cutover",
+            "--route-codes",
+            "1001",
+            "--to",
+            "B",
+            "--min-proxies",
+            "3",
+            "--wait",
+            "1",
+        ],
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("step 2 (acknowledgements of the ban) failed")
+            && err.contains("fewer than --min-proxies 3")
+            && err.contains("The write-ban on 1001 stays in place")
+            && err.contains("rainbow-bridge ctl unban --route-codes 1001"),
+        "{err}"
+    );
+    let (code, msg) = server_code(ca.query_drop(insert(5)).await.unwrap_err());
+    assert_eq!(code, 8032, "{msg}");
+    let (code, out, err) = ctl(
+        &url,
+        &["unban", "--route-codes", "1001", "--min-proxies", "2", "--wait", "20"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    ca.query_drop(insert(10)).await.unwrap();
+
     let (code, out, err) = try_cutover_1001(&url, "B", 2, &[]);
     assert_eq!(
         code,
@@ -520,14 +553,15 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
         .query(format!("SELECT id FROM {db}.t_note ORDER BY id"))
         .await
         .unwrap();
-    assert_eq!(rows, [1, 3]);
+    assert_eq!(rows, [1, 3, 10]);
     let out = wait_status(&url, "both proxies on the new traffic rule", |s| {
         s.lines()
             .filter(|l| l.starts_with("room-") && l.contains(" none "))
             .count()
             == 2
     });
-    assert!(out.contains("write-ban version 2 on none"), "{out}");
+    // The stopped cut-over's ban (1) and its rollback (2), then this one's ban and lifting.
+    assert!(out.contains("write-ban version 4 on none"), "{out}");
     // Re-running finds nothing to do.
     let (code, out, _) = ctl(&url, &["cutover", "--route-codes", "1001", "--to", "B"]);
     assert_eq!(code, 0, "{out}");
