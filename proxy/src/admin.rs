@@ -768,7 +768,11 @@ pub fn show_cluster(shared: &Shared) -> Table {
     );
     put(
         "writes",
-        if shared.write_fence.held() {
+        if shared.write_fence.stale() {
+            "HELD (8032): it refused the rules it (re)joined etcd on, which may miss a cut-over; \
+             reads go on"
+                .into()
+        } else if shared.write_fence.held() {
             "HELD (8032): the registration in etcd may have lapsed; reads go on".into()
         } else {
             "allowed (registered)".into()

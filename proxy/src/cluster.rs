@@ -129,6 +129,9 @@ pub struct WriteFence {
     enabled: std::sync::atomic::AtomicBool,
     /// Writes are allowed until this monotonic ms (see [`now_ms`]); 0: not yet registered.
     until_ms: std::sync::atomic::AtomicU64,
+    /// The proxy (re)joined etcd while its writes were held and refused the rules it found:
+    /// the rules it serves may miss a cut-over, so writes stay held until a text applies.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 impl WriteFence {
@@ -136,7 +139,19 @@ impl WriteFence {
     #[inline]
     pub fn held(&self) -> bool {
         use std::sync::atomic::Ordering;
-        self.enabled.load(Ordering::Relaxed) && now_ms() >= self.until_ms.load(Ordering::Relaxed)
+        self.enabled.load(Ordering::Relaxed)
+            && (self.stale.load(Ordering::Relaxed)
+                || now_ms() >= self.until_ms.load(Ordering::Relaxed))
+    }
+
+    /// Writes are held because the rules served may miss a cut-over (see `stale`).
+    pub fn stale(&self) -> bool {
+        self.stale.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_stale(&self, stale: bool) {
+        self.stale
+            .store(stale, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Holds writes from now on (until the next registration).
@@ -399,10 +414,14 @@ async fn session(
                         continue;
                     }
                     if let Some(kv) = ev.kv() {
-                        notify(
-                            apply_text(shared, kv.value(), kv.mod_revision(), Arrival::Watched)
-                                .await,
-                        );
+                        // Writes held on stale rules: nothing is in flight, so the next text
+                        // is taken as on rejoining.
+                        let arrival = if shared.write_fence.stale() {
+                            Arrival::Rejoining
+                        } else {
+                            Arrival::Watched
+                        };
+                        notify(apply_text(shared, kv.value(), kv.mod_revision(), arrival).await);
                     }
                 }
                 reack(&mut c, shared, &ack_key, lease, &mut last_ack).await?;
@@ -463,6 +482,17 @@ async fn apply_read(
         Arrival::Watched
     };
     notify(apply_text(shared, text, read.mod_revision, arrival).await);
+    if arrival == Arrival::Rejoining && status(shared).refused_revision == Some(read.mod_revision)
+    {
+        // It may have missed cut-overs, and cannot take the rules that tell: its writes stay
+        // held, registered or not, until a text applies.
+        shared.write_fence.set_stale(true);
+        warn!(
+            revision = read.mod_revision,
+            "rejoining etcd on rules this proxy refused: writes stay held until a rules text \
+             applies (the rules served may miss a cut-over)"
+        );
+    }
 }
 
 /// Rewrites the acknowledgement when what it says changed: etcd keeps every revision until it
@@ -605,6 +635,8 @@ pub fn started(shared: &Shared, applied: Option<i64>, refused: Option<(i64, Stri
     }
     if let Some((revision, why)) = refused {
         refuse(shared, &format!("etcd revision {revision}"), revision, why);
+        // The rules file it serves instead may miss a cut-over.
+        shared.write_fence.set_stale(true);
     }
 }
 
@@ -640,6 +672,7 @@ pub async fn apply_text(
         }
     };
     if &*shared.applied().text == text {
+        shared.write_fence.set_stale(false);
         let mut st = status(shared);
         st.rules_revision = revision;
         st.refused = None;
@@ -691,6 +724,7 @@ pub async fn apply_text(
         warn!(file = %shared.rules_path.display(), error = %e, "cannot write the rules from etcd back to the rules file");
     }
     let (_, waiter) = crate::reload::apply(shared, new, text.into(), by);
+    shared.write_fence.set_stale(false);
     let mut st = status(shared);
     st.rules_revision = revision;
     st.refused = None;

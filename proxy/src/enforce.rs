@@ -834,8 +834,8 @@ fn decide_all_with(
                 state: *b"HY000",
                 message: format!(
                     "writes are held: this proxy has not renewed its registration in etcd within \
-                     its lease, so a cut-over could be running without it; retry later (SHOW \
-                     CLUSTER) (rules version {})",
+                     its lease, or refused the rules it rejoined on, so a cut-over could be \
+                     running without it; retry later (SHOW CLUSTER) (rules version {})",
                     ctx.rules.version()
                 ),
             });

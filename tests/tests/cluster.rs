@@ -61,6 +61,20 @@ fn etcdctl_del(key: &str) {
     );
 }
 
+fn etcdctl_get(key: &str) -> String {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints=http://127.0.0.1:2379", "get", "--print-value-only", key])
+        .output()
+        .expect("run etcdctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
 fn rules(db: &str, version: u64) -> String {
     let hash = shard_rules::config::hash_password("app");
     format!(
@@ -1193,9 +1207,36 @@ async fn a_proxy_cut_off_from_etcd_during_a_cutover_holds_its_writes_and_rejoins
     let (code, msg) = server_code(pa.conn(&db).await.query_drop(note(4)).await.unwrap_err());
     assert_eq!(code, 8031, "{msg}");
 
-    // Back in touch: it applies the rules it missed (whose move it could not have seen banned)
-    // and registers on them.
+    // Meanwhile the rules key is overwritten with a text that does not read (etcdctl): the
+    // registered proxies refuse it and serve on. Back in touch, the cut-off proxy refuses it
+    // too, and since it cannot know what it missed, it registers with its writes still held.
+    let valid = etcdctl_get(&format!("{prefix}/rules"));
+    assert!(valid.contains("[traffic]"), "{valid}");
+    etcdctl_put(&format!("{prefix}/rules"), "version = 99\n[rooms.A\n");
     relay.restore();
+    wait_status(&url, "the cut-off proxy registers, refusing the text", |s| {
+        s.contains("3 proxies registered") && s.matches("REFUSED").count() == 3
+    });
+    assert!(
+        cut_off
+            .wait_log("rejoining etcd on rules this proxy refused", 1, Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        cut_off.log_text()
+    );
+    let mut back = cut_off.conn(&db).await;
+    let (code, msg) = server_code(back.query_drop(note(5)).await.unwrap_err());
+    assert_eq!(code, 8032, "its stale rules would write 1001 in room A: {msg}");
+    let (code, msg) = server_code(
+        back.query_drop("INSERT INTO t_note (id, buyer, note) VALUES (6, 7, 'n6')")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 8032, "{msg}");
+    // Valid rules again: it applies the rules it missed (whose move it could not have seen
+    // banned) and writes on them.
+    let (code, out, err) = ctl(&url, &["put-rules", &write("rejoin-valid", &valid), "--wait", "20"]);
+    assert_eq!(code, 0, "{out}{err}");
     let out = wait_status(
         &url,
         "the cut-off proxy rejoins on the current rules",
@@ -1216,7 +1257,6 @@ async fn a_proxy_cut_off_from_etcd_during_a_cutover_holds_its_writes_and_rejoins
         "{}",
         cut_off.log_text()
     );
-    let mut back = cut_off.conn(&db).await;
     let (code, msg) = server_code(back.query_drop(note(5)).await.unwrap_err());
     assert_eq!(code, 8031, "{msg}");
     assert!(msg.contains("belongs to room `B`"), "{msg}");
