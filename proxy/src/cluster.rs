@@ -253,16 +253,24 @@ pub fn spawn(shared: Arc<Shared>, url: String, instance: String, lease_ttl: Dura
                 return;
             }
         };
-        let mut backoff = Duration::from_millis(200);
+        // Retries come quickly after a connection that worked (a watch error, a member gone),
+        // and never slower than a quarter of the lease: the registration must be back before
+        // the fence holds writes.
+        let start = Duration::from_millis(200);
+        let cap = (lease_ttl / 4).clamp(start, Duration::from_secs(5));
+        let mut backoff = start;
         loop {
             if status(&shared).deregistered {
                 return;
             }
             match session(&shared, &endpoints, &prefix, lease_ttl).await {
-                Ok(()) => backoff = Duration::from_millis(200),
+                Ok(()) => backoff = start,
                 Err(e) => {
                     let first = {
                         let mut st = status(&shared);
+                        if st.connected {
+                            backoff = start;
+                        }
                         let first = st.connected || st.last_error.is_none();
                         st.connected = false;
                         st.last_error = Some(e.clone());
@@ -274,7 +282,7 @@ pub fn spawn(shared: Arc<Shared>, url: String, instance: String, lease_ttl: Dura
                 }
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(cap);
         }
     });
 }
@@ -364,7 +372,7 @@ async fn session(
             let _ = c.lease_revoke(lease).await;
             return Ok(());
         }
-        match put_ack(&mut c, shared, &ack_key, lease, Some(read.mod_revision)).await? {
+        match put_ack(&mut c, shared, &ack_key, lease, Some((&key, read.mod_revision))).await? {
             Put::Done(body) => {
                 last_ack = Some(body);
                 break;
@@ -505,7 +513,18 @@ async fn reack(
     last: &mut Option<Vec<u8>>,
 ) -> Result<(), String> {
     if last.as_deref() == Some(ack_body(shared).as_slice()) {
-        return Ok(());
+        // Unchanged: only make sure it is still there under this lease (a transaction without
+        // writes adds no revision); if someone deleted it, it is written again.
+        use etcd_client::{Compare, CompareOp, Txn};
+        let there = Txn::new().when([Compare::lease(ack_key, CompareOp::Equal, lease)]);
+        let r = c
+            .txn(there)
+            .await
+            .map_err(|err| format!("check acknowledgement: {err}"))?;
+        if r.succeeded() {
+            return Ok(());
+        }
+        warn!(key = %ack_key, "this proxy's acknowledgement is gone from etcd: writing it again");
     }
     match put_ack(c, shared, ack_key, lease, None).await? {
         Put::Done(body) => {
@@ -533,25 +552,20 @@ enum Put {
 
 /// Writes this proxy's acknowledgement — only under its own lease, or created if absent: two
 /// live proxies configured with one instance name must not overwrite each other, or ctl would
-/// count one proxy where two serve. With `rules_at`, only while the rules key is still at that
-/// modification revision (0: absent).
+/// count one proxy where two serve. With `rules_at` (the rules key, a modification revision),
+/// only while the rules key is still at that revision (0: absent).
 async fn put_ack(
     c: &mut Client,
     shared: &Shared,
     key: &str,
     lease: i64,
-    rules_at: Option<i64>,
+    rules_at: Option<(&str, i64)>,
 ) -> Result<Put, String> {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
     let body = ack_body(shared);
     let err = |err: etcd_client::Error| format!("put acknowledgement: {err}");
-    let rules = rules_at.map(|r| {
-        let prefix = key
-            .rsplit_once("/proxies/")
-            .map_or(key, |(p, _)| p)
-            .to_string();
-        Compare::mod_revision(rules_key(&prefix), CompareOp::Equal, r)
-    });
+    let rules =
+        rules_at.map(|(rules, at)| Compare::mod_revision(rules, CompareOp::Equal, at));
     let attempt = |owner: Compare| {
         let mut when = vec![owner];
         when.extend(rules.clone());
@@ -569,8 +583,8 @@ async fn put_ack(
     if c.txn(create).await.map_err(err)?.succeeded() {
         return Ok(Put::Done(body));
     }
-    if let (Some(prefix), Some(at)) = (key.rsplit_once("/proxies/"), rules_at) {
-        let now = read_rules(c, &rules_key(prefix.0)).await.map_err(err)?;
+    if let Some((rules, at)) = rules_at {
+        let now = read_rules(c, rules).await.map_err(err)?;
         if now.mod_revision != at {
             return Ok(Put::RulesChanged);
         }

@@ -299,29 +299,8 @@ pub async fn ban(
             ),
         ));
     }
-    let lifts = banned.iter().any(|c| !all.contains(c));
-    if lifts {
-        // A proxy still on an older traffic rule would write a code whose ban is lifted in the
-        // room that owned it before a cut-over.
-        let acks = ctl.acks().await.map_err(|e| (1, e))?;
-        let behind: Vec<String> = acks
-            .iter()
-            .filter(|a| a.traffic_version < rules.traffic_version())
-            .map(|a| format!("{} (traffic version {})", a.instance, a.traffic_version))
-            .collect();
-        if !behind.is_empty() {
-            return Err((
-                1,
-                format!(
-                    "not lifted: {} still serve an older traffic rule than etcd's version {}, \
-                     and would write the unbanned route codes in the room that owned them \
-                     before; nothing was written. Wait until `ctl status` shows them current \
-                     (or gone), then run the command again",
-                    behind.join(", "),
-                    rules.traffic_version()
-                ),
-            ));
-        }
+    if banned.iter().any(|c| !all.contains(c)) {
+        lift_allowed(ctl, rules).await.map_err(|e| (1, e))?;
     }
     let text =
         crate::reload::edit_write_ban(&stored.text, &render(&all), version, rules.version() + 1)
@@ -368,6 +347,29 @@ pub async fn ban(
         );
     }
     Ok(())
+}
+
+/// Lifting (part of) the write-ban of `rules` is allowed only while every live proxy serves
+/// their traffic version: a proxy still on an older traffic rule would write a code whose ban
+/// is lifted in the room that owned it before a cut-over.
+pub async fn lift_allowed(ctl: &mut Ctl, rules: &RuleSet) -> Result<(), String> {
+    let acks = ctl.acks().await?;
+    let behind: Vec<String> = acks
+        .iter()
+        .filter(|a| a.traffic_version < rules.traffic_version())
+        .map(|a| format!("{} (traffic version {})", a.instance, a.traffic_version))
+        .collect();
+    if behind.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "not lifted: {} still serve an older traffic rule than etcd's version {}, and would \
+         write the unbanned route codes in the room that owned them before; nothing was \
+         written. Wait until `ctl status` shows them current (or gone), then run the command \
+         again",
+        behind.join(", "),
+        rules.traffic_version()
+    ))
 }
 
 /// A set of route codes from a list of them.
@@ -498,7 +500,7 @@ pub async fn gtid_position(name: &str, opts: &mysql_async::Opts) -> Result<Strin
     )
     .await?
     .unwrap_or_default();
-    let _ = c.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), c.disconnect()).await;
     Ok(pos
         .split(',')
         .filter(|g| g.split('-').next() == Some(&domain.to_string()))
@@ -525,7 +527,7 @@ pub async fn gtid_wait(
     )
     .await
     .map_err(|e| format!("{e} (MASTER_GTID_WAIT)"))?;
-    let _ = c.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), c.disconnect()).await;
     if r != Some(0) {
         return Err(format!(
             "server {name} has not applied position {pos} after {timeout:?} (is replication \

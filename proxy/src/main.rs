@@ -277,6 +277,11 @@ fn ctl(url: &str, action: CtlAction) -> anyhow::Result<std::process::ExitCode> {
                         );
                         return Ok(std::process::ExitCode::from(2));
                     }
+                    if old.banned_codes().iter().any(|c| !rules.is_banned(c)) {
+                        if let Err(e) = rainbow_bridge::ctl::lift_allowed(&mut c, old).await {
+                            return fail(e);
+                        }
+                    }
                     if let Err(e) = rainbow_bridge::reload::check_versions(old, &rules) {
                         eprintln!(
                             "rainbow-bridge ctl: {}: against the rules in etcd, {e}; the proxies \

@@ -124,6 +124,9 @@ pub struct SessionHandle {
     /// Data source and backend thread id serving the session right now; cleared when the
     /// backend connection leaves the session (see `Held`'s `Drop`).
     backend: std::sync::Mutex<Option<(String, u32)>>,
+    /// The side connections the session holds now (sharded statements, transactions across
+    /// data sources), by data source and backend thread id.
+    sides: std::sync::Mutex<Vec<(String, u32)>>,
     killed: std::sync::atomic::AtomicBool,
     wake: tokio::sync::Notify,
     /// Route codes this session writes in its current transaction (or its statement in flight):
@@ -401,9 +404,14 @@ impl Shared {
                 "writes are held (this proxy's registration in etcd may have lapsed): stopping a \
                  running statement that writes route codes"
             );
-            let backend = lock(&h.backend).clone();
-            if let Some((ds, thread)) = backend {
-                let _ = self.kill_backend_thread(&ds, thread, false).await;
+            // Every backend connection of the session: its own and its side connections.
+            let mut threads: Vec<(String, u32)> = lock(&h.sides).clone();
+            threads.extend(lock(&h.backend).clone());
+            for (ds, thread) in threads {
+                let kill = self.kill_backend_thread(&ds, thread, false);
+                if tokio::time::timeout(Duration::from_secs(2), kill).await.is_err() {
+                    warn!(data_source = %ds, backend_thread = thread, "KILL not answered within 2 s");
+                }
             }
             h.wake.notify_waiters();
         }
@@ -1817,11 +1825,19 @@ impl Session {
             self.held = None;
         }
         self.linger = false;
+        // Killed (KILL, or the cluster fence) while the statement was on its way: nothing more
+        // is sent for it.
+        if self.handle.killed.load(Ordering::Acquire) {
+            return Err(SessionError::Fatal(ProxyError::ConnectionKilled));
+        }
         if self.held.is_none() {
             self.follow_reload();
             let ds = self.ds.clone().ok_or(ProxyError::NoDatabase)?;
             let (conn, target) = self.shared.pools.get(&ds, self.caps).await?;
             self.held = Some(Held::new(conn, ds, target, &self.handle));
+            if self.handle.killed.load(Ordering::Acquire) {
+                return Err(SessionError::Fatal(ProxyError::ConnectionKilled));
+            }
         }
         let Some(h) = self.held.as_mut() else {
             return Ok(());

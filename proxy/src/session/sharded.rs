@@ -33,6 +33,35 @@ pub(super) struct Side {
     pub joined: bool,
     /// The session's own (`held`) connection, lent for one statement.
     pub was_held: bool,
+    /// Lists the connection in the session's handle while the side holds it, so that the
+    /// cluster fence can stop a write running on it.
+    pub _mark: BackendMark,
+}
+
+/// While alive, the session handle lists a side connection (data source, backend thread).
+pub(super) struct BackendMark {
+    handle: Arc<SessionHandle>,
+    entry: (String, u32),
+}
+
+impl BackendMark {
+    pub(super) fn new(handle: &Arc<SessionHandle>, ds: &str, thread: u32) -> BackendMark {
+        let entry = (ds.to_string(), thread);
+        lock(&handle.sides).push(entry.clone());
+        BackendMark {
+            handle: Arc::clone(handle),
+            entry,
+        }
+    }
+}
+
+impl Drop for BackendMark {
+    fn drop(&mut self) {
+        let mut sides = lock(&self.handle.sides);
+        if let Some(i) = sides.iter().position(|e| *e == self.entry) {
+            sides.swap_remove(i);
+        }
+    }
 }
 
 /// One node query: the physical data source and the SQL text it runs.
@@ -350,17 +379,22 @@ impl Session {
     /// A connection to data source `ds` (not the session's own) at the session's schema,
     /// settings and transaction.
     pub(super) async fn side_conn(&mut self, ds: &str) -> Result<Side> {
+        if self.handle.killed.load(Ordering::Acquire) {
+            return Err(SessionError::Fatal(ProxyError::ConnectionKilled));
+        }
         if let Some(s) = self.side.remove(ds) {
             return Ok(s);
         }
         let (conn, target) = self.shared.pools.get(ds, self.caps).await?;
         let in_trans = self.in_transaction();
+        let mark = BackendMark::new(&self.handle, ds, conn.thread_id);
         let mut side = Side {
             conn,
             ds: ds.to_string(),
             target,
             joined: in_trans || self.status & STATUS_AUTOCOMMIT == 0,
             was_held: false,
+            _mark: mark,
         };
         let synced: Result<Result<(), Bytes>, crate::backend::BackendError> = async {
             if side.conn.schema != side.target.schema {
@@ -523,12 +557,14 @@ impl Session {
                         // The held connection goes back into `held` after the statement.
                         Some(h) => {
                             let (conn, ds, target) = h.into_parts();
+                            let mark = BackendMark::new(&self.handle, &ds, conn.thread_id);
                             Ok(Side {
                                 conn,
                                 ds,
                                 target,
                                 joined: false,
                                 was_held: true,
+                                _mark: mark,
                             })
                         }
                         None => Err(ProxyError::NoDatabase.into()),
