@@ -953,13 +953,27 @@ async fn writes_are_held_while_the_registration_may_have_lapsed_and_resume_after
     etcd_at(PORT, "up");
     let db = fresh_unit_db(
         "cluster_fence",
-        &["CREATE TABLE t_note (id INT PRIMARY KEY, buyer INT, note VARCHAR(20))"],
+        &[
+            "CREATE TABLE t_note (id INT PRIMARY KEY, buyer INT, note VARCHAR(20))",
+            "CREATE TABLE t_s_0 (id INT PRIMARY KEY, buyer INT, note VARCHAR(20))",
+            "CREATE TABLE t_s_1 (id INT PRIMARY KEY, buyer INT, note VARCHAR(20))",
+        ],
     )
     .await;
     let url = format!("etcd://127.0.0.1:{PORT}/rbt-fence-{}", std::process::id());
+    // t_s: one route code's rows in two tables, so a write of it runs on two nodes.
     let text = unit_rules(&db)
         .replace("port = 3336", &format!("port = {ROOM_A_PORT}"))
-        .replace("port = 3337", &format!("port = {}", rb_e2e::ROOM_B_PORT));
+        .replace("port = 3337", &format!("port = {}", rb_e2e::ROOM_B_PORT))
+        .replace(
+            "[users.app]",
+            &format!(
+                "[databases.{db}.tables.t_s]\nsharding_key = \"buyer\"\n\
+                 data_nodes = \"ds.t_s_${{0..1}}\"\n\
+                 table_sharding = {{ algorithm = \"mod\", column = \"id\" }}\n\
+                 allow_full_scatter_writes = true\n[users.app]"
+            ),
+        );
     let (code, out, err) = ctl(&url, &["put-rules", &write("fence", &text), "--wait", "1"]);
     assert_eq!(code, 0, "{out}{err}");
     let p = Proxy::start_rules_sections(
@@ -972,6 +986,16 @@ async fn writes_are_held_while_the_registration_may_have_lapsed_and_resume_after
     let mut c = p.conn(&db).await;
     let insert = |id: u32| format!("INSERT INTO t_note (id, buyer, note) VALUES ({id}, 1001, 'x')");
     c.query_drop(insert(1)).await.unwrap();
+    c.query_drop("INSERT INTO t_s (id, buyer, note) VALUES (0, 1001, 'x'), (1, 1001, 'x')")
+        .await
+        .unwrap();
+    // A write of route code 1001 over both of t_s's tables that runs long, as the other one.
+    let mut slow_nodes = p.conn(&db).await;
+    let slow_nodes = tokio::spawn(async move {
+        slow_nodes
+            .query_drop("UPDATE t_s SET note = IF(SLEEP(30) = 0, 'late', 'x') WHERE buyer = 1001")
+            .await
+    });
     // A write of route code 1001 that runs long (SLEEP(30) for its one row) is in flight when
     // etcd goes away.
     let mut slow = p.conn(&db).await;
@@ -1006,13 +1030,27 @@ async fn writes_are_held_while_the_registration_may_have_lapsed_and_resume_after
     );
     // The write in flight was stopped when writes became held, instead of committing after
     // the lease could have expired.
+    // Its backend thread was killed: the client hears of a lost backend connection (8003).
     let stopped = slow.await.unwrap();
-    assert!(stopped.is_err(), "the slow UPDATE committed: {stopped:?}");
+    assert!(
+        matches!(&stopped, Err(mysql_async::Error::Server(e)) if e.code == 8003),
+        "the slow UPDATE was not stopped by the proxy: {stopped:?}"
+    );
     let note: Option<String> = c
         .query_first("SELECT note FROM t_note WHERE id = 1")
         .await
         .unwrap();
     assert_eq!(note.as_deref(), Some("x"), "{stopped:?}");
+    let stopped = slow_nodes.await.unwrap();
+    assert!(
+        matches!(&stopped, Err(mysql_async::Error::Server(e)) if e.code == 8003),
+        "the slow UPDATE over two nodes was not stopped by the proxy: {stopped:?}"
+    );
+    let notes: Vec<String> = c
+        .query("SELECT note FROM t_s ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(notes, ["x", "x"], "{stopped:?}");
     assert!(
         p.log_text()
             .contains("stopping a running statement that writes route codes"),
