@@ -372,7 +372,15 @@ async fn session(
             let _ = c.lease_revoke(lease).await;
             return Ok(());
         }
-        match put_ack(&mut c, shared, &ack_key, lease, Some((&key, read.mod_revision))).await? {
+        match put_ack(
+            &mut c,
+            shared,
+            &ack_key,
+            lease,
+            Some((&key, read.mod_revision)),
+        )
+        .await?
+        {
             Put::Done(body) => {
                 last_ack = Some(body);
                 break;
@@ -490,8 +498,7 @@ async fn apply_read(
         Arrival::Watched
     };
     notify(apply_text(shared, text, read.mod_revision, arrival).await);
-    if arrival == Arrival::Rejoining && status(shared).refused_revision == Some(read.mod_revision)
-    {
+    if arrival == Arrival::Rejoining && status(shared).refused_revision == Some(read.mod_revision) {
         // It may have missed cut-overs, and cannot take the rules that tell: its writes stay
         // held, registered or not, until a text applies.
         shared.write_fence.set_stale(true);
@@ -564,8 +571,7 @@ async fn put_ack(
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
     let body = ack_body(shared);
     let err = |err: etcd_client::Error| format!("put acknowledgement: {err}");
-    let rules =
-        rules_at.map(|(rules, at)| Compare::mod_revision(rules, CompareOp::Equal, at));
+    let rules = rules_at.map(|(rules, at)| Compare::mod_revision(rules, CompareOp::Equal, at));
     let attempt = |owner: Compare| {
         let mut when = vec![owner];
         when.extend(rules.clone());

@@ -476,9 +476,7 @@ pub fn missing_in_target(rules: &RuleSet, from: &str, to: &str) -> Vec<String> {
     {
         for lds in &db.data_sources {
             let has = |room: shard_rules::RoomId| {
-                lds.physical
-                    .get(room as usize)
-                    .is_some_and(|p| p.is_some())
+                lds.physical.get(room as usize).is_some_and(|p| p.is_some())
             };
             if has(f) && !has(t) {
                 out.push(format!("{}.{}", db.name, lds.name));

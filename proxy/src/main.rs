@@ -467,7 +467,9 @@ fn rules_from_etcd(bytes: &[u8], room: &str) -> Result<(shard_rules::RuleSet, St
     let text = std::str::from_utf8(bytes).map_err(|_| "the rules text is not UTF-8".to_string())?;
     let rules = shard_rules::RuleSet::parse(text).map_err(|e| e.to_string())?;
     if rules.room_id(room).is_none() {
-        return Err(format!("room `{room}` (proxy.room) is not a room of the rules in etcd"));
+        return Err(format!(
+            "room `{room}` (proxy.room) is not a room of the rules in etcd"
+        ));
     }
     Ok((rules, text.to_string()))
 }

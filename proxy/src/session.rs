@@ -409,7 +409,10 @@ impl Shared {
             threads.extend(lock(&h.backend).clone());
             for (ds, thread) in threads {
                 let kill = self.kill_backend_thread(&ds, thread, false);
-                if tokio::time::timeout(Duration::from_secs(2), kill).await.is_err() {
+                if tokio::time::timeout(Duration::from_secs(2), kill)
+                    .await
+                    .is_err()
+                {
                     warn!(data_source = %ds, backend_thread = thread, "KILL not answered within 2 s");
                 }
             }

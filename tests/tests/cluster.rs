@@ -34,6 +34,16 @@ fn ctl(url: &str, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs ctl, which must exit with `code` and say each of `said` on stderr; returns stderr.
+fn ctl_refuses(url: &str, args: &[&str], code: i32, said: &[&str]) -> String {
+    let (got, out, err) = ctl(url, args);
+    assert_eq!(got, code, "ctl {args:?}:\n{out}{err}");
+    for s in said {
+        assert!(err.contains(s), "ctl {args:?} does not say {s:?}:\n{err}");
+    }
+    err
+}
+
 /// Writes a value straight into etcd (what a careless operator could do with etcdctl).
 fn etcdctl_put(key: &str, value: &str) {
     let out = Command::new("etcdctl")
@@ -64,7 +74,12 @@ fn etcdctl_del(key: &str) {
 fn etcdctl_get(key: &str) -> String {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
-        .args(["--endpoints=http://127.0.0.1:2379", "get", "--print-value-only", key])
+        .args([
+            "--endpoints=http://127.0.0.1:2379",
+            "get",
+            "--print-value-only",
+            key,
+        ])
         .output()
         .expect("run etcdctl");
     assert!(
@@ -191,15 +206,14 @@ async fn rules_in_etcd_reach_every_proxy_which_acknowledges_them() {
         "owners.A = [\"0-5999\"]\nowners.B = [\"6000-9999\"]",
     );
     assert!(moving.contains("0-5999"), "{moving}");
-    let (code, out, err) = ctl(
+    ctl_refuses(
         &url,
         &["put-rules", &write("v5-moving", &moving), "--wait", "1"],
-    );
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(
-        err.contains("moves route code 5000 from room `B` to room `A`")
-            && err.contains("nothing was written"),
-        "{err}"
+        2,
+        &[
+            "moves route code 5000 from room `B` to room `A`",
+            "nothing was written",
+        ],
     );
     let (_, out, _) = ctl(&url, &["status"]);
     assert!(out.contains("rules in etcd: version 4,"), "{out}");
@@ -232,47 +246,58 @@ async fn rules_in_etcd_reach_every_proxy_which_acknowledges_them() {
     assert_eq!(code, 0, "{out}{err}");
     let (_, out, _) = ctl(&url, &["status"]);
     assert!(out.contains("write-ban version 2 on 100-199,300,"), "{out}");
-    let (code, out, err) = ctl(
-        &url,
-        &["unban", "--route-codes", "100-199", "--wait", "10"],
-    );
+    let (code, out, err) = ctl(&url, &["unban", "--route-codes", "100-199", "--wait", "10"]);
     assert_eq!(code, 0, "{out}{err}");
     let (_, out, _) = ctl(&url, &["status"]);
     assert!(out.contains("write-ban version 3 on 300,"), "{out}");
     // A write-ban version that does not go up is refused before anything is written.
-    let (code, out, err) = ctl(
+    ctl_refuses(
         &url,
-        &["ban", "--route-codes", "400", "--version", "3", "--wait", "1"],
-    );
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(
-        err.contains("--version 3 is not above the write-ban version in etcd (3)"),
-        "{err}"
+        &[
+            "ban",
+            "--route-codes",
+            "400",
+            "--version",
+            "3",
+            "--wait",
+            "1",
+        ],
+        2,
+        &["--version 3 is not above the write-ban version in etcd (3)"],
     );
     // So is a rules text whose write-ban differs under the same version.
     let same_version = format!(
         "{}[write_ban]\nversion = 3\nroute_codes = [\"301\"]\n",
         rules(&db, 9)
     );
-    let (code, out, err) = ctl(
+    ctl_refuses(
         &url,
-        &["put-rules", &write("same-ban-version", &same_version), "--wait", "1"],
-    );
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(
-        err.contains("the write-ban changes from version 3 (route codes 300) to version 3 (route codes 301)")
-            && err.contains("nothing was written"),
-        "{err}"
+        &[
+            "put-rules",
+            &write("same-ban-version", &same_version),
+            "--wait",
+            "1",
+        ],
+        2,
+        &[
+            "the write-ban changes from version 3 (route codes 300) to version 3 (route codes 301)",
+            "nothing was written",
+        ],
     );
     // Fewer proxies than --min-proxies: not completed, and said so.
-    let (code, out, err) = ctl(
+    ctl_refuses(
         &url,
-        &["ban", "--route-codes", "300", "--min-proxies", "3", "--wait", "1"],
-    );
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains("2 proxies registered and acknowledged, fewer than --min-proxies 3"),
-        "{err}"
+        &[
+            "ban",
+            "--route-codes",
+            "300",
+            "--min-proxies",
+            "3",
+            "--wait",
+            "1",
+        ],
+        1,
+        &["2 proxies registered and acknowledged, fewer than --min-proxies 3"],
     );
     // A proxy serving an older traffic rule than etcd's (here an acknowledgement written by
     // hand, as a proxy behind would leave it) blocks lifting a ban: it would write the codes
@@ -282,13 +307,7 @@ async fn rules_in_etcd_reach_every_proxy_which_acknowledges_them() {
         &ghost,
         r#"{"instance":"ghost","room":"A","rules_version":4,"traffic_version":0,"ban_version":3,"banned":"300","ban_effective_at":null,"applied_at":"2026-12-04T00:00:00.000Z","rules_revision":1,"refused":null,"refused_revision":null}"#,
     );
-    let (code, out, err) = ctl(&url, &["unban", "--route-codes", "300", "--wait", "1"]);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains("not lifted: ghost (traffic version 0) still serve an older traffic rule than etcd's version 1")
-            && err.contains("nothing was written"),
-        "{err}"
-    );
+    ctl_refuses(&url, &["unban", "--route-codes", "300", "--wait", "1"], 1, &["not lifted: ghost (traffic version 0) still serve an older traffic rule than etcd's version 1", "nothing was written"]);
     // An acknowledgement that does not read: status still lists the others, names it, exits 1.
     etcdctl_put(&ghost, "not json");
     let (code, out, _) = ctl(&url, &["status"]);
@@ -512,7 +531,7 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
 
     // A cut-over that does not get the acknowledgements it asks for (3 proxies, 2 run) stops
     // at step 2 with the ban in place, says so and how to go on; the unban it prints rolls back.
-    let (code, out, err) = ctl(
+    ctl_refuses(
         &url,
         &[
             "cutover",
@@ -525,22 +544,17 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
             "--wait",
             "1",
         ],
-    );
-    assert_eq!(code, 1, "{out}\n{err}");
-    assert!(
-        err.contains("step 2 (acknowledgements of the ban) failed")
-            && err.contains("fewer than --min-proxies 3")
-            && err.contains("The write-ban on 1001 stays in place")
-            && err.contains("rainbow-bridge ctl unban --route-codes 1001"),
-        "{err}"
+        1,
+        &[
+            "step 2 (acknowledgements of the ban) failed",
+            "fewer than --min-proxies 3",
+            "The write-ban on 1001 stays in place",
+            "rainbow-bridge ctl unban --route-codes 1001",
+        ],
     );
     let (code, msg) = server_code(ca.query_drop(insert(5)).await.unwrap_err());
     assert_eq!(code, 8032, "{msg}");
-    let (code, out, err) = ctl(
-        &url,
-        &["unban", "--route-codes", "1001", "--min-proxies", "2", "--wait", "20"],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    unban_1001(&url);
     ca.query_drop(insert(10)).await.unwrap();
 
     let (code, out, err) = try_cutover_1001(&url, "B", 2, &[]);
@@ -659,8 +673,12 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
             [pa2.conn(&db).await, pb2.conn(&db).await]
         };
         let (stop, acked) = (stop.clone(), acked.clone());
-        let (wrong_room, banned, failed, txns) =
-            (wrong_room.clone(), banned.clone(), failed.clone(), txns.clone());
+        let (wrong_room, banned, failed, txns) = (
+            wrong_room.clone(),
+            banned.clone(),
+            failed.clone(),
+            txns.clone(),
+        );
         writers.push(tokio::spawn(async move {
             let mut believed = [0usize; 21];
             let mut seq = 0u32;
@@ -680,7 +698,7 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
                     );
                     // Clients 2 and 3 write every other row in a transaction that stays open a
                     // while after its INSERT: a ban arriving meanwhile must wait for its COMMIT.
-                    let in_txn = client >= 2 && seq % 2 == 0;
+                    let in_txn = client >= 2 && seq.is_multiple_of(2);
                     let c = &mut conns[side];
                     let r = if in_txn {
                         async {
@@ -881,7 +899,10 @@ async fn writes_through_both_rooms_stay_consistent_while_route_codes_are_cut_ove
         failed.load(Ordering::Relaxed)
     );
     assert!(in_b > 0 && acked.len() > in_b, "writes in both rooms");
-    assert!(txns.load(Ordering::Relaxed) > 0, "writes in explicit transactions");
+    assert!(
+        txns.load(Ordering::Relaxed) > 0,
+        "writes in explicit transactions"
+    );
     assert!(
         banned.load(Ordering::Relaxed) > 0,
         "writers met the ban during the cut-overs (retried on 8032)"
@@ -1046,10 +1067,7 @@ async fn writes_are_held_while_the_registration_may_have_lapsed_and_resume_after
         matches!(&stopped, Err(mysql_async::Error::Server(e)) if e.code == 8003),
         "the slow UPDATE over two nodes was not stopped by the proxy: {stopped:?}"
     );
-    let notes: Vec<String> = c
-        .query("SELECT note FROM t_s ORDER BY id")
-        .await
-        .unwrap();
+    let notes: Vec<String> = c.query("SELECT note FROM t_s ORDER BY id").await.unwrap();
     assert_eq!(notes, ["x", "x"], "{stopped:?}");
     assert!(
         p.log_text()
@@ -1174,6 +1192,23 @@ fn cutover_1001(url: &str, to: &str, n: usize) -> String {
 }
 
 /// The same, with more arguments (`--gtid-timeout 2`), for its exit code, stdout and stderr.
+/// `ctl unban --route-codes 1001`, acknowledged by two proxies.
+fn unban_1001(url: &str) {
+    let (code, out, err) = ctl(
+        url,
+        &[
+            "unban",
+            "--route-codes",
+            "1001",
+            "--min-proxies",
+            "2",
+            "--wait",
+            "20",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 fn try_cutover_1001(url: &str, to: &str, n: usize, more: &[&str]) -> (i32, String, String) {
     let n = n.to_string();
     let mut args = vec![
@@ -1252,19 +1287,28 @@ async fn a_proxy_cut_off_from_etcd_during_a_cutover_holds_its_writes_and_rejoins
     assert!(valid.contains("[traffic]"), "{valid}");
     etcdctl_put(&format!("{prefix}/rules"), "version = 99\n[rooms.A\n");
     relay.restore();
-    wait_status(&url, "the cut-off proxy registers, refusing the text", |s| {
-        s.contains("3 proxies registered") && s.matches("REFUSED").count() == 3
-    });
+    wait_status(
+        &url,
+        "the cut-off proxy registers, refusing the text",
+        |s| s.contains("3 proxies registered") && s.matches("REFUSED").count() == 3,
+    );
     assert!(
         cut_off
-            .wait_log("rejoining etcd on rules this proxy refused", 1, Duration::from_secs(5))
+            .wait_log(
+                "rejoining etcd on rules this proxy refused",
+                1,
+                Duration::from_secs(5)
+            )
             .is_some(),
         "{}",
         cut_off.log_text()
     );
     let mut back = cut_off.conn(&db).await;
     let (code, msg) = server_code(back.query_drop(note(5)).await.unwrap_err());
-    assert_eq!(code, 8032, "its stale rules would write 1001 in room A: {msg}");
+    assert_eq!(
+        code, 8032,
+        "its stale rules would write 1001 in room A: {msg}"
+    );
     let (code, msg) = server_code(
         back.query_drop("INSERT INTO t_note (id, buyer, note) VALUES (6, 7, 'n6')")
             .await
@@ -1273,7 +1317,10 @@ async fn a_proxy_cut_off_from_etcd_during_a_cutover_holds_its_writes_and_rejoins
     assert_eq!(code, 8032, "{msg}");
     // Valid rules again: it applies the rules it missed (whose move it could not have seen
     // banned) and writes on them.
-    let (code, out, err) = ctl(&url, &["put-rules", &write("rejoin-valid", &valid), "--wait", "20"]);
+    let (code, out, err) = ctl(
+        &url,
+        &["put-rules", &write("rejoin-valid", &valid), "--wait", "20"],
+    );
     assert_eq!(code, 0, "{out}{err}");
     let out = wait_status(
         &url,
@@ -1621,19 +1668,7 @@ async fn a_cutover_stops_at_step_three_with_the_ban_in_place_while_the_target_ro
     assert!(out.contains("step 1: already banned"), "{out}");
     assert!(err.contains("step 3 (MASTER_GTID_WAIT) failed"), "{err}");
     // Rolling back as the message says: the ban of 1001 goes, room A keeps it.
-    let (code, out, err) = ctl(
-        &url,
-        &[
-            "unban",
-            "--route-codes",
-            "1001",
-            "--min-proxies",
-            "2",
-            "--wait",
-            "15",
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    unban_1001(&url);
     assert!(out.contains("lifted on all 2 proxies"), "{out}");
     ca.query_drop(note(3)).await.unwrap();
     let (code, msg) = server_code(cb.query_drop(note(4)).await.unwrap_err());
