@@ -554,7 +554,7 @@ async fn a_cutover_moves_route_codes_to_another_room_through_ban_replication_and
     );
     let (code, msg) = server_code(ca.query_drop(insert(5)).await.unwrap_err());
     assert_eq!(code, 8032, "{msg}");
-    unban_1001(&url);
+    let _ = unban_1001(&url);
     ca.query_drop(insert(10)).await.unwrap();
 
     let (code, out, err) = try_cutover_1001(&url, "B", 2, &[]);
@@ -1192,8 +1192,8 @@ fn cutover_1001(url: &str, to: &str, n: usize) -> String {
 }
 
 /// The same, with more arguments (`--gtid-timeout 2`), for its exit code, stdout and stderr.
-/// `ctl unban --route-codes 1001`, acknowledged by two proxies.
-fn unban_1001(url: &str) {
+/// `ctl unban --route-codes 1001`, acknowledged by two proxies; its output.
+fn unban_1001(url: &str) -> String {
     let (code, out, err) = ctl(
         url,
         &[
@@ -1207,6 +1207,7 @@ fn unban_1001(url: &str) {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
+    out
 }
 
 fn try_cutover_1001(url: &str, to: &str, n: usize, more: &[&str]) -> (i32, String, String) {
@@ -1668,7 +1669,7 @@ async fn a_cutover_stops_at_step_three_with_the_ban_in_place_while_the_target_ro
     assert!(out.contains("step 1: already banned"), "{out}");
     assert!(err.contains("step 3 (MASTER_GTID_WAIT) failed"), "{err}");
     // Rolling back as the message says: the ban of 1001 goes, room A keeps it.
-    unban_1001(&url);
+    let out = unban_1001(&url);
     assert!(out.contains("lifted on all 2 proxies"), "{out}");
     ca.query_drop(note(3)).await.unwrap();
     let (code, msg) = server_code(cb.query_drop(note(4)).await.unwrap_err());
