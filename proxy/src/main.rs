@@ -977,19 +977,15 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 let (mut rules, mut rules_text) = (rules, rules_text);
                 // Cluster mode: the proxy is built on the rules in etcd, not on an older file.
                 let (mut etcd_applied, mut etcd_refused) = (None, None);
+                // The rules file's text, while the proxy is built on etcd's instead.
+                let mut file_text: Option<String> = None;
                 if let Some((url, instance, ttl)) = &cluster {
                     match rainbow_bridge::cluster::fetch_rules(url, std::time::Duration::from_secs(5)).await {
                         Ok(Some((bytes, revision))) => match rules_from_etcd(&bytes, &config.proxy.room) {
                             Ok((r, text)) => {
-                                // The rules file follows etcd: a restart without etcd serves
-                                // the last rules applied.
-                                if text != rules_text {
-                                    if let Err(e) = rainbow_bridge::reload::write_atomically(&rules_path, &text) {
-                                        tracing::warn!(file = %rules_path.display(), error = %e, "cannot write the rules from etcd back to the rules file");
-                                    }
-                                }
                                 info!(revision, rules_version = r.version(), "starting on the rules in etcd");
-                                (rules, rules_text) = (r, text);
+                                file_text = Some(std::mem::replace(&mut rules_text, text));
+                                rules = r;
                                 etcd_applied = Some(revision);
                             }
                             Err(why) => {
@@ -1036,9 +1032,35 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                         }
                     });
                 }
-                let shared =
-                    rainbow_bridge::server::shared(config, rules, rules_path.clone(), rules_text)
-                        .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+                let built = rainbow_bridge::server::shared(
+                    config.clone(),
+                    rules,
+                    rules_path.clone(),
+                    rules_text.clone(),
+                );
+                let shared = match (built, etcd_applied, file_text) {
+                    (Ok(shared), applied, file_text) => {
+                        // The rules file follows etcd: a restart without etcd serves the last
+                        // rules applied.
+                        if applied.is_some() && file_text.is_some_and(|f| f != rules_text) {
+                            if let Err(e) = rainbow_bridge::reload::write_atomically(&rules_path, &rules_text) {
+                                tracing::warn!(file = %rules_path.display(), error = %e, "cannot write the rules from etcd back to the rules file");
+                            }
+                        }
+                        shared
+                    }
+                    (Err(e), Some(revision), Some(file_text)) => {
+                        // The file was read and checked at start: it serves instead.
+                        tracing::error!(revision, "cannot start on the rules in etcd, serving the rules file: {e}");
+                        etcd_applied = None;
+                        etcd_refused = Some((revision, format!("cannot start on these rules: {e}")));
+                        let file_rules = shard_rules::RuleSet::parse(&file_text)
+                            .map_err(|e| anyhow::anyhow!("refused: {e}"))?;
+                        rainbow_bridge::server::shared(config, file_rules, rules_path.clone(), file_text)
+                            .map_err(|e| anyhow::anyhow!("refused: {e}"))?
+                    }
+                    (Err(e), ..) => anyhow::bail!("refused: {e}"),
+                };
                 if let Some(f) = fence {
                     let _ = shared.worker_fence.set(f);
                 }
