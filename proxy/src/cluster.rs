@@ -374,7 +374,7 @@ async fn session(
         }
         match put_ack(
             &mut c,
-            shared,
+            ack_body(shared),
             &ack_key,
             lease,
             Some((&key, read.mod_revision)),
@@ -519,7 +519,8 @@ async fn reack(
     lease: i64,
     last: &mut Option<Vec<u8>>,
 ) -> Result<(), String> {
-    if last.as_deref() == Some(ack_body(shared).as_slice()) {
+    let body = ack_body(shared);
+    if last.as_ref() == Some(&body) {
         // Unchanged: only make sure it is still there under this lease (a transaction without
         // writes adds no revision); if someone deleted it, it is written again.
         use etcd_client::{Compare, CompareOp, Txn};
@@ -533,7 +534,7 @@ async fn reack(
         }
         warn!(key = %ack_key, "this proxy's acknowledgement is gone from etcd: writing it again");
     }
-    match put_ack(c, shared, ack_key, lease, None).await? {
+    match put_ack(c, body, ack_key, lease, None).await? {
         Put::Done(body) => {
             *last = Some(body);
             Ok(())
@@ -563,13 +564,12 @@ enum Put {
 /// only while the rules key is still at that revision (0: absent).
 async fn put_ack(
     c: &mut Client,
-    shared: &Shared,
+    body: Vec<u8>,
     key: &str,
     lease: i64,
     rules_at: Option<(&str, i64)>,
 ) -> Result<Put, String> {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-    let body = ack_body(shared);
     let err = |err: etcd_client::Error| format!("put acknowledgement: {err}");
     let rules = rules_at.map(|(rules, at)| Compare::mod_revision(rules, CompareOp::Equal, at));
     let attempt = |owner: Compare| {
@@ -632,14 +632,10 @@ pub async fn fetch_rules(url: &str, within: Duration) -> Result<Option<(Vec<u8>,
         let mut c = connect(&endpoints)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let got = c
-            .get(rules_key(&prefix), None)
+        let read = read_rules(&mut c, &rules_key(&prefix))
             .await
             .map_err(|e| format!("get rules: {e}"))?;
-        Ok(got
-            .kvs()
-            .first()
-            .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
+        Ok(read.text.map(|text| (text, read.mod_revision)))
     };
     tokio::time::timeout(within, fetch)
         .await

@@ -422,26 +422,39 @@ pub fn server_pairs(
         return Vec::new();
     };
     let mut out: Vec<((String, mysql_async::Opts), (String, mysql_async::Opts))> = Vec::new();
-    for db in rules
-        .databases()
-        .filter(|d| d.db_type == shard_rules::config::DatabaseType::Unit)
-    {
-        for lds in &db.data_sources {
-            let phys = |room: shard_rules::RoomId| {
-                lds.physical
-                    .get(room as usize)
-                    .cloned()
-                    .flatten()
-                    .and_then(|n| rules.data_sources().get(&n).map(server_of))
-            };
-            if let (Some(a), Some(b)) = (phys(f), phys(t)) {
-                if !out.iter().any(|(x, y)| x.0 == a.0 && y.0 == b.0) {
-                    out.push((a, b));
-                }
+    for (_, lds) in unit_data_sources(rules) {
+        let phys = |room: shard_rules::RoomId| {
+            physical_in(lds, room).and_then(|n| rules.data_sources().get(n).map(server_of))
+        };
+        if let (Some(a), Some(b)) = (phys(f), phys(t)) {
+            if !out.iter().any(|(x, y)| x.0 == a.0 && y.0 == b.0) {
+                out.push((a, b));
             }
         }
     }
     out
+}
+
+/// Every logical data source of a unit database, with its database's name.
+fn unit_data_sources(
+    rules: &RuleSet,
+) -> impl Iterator<Item = (&str, &shard_rules::ruleset::LogicalDataSource)> {
+    rules
+        .databases()
+        .filter(|d| d.db_type == shard_rules::config::DatabaseType::Unit)
+        .flat_map(|db| {
+            db.data_sources
+                .iter()
+                .map(move |lds| (db.name.as_str(), lds))
+        })
+}
+
+/// The physical data source of `lds` in `room`, if it has one there.
+fn physical_in(
+    lds: &shard_rules::ruleset::LogicalDataSource,
+    room: shard_rules::RoomId,
+) -> Option<&str> {
+    lds.physical.get(room as usize).and_then(|p| p.as_deref())
 }
 
 /// How long a server may take to accept ctl's connection or answer a query (beyond what the
@@ -469,21 +482,10 @@ pub fn missing_in_target(rules: &RuleSet, from: &str, to: &str) -> Vec<String> {
     let (Some(f), Some(t)) = (rules.room_id(from), rules.room_id(to)) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for db in rules
-        .databases()
-        .filter(|d| d.db_type == shard_rules::config::DatabaseType::Unit)
-    {
-        for lds in &db.data_sources {
-            let has = |room: shard_rules::RoomId| {
-                lds.physical.get(room as usize).is_some_and(|p| p.is_some())
-            };
-            if has(f) && !has(t) {
-                out.push(format!("{}.{}", db.name, lds.name));
-            }
-        }
-    }
-    out
+    unit_data_sources(rules)
+        .filter(|(_, lds)| physical_in(lds, f).is_some() && physical_in(lds, t).is_none())
+        .map(|(db, lds)| format!("{db}.{}", lds.name))
+        .collect()
 }
 
 /// `@@gtid_binlog_pos` of a server, reduced to the server's own GTID domain (what it writes;

@@ -235,6 +235,7 @@ impl Shared {
                     crate::xa::identity(&config)
                 )),
         };
+        let xa_prefix = crate::xa::prefix(&config);
         Ok(Shared {
             stats: crate::metrics::Stats::new(config.metrics.is_some()),
             applied: std::sync::Mutex::new(crate::reload::Applied {
@@ -262,7 +263,7 @@ impl Shared {
             ids,
             segments,
             pools,
-            xa: crate::xa::XaLog::new(xa_path),
+            xa: crate::xa::XaLog::new(xa_path, xa_prefix),
             version: RwLock::new(None),
             version_failed_at: std::sync::Mutex::new(None),
             next_connection_id: AtomicU32::new(1),
@@ -363,10 +364,7 @@ impl Shared {
                         // A statement running on the server (a lock wait, a long UPDATE) is
                         // stopped too; the session then keeps its codes claimed until the
                         // server thread is gone.
-                        let backend = lock(&h.backend).clone();
-                        if let Some((ds, thread)) = backend {
-                            let _ = self.kill_backend_thread(&ds, thread, false).await;
-                        }
+                        self.kill_backends(h).await;
                     }
                     h.wake.notify_waiters();
                 }
@@ -404,21 +402,26 @@ impl Shared {
                 "writes are held (this proxy's registration in etcd may have lapsed): stopping a \
                  running statement that writes route codes"
             );
-            // Every backend connection of the session: its own and its side connections.
-            let mut threads: Vec<(String, u32)> = lock(&h.sides).clone();
-            threads.extend(lock(&h.backend).clone());
-            for (ds, thread) in threads {
-                let kill = self.kill_backend_thread(&ds, thread, false);
-                if tokio::time::timeout(Duration::from_secs(2), kill)
-                    .await
-                    .is_err()
-                {
-                    warn!(data_source = %ds, backend_thread = thread, "KILL not answered within 2 s");
-                }
-            }
+            self.kill_backends(&h).await;
             h.wake.notify_waiters();
         }
         stopped
+    }
+
+    /// Kills every backend connection a session holds now: its own and its side connections
+    /// (a write over several nodes or data sources). Each KILL is given 2 s.
+    async fn kill_backends(&self, h: &SessionHandle) {
+        let mut threads: Vec<(String, u32)> = lock(&h.sides).clone();
+        threads.extend(lock(&h.backend).clone());
+        for (ds, thread) in threads {
+            let kill = self.kill_backend_thread(&ds, thread, false);
+            if tokio::time::timeout(Duration::from_secs(2), kill)
+                .await
+                .is_err()
+            {
+                warn!(data_source = %ds, backend_thread = thread, "KILL not answered within 2 s");
+            }
+        }
     }
 
     /// `KILL [QUERY] thread` on data source `ds`, sent from a new connection: the server's

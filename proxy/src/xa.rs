@@ -23,15 +23,18 @@ use crate::session::Shared;
 /// branch commits) and `done <gtrid>` (after every branch committed).
 pub struct XaLog {
     path: PathBuf,
+    /// `rb-<room>-<identity>-`: the prefix of this proxy's transaction ids ([`prefix`]).
+    prefix: String,
     file: Mutex<Option<std::fs::File>>,
     next: AtomicU64,
     started: u64,
 }
 
 impl XaLog {
-    pub fn new(path: PathBuf) -> XaLog {
+    pub fn new(path: PathBuf, prefix: String) -> XaLog {
         XaLog {
             path,
+            prefix,
             file: Mutex::new(None),
             next: AtomicU64::new(1),
             started: std::time::SystemTime::now()
@@ -41,8 +44,13 @@ impl XaLog {
     }
 
     /// The prefix of the transaction ids of this process's run.
-    pub fn current_run(&self, prefix: &str) -> String {
-        format!("{prefix}{}-", self.started)
+    pub fn current_run(&self) -> String {
+        format!("{}{}-", self.prefix, self.started)
+    }
+
+    /// The prefix of this proxy's transaction ids, whatever the run.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub fn path(&self) -> &Path {
@@ -50,9 +58,9 @@ impl XaLog {
     }
 
     /// A new global transaction id: `rb-<room>-<worker>-<start>-<n>` (at most 64 bytes).
-    pub fn gtrid(&self, prefix: &str) -> String {
+    pub fn gtrid(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}{}-{n}", self.started)
+        format!("{}{}-{n}", self.prefix, self.started)
     }
 
     fn append(&self, line: &str, sync: bool) -> std::io::Result<()> {
@@ -179,7 +187,7 @@ pub fn fault(point: &str) {
 /// are live transactions and are left alone, and the log is not rewritten.
 pub async fn recover(shared: &Shared, serving: bool) -> (usize, usize, Vec<String>) {
     let log = &shared.xa;
-    let prefix = prefix(&shared.config);
+    let prefix = log.prefix();
     let pending = match log.pending() {
         Ok(p) => p,
         Err(e) => {
@@ -218,10 +226,10 @@ pub async fn recover(shared: &Shared, serving: bool) -> (usize, usize, Vec<Strin
             else {
                 continue;
             };
-            if data.len() < gl || !data.starts_with(&prefix) {
+            if data.len() < gl || !data.starts_with(prefix) {
                 continue;
             }
-            if serving && data.starts_with(&log.current_run(&prefix)) {
+            if serving && data.starts_with(&log.current_run()) {
                 continue;
             }
             let (gtrid, bqual) = data.split_at(gl);

@@ -623,9 +623,8 @@ impl Session {
         // In an XA database, a write on several data sources is one XA transaction.
         let xa = wrap && conns.len() > 1 && self.xa_mode();
         if xa {
-            let prefix = crate::xa::prefix(&self.shared.config);
             self.xa = Some(super::xa_tx::XaTx {
-                gtrid: self.shared.xa.gtrid(&prefix),
+                gtrid: self.shared.xa.gtrid(),
                 branches: Default::default(),
             });
         }

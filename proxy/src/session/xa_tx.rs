@@ -72,9 +72,8 @@ impl Session {
                     // BEGIN commits the open transaction first, as on one server.
                     self.xa_commit().await?;
                 }
-                let prefix = crate::xa::prefix(&self.shared.config);
                 self.xa = Some(XaTx {
-                    gtrid: self.shared.xa.gtrid(&prefix),
+                    gtrid: self.shared.xa.gtrid(),
                     branches: BTreeSet::new(),
                 });
                 self.status |= STATUS_IN_TRANS;
